@@ -1,0 +1,264 @@
+"""Command line: ``python -m etl check | run | runs | quarantine | demo``.
+
+Exit codes: 0 done; 1 a run failed; 2 the configuration or a schema is wrong (fix, then rerun);
+75 a transient failure (another run holds the lock, a database went away): retry later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from sqlalchemy.exc import OperationalError
+
+from etl import ledger, quarantine
+from etl.config import DEFAULT_MAPPINGS, REPO_ROOT, Project, load_project
+from etl.connections import Connections, masked
+from etl.crosswalk import load_crosswalks
+from etl.errors import ConfigError, ConnectionNotFound, EtlError, SchemaDriftError, StepFailed
+from etl.pipeline_tables import ensure_pipeline_tables
+from etl.runner import RunOptions, RunResult, run_flow
+from etl.watermark import parse_since
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_RETRY = 75
+
+SUMMARY_COLUMNS = [
+    ("flow", "flow"), ("direction", "direction"), ("read", "rows_read"), ("retried", "rows_retried"),
+    ("loaded", "rows_loaded"), ("unchanged", "rows_unchanged"), ("quarantined", "rows_new_in_quarantine"),
+    ("released", "rows_released"), ("deleted", "rows_deleted"), ("waiting", "quarantine_backlog"),
+    ("seconds", "seconds"), ("outcome", "outcome"),
+]
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """A plain fixed-width table; numbers right-aligned."""
+    cells = [[_cell(r.get(key)) for _, key in columns] for r in rows]
+    widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (title, _) in enumerate(columns)]
+    numeric = [all(_is_number(r.get(key)) for r in rows) and rows != [] for _, key in columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+
+    out = [line([t for t, _ in columns]), line(["-" * w for w in widths])]
+    out += [line(c) for c in cells]
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summary_row(result: RunResult) -> dict[str, Any]:
+    run = result.record
+    row: dict[str, Any] = {"flow": run.flow, "direction": run.direction, "outcome": run.outcome}
+    row.update(vars(run.counts))
+    row["seconds"] = run.duration_s or 0.0
+    return row
+
+
+def _project(args: argparse.Namespace) -> Project:
+    return load_project(args.mappings)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    project = _project(args)
+    crosswalks = load_crosswalks(Path(args.mappings) / "crosswalks")
+    print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks in {args.mappings}")
+    for flow in project.flows.values():
+        print(f"  {flow.flow:<20} {flow.direction:<11} {project.schedule_of(flow) or '-':<14} {flow.source.table} -> {flow.target.table}")
+    return 0
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    plants = [p.strip() for p in args.plants.split(",") if p.strip()] if args.plants else None
+    return RunOptions(
+        full_refresh=args.full_refresh,
+        since=parse_since(args.since) if args.since else None,
+        dry_run=args.dry_run,
+        plants=plants,
+        keyset=args.keyset,
+    )
+
+
+def run_flows(project: Project, names: list[str], options: RunOptions, connections: Connections) -> tuple[list[RunResult], list[StepFailed]]:
+    """Run flows in order; a failed flow does not stop the flows that do not depend on it."""
+    crosswalks = load_crosswalks(Path(project.mappings_dir) / "crosswalks")
+    results: list[RunResult] = []
+    failures: list[StepFailed] = []
+    failed: set[str] = set()
+    for name in names:
+        flow = project.flow(name)
+        blocked = [d for d in flow.depends_on if d in failed]
+        if blocked:
+            failed.add(name)
+            print(f"skipped {name}: depends on failed flow(s) {', '.join(blocked)}", file=sys.stderr)
+            continue
+        try:
+            result = run_flow(project, name, connections, options, crosswalks=crosswalks)
+        except StepFailed as exc:
+            failed.add(name)
+            failures.append(exc)
+            print(f"FAILED {exc}", file=sys.stderr)
+            continue
+        results.append(result)
+        for warning in result.warnings:
+            print(f"warning: {name}: {warning}", file=sys.stderr)
+    return results, failures
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    project = _project(args)
+    names = list(project.flows) if args.flow == "all" else [project.flow(args.flow).flow]
+    options = _options(args)
+    with Connections() as connections:
+        # A missing connection is a setup problem: say it once, before any flow starts.
+        for conn_id in sorted({c for n in names for c in (project.flow(n).source.connection, project.flow(n).target.connection)}):
+            connections.url(conn_id)
+        results, failures = run_flows(project, names, options, connections)
+    if results:
+        print(format_table([summary_row(r) for r in results], SUMMARY_COLUMNS))
+    if failures:
+        if all(f.retryable for f in failures):
+            return EXIT_RETRY
+        if any(isinstance(f.cause, (ConfigError, SchemaDriftError)) for f in failures):
+            return EXIT_CONFIG
+        return EXIT_FAILED
+    return 0
+
+
+def _target_connections(project: Project, flow: str | None) -> list[str]:
+    flows = [project.flow(flow)] if flow else list(project.flows.values())
+    return sorted({f.target.connection for f in flows})
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    project = _project(args)
+    rows: list[dict[str, Any]] = []
+    with Connections() as connections:
+        for conn_id in _target_connections(project, args.flow):
+            with connections.engine(conn_id).begin() as conn:
+                ensure_pipeline_tables(conn)
+                rows += ledger.recent_runs(conn, args.flow, args.limit)
+    rows.sort(key=lambda r: r["started_at"], reverse=True)
+    rows = rows[: args.limit]
+    for r in rows:
+        r["started"] = r["started_at"].strftime("%Y-%m-%d %H:%M:%S")
+        r["seconds"] = float(r["duration_s"]) if r["duration_s"] is not None else None
+        r["window"] = f"{r['window_from'] or '…'} .. {r['window_to'] or '…'}" if (r["window_from"] or r["window_to"]) else ""
+    columns = [
+        ("started (UTC)", "started"), ("flow", "flow"), ("outcome", "outcome"), ("read", "rows_read"),
+        ("loaded", "rows_loaded"), ("quarantined", "rows_quarantined"), ("released", "rows_released"),
+        ("deleted", "rows_deleted"), ("seconds", "seconds"), ("window", "window"), ("error", "error"),
+    ]
+    print(format_table(rows, columns) if rows else "no runs recorded yet")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    project = _project(args)
+    rows: list[dict[str, Any]] = []
+    total = 0
+    with Connections() as connections:
+        for conn_id in _target_connections(project, args.flow):
+            with connections.engine(conn_id).begin() as conn:
+                ensure_pipeline_tables(conn)
+                rows += quarantine.list_waiting(conn, args.flow, args.limit)
+                total += quarantine.backlog(conn, args.flow)
+    if not rows:
+        print("quarantine is empty" + (f" for flow {args.flow}" if args.flow else ""))
+        return 0
+    for r in rows:
+        r["since"] = r["first_seen_at"].strftime("%Y-%m-%d %H:%M")
+    columns = [("flow", "flow"), ("source key", "source_key"), ("attempts", "attempts"), ("waiting since (UTC)", "since"), ("reason", "reason")]
+    print(format_table(rows[: args.limit], columns))
+    print(f"{total} row(s) waiting" + (f", first {args.limit} shown" if total > args.limit else ""))
+    return 0
+
+
+def cmd_demo_init(args: argparse.Namespace) -> int:
+    from etl.demo.setup import init_demo
+
+    urls = init_demo(
+        erp_url=args.erp_url, mes_url=args.mes_url, warehouse_url=args.warehouse_url,
+        orders=args.orders, seed=args.seed, connections_file=Path(args.connections_file),
+    )
+    for conn_id, url in urls.items():
+        print(f"{conn_id:<14} {masked(url)}")
+    print(f"connections written to {args.connections_file} (set ETL_CONNECTIONS_FILE to use another file)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m etl", description="erp-mes-sync: ERP <-> MES sync pipeline")
+    parser.add_argument("--mappings", default=str(DEFAULT_MAPPINGS), help="folder with flows/ and crosswalks/ (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("check", help="validate every file under mappings/").set_defaults(func=cmd_check)
+
+    run = sub.add_parser("run", help="run one flow, or all flows in dependency order")
+    run.add_argument("flow", help="flow name, or 'all'")
+    run.add_argument("--full-refresh", action="store_true", help="read the whole source, ignoring the watermark")
+    run.add_argument("--since", help="read from this source timestamp (ISO), ignoring the watermark")
+    run.add_argument("--dry-run", action="store_true", help="do everything, then roll back; report what would change")
+    run.add_argument("--plants", help="comma-separated ERP plant codes to limit the run to")
+    keyset = run.add_mutually_exclusive_group()
+    keyset.add_argument("--keyset", dest="keyset", action="store_true", default=None, help="compare source and target keys for deletions now")
+    keyset.add_argument("--no-keyset", dest="keyset", action="store_false", help="skip the key comparison even if due")
+    run.set_defaults(func=cmd_run)
+
+    runs = sub.add_parser("runs", help="show the run ledger")
+    runs.add_argument("--flow")
+    runs.add_argument("--limit", type=int, default=30)
+    runs.set_defaults(func=cmd_runs)
+
+    quar = sub.add_parser("quarantine", help="list rows waiting in quarantine")
+    quar.add_argument("flow", nargs="?")
+    quar.add_argument("--limit", type=int, default=50)
+    quar.set_defaults(func=cmd_quarantine)
+
+    demo = sub.add_parser("demo", help="the demo factory")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    init = demo_sub.add_parser("init", help="build demo ERP, MES and warehouse databases and fill them")
+    demo_dir = REPO_ROOT / ".demo"
+    init.add_argument("--erp-url", default=f"sqlite:///{demo_dir / 'erp.db'}")
+    init.add_argument("--mes-url", default=f"sqlite:///{demo_dir / 'mes.db'}")
+    init.add_argument("--warehouse-url", default=f"sqlite:///{demo_dir / 'warehouse.db'}")
+    init.add_argument("--orders", type=int, default=1000, help="production orders to generate (default: %(default)s)")
+    init.add_argument("--seed", type=int, default=42)
+    init.add_argument("--connections-file", default=str(demo_dir / "connections.json"))
+    init.set_defaults(func=cmd_demo_init)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except (ConnectionNotFound, SchemaDriftError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OperationalError as exc:
+        print(f"error: database unavailable: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+        return EXIT_RETRY
+    except (EtlError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,521 @@
+"""Flow configuration: YAML under mappings/ validated into typed models.
+
+A flow file says where rows come from, where they go, how they are keyed and watermarked, and
+how each target column is computed. Validation rejects unknown keys and gathers every problem of
+every file into one ConfigError, each located as ``file: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from etl.errors import ConfigError, ConfigProblem, display_path
+from etl.expressions import ExpressionError, parse_expression
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MAPPINGS = REPO_ROOT / "mappings"
+
+# Letters, digits, underscore and inner spaces: enough for real schemas, and nothing that
+# could end a statement. Identifiers are also quoted when SQL is built.
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,126}[A-Za-z0-9_]$|^[A-Za-z_]$")
+_CONNECTION_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_FLOW_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+Side = Literal["erp", "mes"]
+Direction = Literal["erp_to_mes", "mes_to_erp", "warehouse"]
+
+
+def check_identifier(value: str) -> str:
+    """Return ``value`` if it is a safe column or table name, else raise ValueError."""
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid identifier (letters, digits, underscore, inner spaces)"
+        )
+    return value
+
+
+def check_table_name(value: str) -> str:
+    """Return ``value`` if it is ``table`` or ``schema.table`` with safe parts."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a table name")
+    for part in value.split("."):
+        check_identifier(part)
+    if value.count(".") > 1:
+        raise ValueError(f"{value!r}: at most one dot (schema.table)")
+    return value
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``90s``, ``10m``, ``2h``, ``1d`` or a number of seconds into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match:
+            return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    raise ValueError(f"{value!r} is not a duration (examples: 90s, 10m, 2h, 1d)")
+
+
+Identifier = Annotated[str, BeforeValidator(check_identifier)]
+TableName = Annotated[str, BeforeValidator(check_table_name)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Scalar = str | int | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SourceSpec(_Model):
+    """Where a flow reads. The source is only ever read."""
+
+    connection: str
+    table: TableName
+    #: Equality / membership filters, e.g. ``{status: [REL, TECO]}``; values are bound parameters.
+    where: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
+    #: Source column holding the plant code, so a run can be limited to some plants.
+    plant_column: Identifier | None = None
+
+    @field_validator("connection")
+    @classmethod
+    def _connection_id(cls, value: str) -> str:
+        if not _CONNECTION_ID.match(value):
+            raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
+        return value
+
+
+class TargetSpec(SourceSpec):
+    """Where a flow writes. The pipeline's own tables live on the same connection."""
+
+
+class CursorSpec(_Model):
+    """Incremental extraction: rows whose cursor column is at or after the watermark."""
+
+    column: Identifier
+    #: Re-read this far behind the watermark, for rows committed late with an older cursor.
+    lookback: Duration = timedelta(minutes=10)
+
+
+class CrosswalkRef(_Model):
+    name: Identifier
+    to: Side
+
+
+class UnitConversion(_Model):
+    """Multiply the column by the factor the unit crosswalk gives for the row's unit."""
+
+    unit_column: Identifier
+    crosswalk: Identifier = "unit"
+    #: Divide instead: for per-unit values such as cycle time per unit.
+    inverse: bool = False
+
+
+class TimezoneRule(_Model):
+    """Reinterpret a timestamp from one zone in another (naive values are taken as ``from``)."""
+
+    from_: str = Field(alias="from")
+    to: str
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use IANA names like Asia/Shanghai)")
+        return value
+
+
+Cast = Literal["string", "integer", "decimal", "timestamp", "date", "boolean"]
+Clean = Literal["trim", "upper", "lower"]
+
+
+class ColumnSpec(_Model):
+    """How one target column is computed from the source row.
+
+    Exactly one of ``source`` (a source column), ``expr`` (a whitelisted expression) or
+    ``value`` (a constant). Then, in this order: ``clean``, ``crosswalk``, ``convert_unit``,
+    ``cast``, ``timezone``, ``default``. ``required`` sends a row whose result is NULL to
+    quarantine.
+    """
+
+    target: Identifier
+    source: Identifier | None = None
+    expr: str | None = None
+    value: Scalar | None = None
+    clean: list[Clean] = Field(default_factory=list)
+    crosswalk: Identifier | CrosswalkRef | None = None
+    convert_unit: UnitConversion | None = None
+    cast: Cast | None = None
+    timezone: TimezoneRule | None = None
+    default: Scalar | None = None
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ColumnSpec:
+        given = [k for k in ("source", "expr", "value") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"column {self.target!r}: give exactly one of source, expr, value (got {given or 'none'})"
+            )
+        if self.expr is not None:
+            try:
+                parse_expression(self.expr)
+            except ExpressionError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def source_columns(self) -> frozenset[str]:
+        """Source columns this column reads, the unit column included."""
+        cols: set[str] = set()
+        if self.source is not None:
+            cols.add(self.source)
+        if self.expr is not None:
+            cols |= parse_expression(self.expr).columns
+        if self.convert_unit is not None:
+            cols.add(self.convert_unit.unit_column)
+        return frozenset(cols)
+
+
+class ParentSpec(_Model):
+    """A row waits in quarantine until its parent exists on the target."""
+
+    column: Identifier
+    table: TableName
+    key: Identifier
+
+
+class DeleteSpec(_Model):
+    """How a row that disappeared from the source is reflected on the target.
+
+    ``detect: keyset`` compares the source's keys with the target's (within ``scope``) every
+    ``every`` (nightly by default) or on a full refresh; ``action`` says what happens to target
+    rows whose key the source no longer has.
+    """
+
+    detect: Literal["none", "keyset"] = "none"
+    action: Literal["status", "soft_delete", "delete"] = "soft_delete"
+    column: Identifier | None = None
+    value: Scalar | None = None
+    every: Duration = timedelta(hours=24)
+    #: Target rows this flow owns, e.g. ``{plant_code: [SH01]}``; empty means the whole table.
+    scope: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _action_needs_column(self) -> DeleteSpec:
+        if self.detect == "none":
+            return self
+        if self.action in ("status", "soft_delete") and self.column is None:
+            raise ValueError(f"action {self.action!r} needs 'column'")
+        if self.action == "status" and self.value is None:
+            raise ValueError("action 'status' needs 'value' (e.g. CANCELLED)")
+        return self
+
+
+class LoadSpec(_Model):
+    #: upsert: insert or update by key. append: insert new keys only, never update.
+    #: snapshot_replace: upsert, then delete target rows (within scope) the source no longer has.
+    mode: Literal["upsert", "append", "snapshot_replace"] = "upsert"
+    chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+
+class Flow(_Model):
+    """One flow: a source table mapped onto a target table."""
+
+    flow: str
+    description: str = ""
+    direction: Direction
+    tags: list[str] = Field(default_factory=list)
+    schedule: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    source: SourceSpec
+    target: TargetSpec
+    #: Natural key, as target column names.
+    key: list[Identifier] = Field(min_length=1)
+    cursor: CursorSpec | None = None
+    load: LoadSpec = LoadSpec()
+    deletes: DeleteSpec = DeleteSpec()
+    parents: list[ParentSpec] = Field(default_factory=list)
+    columns: list[ColumnSpec] = Field(min_length=1)
+    expectation_suite: str | None = None
+    #: File the flow was read from; set by the loader, not written in YAML.
+    file: str = Field(default="", exclude=True)
+
+    @field_validator("flow")
+    @classmethod
+    def _flow_name(cls, value: str) -> str:
+        if not _FLOW_NAME.match(value):
+            raise ValueError(f"{value!r} is not a flow name (lower case, digits, underscore)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Flow:
+        targets = [c.target for c in self.columns]
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"target columns mapped twice: {', '.join(dupes)}")
+        missing = [k for k in self.key if k not in targets]
+        if missing:
+            raise ValueError(f"key columns not among the mapped columns: {', '.join(missing)}")
+        for parent in self.parents:
+            if parent.column not in targets:
+                raise ValueError(f"parents: column {parent.column!r} is not a mapped column")
+        for col in self.columns:
+            if isinstance(col.crosswalk, str) and self.direction == "warehouse":
+                raise ValueError(
+                    f"column {col.target!r}: warehouse flows must say the crosswalk direction "
+                    "({name: ..., to: erp|mes})"
+                )
+        return self
+
+    @property
+    def column_map(self) -> dict[str, ColumnSpec]:
+        return {c.target: c for c in self.columns}
+
+    def source_key_columns(self) -> list[str]:
+        """Source columns that determine the natural key, in a stable order."""
+        cols: set[str] = set()
+        for spec in self.columns:
+            if spec.target in self.key:
+                cols |= spec.source_columns() - (
+                    {spec.convert_unit.unit_column} if spec.convert_unit else set()
+                )
+        return sorted(cols)
+
+    def source_columns(self) -> list[str]:
+        """Every source column the flow reads, in a stable order."""
+        cols: set[str] = set()
+        for spec in self.columns:
+            cols |= spec.source_columns()
+        if self.cursor is not None:
+            cols.add(self.cursor.column)
+        return sorted(cols)
+
+    def crosswalk_side(self, spec: ColumnSpec) -> tuple[str, Side] | None:
+        """The crosswalk a column uses and the side it translates to."""
+        if spec.crosswalk is None:
+            return None
+        if isinstance(spec.crosswalk, CrosswalkRef):
+            return spec.crosswalk.name, spec.crosswalk.to
+        return spec.crosswalk, ("mes" if self.direction == "erp_to_mes" else "erp")
+
+    def unit_side(self) -> Side:
+        return "mes" if self.direction == "erp_to_mes" else "erp"
+
+    @property
+    def schedule_group(self) -> str:
+        return "master_data" if "master_data" in self.tags else self.direction
+
+
+class Defaults(_Model):
+    """mappings/defaults.yaml: values every flow inherits unless it sets its own."""
+
+    schedules: dict[str, str] = Field(default_factory=dict)
+    load: dict[str, Any] = Field(default_factory=dict)
+    cursor: dict[str, Any] = Field(default_factory=dict)
+
+
+class Project(_Model):
+    """Everything under mappings/: the flows, in dependency order, and the defaults."""
+
+    flows: dict[str, Flow]
+    defaults: Defaults
+    mappings_dir: str
+
+    def flow(self, name: str) -> Flow:
+        try:
+            return self.flows[name]
+        except KeyError:
+            raise ConfigError(
+                [ConfigProblem(self.mappings_dir, "", f"no flow named {name!r}; flows: {', '.join(self.flows)}")]
+            ) from None
+
+    def schedule_of(self, flow: Flow) -> str | None:
+        return flow.schedule or self.defaults.schedules.get(flow.schedule_group)
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-") or part in ("str", "CrosswalkRef", "list[...]"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _problems_from_validation(file: str, exc: ValidationError, raw: dict[str, Any]) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors():
+        path = _loc_to_path(err["loc"])
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        problems.append(ConfigProblem(file, path, message))
+    # A union of str and model reports one error per branch; keep the clearest per path.
+    seen: dict[str, ConfigProblem] = {}
+    for problem in problems:
+        seen.setdefault(problem.path, problem)
+    return list(seen.values())
+
+
+def _read_yaml(path: Path, rel: str) -> tuple[Any, list[ConfigProblem]]:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh), []
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        return None, [ConfigProblem(rel, where, f"malformed YAML: {reason}")]
+    except UnicodeDecodeError as exc:
+        return None, [ConfigProblem(rel, "", f"not UTF-8 text: {exc}")]
+
+
+def _merge_defaults(raw: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
+    merged = dict(raw)
+    for section in ("load", "cursor"):
+        base = getattr(defaults, section)
+        if section in merged and isinstance(merged[section], dict):
+            merged[section] = {**base, **merged[section]}
+        elif section == "load" and base and section not in merged:
+            merged[section] = dict(base)
+    return merged
+
+
+def _dependency_order(flows: dict[str, Flow], rel: dict[str, str]) -> tuple[list[str], list[ConfigProblem]]:
+    """Topological order of flows by depends_on; problems for unknown names and cycles."""
+    problems = []
+    for flow in flows.values():
+        for i, dep in enumerate(flow.depends_on):
+            if dep not in flows:
+                problems.append(ConfigProblem(rel[flow.flow], f"depends_on[{i}]", f"no flow named {dep!r}"))
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join(trail[trail.index(name):] + [name])
+            problems.append(ConfigProblem(rel[name], "depends_on", f"dependency cycle: {cycle}"))
+            return
+        state[name] = 1
+        for dep in flows[name].depends_on:
+            if dep in flows:
+                visit(dep, trail + [name])
+        state[name] = 2
+        order.append(name)
+
+    # Master data first, then orders down to the MES, then feedback up to the ERP.
+    rank = {"master_data": 0, "erp_to_mes": 1, "mes_to_erp": 2, "warehouse": 3}
+    for name in sorted(flows, key=lambda n: (rank.get(flows[n].schedule_group, 9), n)):
+        visit(name, [])
+    return order, problems
+
+
+def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
+    """Read and validate every flow under ``mappings_dir/flows`` and the crosswalks.
+
+    Returns the flows in dependency order. Raises ConfigError listing every problem found.
+    """
+    from etl.crosswalk import load_crosswalks  # crosswalk imports config for Side only
+
+    base = Path(mappings_dir)
+    problems: list[ConfigProblem] = []
+
+    defaults = Defaults()
+    defaults_path = base / "defaults.yaml"
+    if defaults_path.exists():
+        raw, errs = _read_yaml(defaults_path, display_path(defaults_path))
+        problems += errs
+        if raw is not None:
+            try:
+                defaults = Defaults.model_validate(raw)
+            except ValidationError as exc:
+                problems += _problems_from_validation(display_path(defaults_path), exc, raw)
+
+    flows: dict[str, Flow] = {}
+    rel_of: dict[str, str] = {}
+    flow_files = sorted((base / "flows").glob("*.y*ml"))
+    if not flow_files:
+        problems.append(ConfigProblem(display_path(base / "flows"), "", "no flow files (*.yaml)"))
+    for path in flow_files:
+        rel = display_path(path)
+        raw, errs = _read_yaml(path, rel)
+        problems += errs
+        if errs:
+            continue
+        if not isinstance(raw, dict):
+            problems.append(ConfigProblem(rel, "", "expected a mapping of keys at the top level"))
+            continue
+        try:
+            flow = Flow.model_validate({**_merge_defaults(raw, defaults), "file": rel})
+        except ValidationError as exc:
+            problems += _problems_from_validation(rel, exc, raw)
+            continue
+        if flow.flow in flows:
+            problems.append(ConfigProblem(rel, "flow", f"flow {flow.flow!r} is also defined in {rel_of[flow.flow]}"))
+            continue
+        if path.stem != flow.flow:
+            problems.append(ConfigProblem(rel, "flow", f"flow {flow.flow!r} must live in {flow.flow}.yaml"))
+        flows[flow.flow] = flow
+        rel_of[flow.flow] = rel
+
+    crosswalks = {}
+    try:
+        crosswalks = load_crosswalks(base / "crosswalks")
+    except ConfigError as exc:
+        problems += exc.problems
+    for flow in flows.values():
+        for i, col in enumerate(flow.columns):
+            for name, where in _crosswalks_used(flow, col):
+                if crosswalks and name not in crosswalks:
+                    problems.append(
+                        ConfigProblem(flow.file, f"columns[{i}].{where}", f"no crosswalk named {name!r}")
+                    )
+
+    order, order_problems = _dependency_order(flows, rel_of)
+    problems += order_problems
+    if problems:
+        raise ConfigError(problems)
+    return Project(
+        flows={name: flows[name] for name in order},
+        defaults=defaults,
+        mappings_dir=str(base),
+    )
+
+
+def _crosswalks_used(flow: Flow, col: ColumnSpec) -> list[tuple[str, str]]:
+    used = []
+    side = flow.crosswalk_side(col)
+    if side:
+        used.append((side[0], "crosswalk"))
+    if col.convert_unit:
+        used.append((col.convert_unit.crosswalk, "convert_unit.crosswalk"))
+    return used
+

@@ -1,0 +1,158 @@
+"""Database connections by id. Flows name a connection; this module finds its URL.
+
+Lookup order for connection id ``erp_db``:
+1. the environment variable ``AIRFLOW_CONN_ERP_DB`` (an Airflow connection URI or JSON),
+2. the connections file named by ``ETL_CONNECTIONS_FILE`` (JSON: ``{"erp_db": "url", ...}``),
+   by default ``.demo/connections.json``, which ``python -m etl demo init`` writes.
+Credentials therefore live in the environment or a git-ignored file, never in YAML. URLs are
+only ever shown with the password masked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+from etl.errors import ConnectionNotFound
+
+CONNECTIONS_FILE_ENV = "ETL_CONNECTIONS_FILE"
+
+# Airflow's connection types and URI schemes -> SQLAlchemy dialect+driver.
+_SCHEMES = {
+    "postgres": "postgresql+psycopg2",
+    "postgresql": "postgresql+psycopg2",
+    "mssql": "mssql+pymssql",
+    "mysql": "mysql+pymysql",
+    "sqlite": "sqlite",
+}
+
+
+def _env_name(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def _url_from_airflow_json(raw: str) -> URL:
+    spec: dict[str, Any] = json.loads(raw)
+    conn_type = spec.get("conn_type", "")
+    drivername = _SCHEMES.get(conn_type, conn_type)
+    extra = spec.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra) if extra else {}
+    return URL.create(
+        drivername,
+        username=spec.get("login"),
+        password=spec.get("password"),
+        host=spec.get("host"),
+        port=spec.get("port"),
+        database=spec.get("schema"),
+        query={k: str(v) for k, v in extra.items()},
+    )
+
+
+def to_sqlalchemy_url(raw: str) -> URL:
+    """Turn an Airflow connection URI/JSON or a SQLAlchemy URL into a SQLAlchemy URL."""
+    raw = raw.strip()
+    if raw.startswith("{"):
+        return _url_from_airflow_json(raw)
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        raise ValueError("not a URL (expected scheme://...)")
+    base = scheme.split("+", 1)[0]
+    if "+" not in scheme and base in _SCHEMES:
+        scheme = _SCHEMES[base]
+    url = make_url(f"{scheme}://{rest}")
+    # Airflow URIs percent-encode the password; SQLAlchemy's parser already decodes it.
+    if url.password is not None and "%" in str(url.password):
+        url = url.set(password=unquote(str(url.password)))
+    return url
+
+
+DEFAULT_CONNECTIONS_FILE = Path(__file__).resolve().parent.parent / ".demo" / "connections.json"
+
+
+def _connections_file() -> dict[str, str]:
+    path = os.environ.get(CONNECTIONS_FILE_ENV) or str(DEFAULT_CONNECTIONS_FILE)
+    if not Path(path).is_file():
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def resolve_url(conn_id: str) -> URL:
+    """The SQLAlchemy URL of connection ``conn_id``; raises ConnectionNotFound if undefined."""
+    raw = os.environ.get(_env_name(conn_id)) or _connections_file().get(conn_id)
+    if raw is None:
+        raise ConnectionNotFound(
+            f"connection {conn_id!r} is not defined: set {_env_name(conn_id)} "
+            f"(an Airflow connection URI) or list it in the file named by {CONNECTIONS_FILE_ENV}"
+        )
+    try:
+        return to_sqlalchemy_url(raw)
+    except (ValueError, json.JSONDecodeError) as exc:
+        # The raw value may hold a password: name the variable, never echo the value.
+        raise ConnectionNotFound(f"connection {conn_id!r}: cannot parse its URL ({type(exc).__name__})") from None
+
+
+def masked(url: URL) -> str:
+    """A URL safe to print or log."""
+    return url.render_as_string(hide_password=True)
+
+
+def create_db_engine(url: URL | str) -> Engine:
+    """An engine with the settings the pipeline relies on, for any supported database."""
+    url = make_url(url) if isinstance(url, str) else url
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        kwargs = {}
+    engine = create_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        _sqlite_settings(engine)
+    return engine
+
+
+def _sqlite_settings(engine: Engine) -> None:
+    # Let SQLAlchemy issue BEGIN itself so a run is one real transaction, and wait for a
+    # concurrent writer instead of failing at once.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA busy_timeout = 30000")
+        dbapi_conn.execute("PRAGMA foreign_keys = ON")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+class Connections:
+    """Engines by connection id, created once per process and disposed together."""
+
+    def __init__(self, overrides: dict[str, URL | str] | None = None):
+        self._overrides = {k: (make_url(v) if isinstance(v, str) else v) for k, v in (overrides or {}).items()}
+        self._engines: dict[str, Engine] = {}
+
+    def url(self, conn_id: str) -> URL:
+        return self._overrides.get(conn_id) or resolve_url(conn_id)
+
+    def engine(self, conn_id: str) -> Engine:
+        if conn_id not in self._engines:
+            self._engines[conn_id] = create_db_engine(self.url(conn_id))
+        return self._engines[conn_id]
+
+    def dispose(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()

@@ -1,0 +1,186 @@
+"""The one interface behind which databases differ: staging, merge, locks.
+
+Every method takes an open Connection inside the run's transaction; nothing here commits.
+A database gets its own subclass; nothing else in the package branches on the dialect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable, Literal
+
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    and_,
+    delete,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
+
+from etl.config import Scalar
+
+SEQ = "_seq"
+SOURCE_KEY = "_source_key"
+RETRY = "_retry"
+
+LoadMode = Literal["upsert", "append", "snapshot_replace"]
+
+
+def lock_key(flow: str) -> int:
+    """A stable signed 64-bit number for ``flow``, for database advisory locks."""
+    digest = hashlib.sha256(f"erp-mes-sync:{flow}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def scope_filter(table: Table, scope: dict[str, Scalar | list[Scalar]]) -> Any:
+    """``col = value`` / ``col IN (values)`` for each scope entry, with bound values."""
+    clauses = []
+    for name, value in scope.items():
+        column = table.c[name]
+        clauses.append(column.in_(value) if isinstance(value, list) else column == value)
+    return and_(*clauses) if clauses else None
+
+
+class Dialect:
+    """Portable implementation; subclasses replace the parts their database does better."""
+
+    name = "generic"
+
+    def try_lock(self, conn: Connection, flow: str) -> bool:
+        """Take the flow's lock for the rest of the transaction; False if another run holds it."""
+        return True
+
+    def begin_read(self, conn: Connection) -> None:
+        """Make the just-begun source transaction read-only, on one snapshot where possible."""
+
+    def create_staging(self, conn: Connection, target: Table, columns: list[str], label: str) -> Table:
+        """A temporary table with the target's column types plus bookkeeping columns."""
+        staging = Table(
+            f"etl_stg_{label}",
+            MetaData(),
+            *[Column(c, target.c[c].type, nullable=True) for c in columns],
+            Column(SEQ, BigInteger, nullable=False),
+            Column(SOURCE_KEY, Text, nullable=False),
+            Column(RETRY, SmallInteger, nullable=False),
+            prefixes=["TEMPORARY"],
+            **self.staging_table_options(),
+        )
+        staging.drop(conn, checkfirst=True)
+        staging.create(conn)
+        return staging
+
+    def staging_table_options(self) -> dict[str, Any]:
+        return {}
+
+    def drop_staging(self, conn: Connection, staging: Table) -> None:
+        staging.drop(conn, checkfirst=True)
+
+    def stage(self, conn: Connection, staging: Table, rows: pd.DataFrame, first_seq: int, retry: bool) -> int:
+        """Append ``rows`` (target columns + _source_key) to staging; returns rows written."""
+        if rows.empty:
+            return 0
+        records = _records(rows, staging, first_seq, retry)
+        conn.execute(staging.insert(), records)
+        return len(records)
+
+    def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
+        """Write staging into target by natural key; returns rows inserted or changed.
+
+        Rows equal to what the target holds are not written, so a rerun writes nothing.
+        """
+        stg = staging.c
+        nonkey = [c for c in columns if c not in key]
+        match = and_(*[target.c[k] == stg[k] for k in key])
+        written = 0
+        if mode != "append" and nonkey:
+            differs = or_(*[target.c[c].is_distinct_from(stg[c]) for c in nonkey])
+            # UPDATE ... FROM is not portable; correlated scalar subqueries are.
+            changed = (
+                update(target)
+                .where(exists(select(1).select_from(staging).where(match, differs)))
+                .values({c: select(stg[c]).where(match).scalar_subquery() for c in nonkey})
+            )
+            written += conn.execute(changed).rowcount or 0
+        missing = select(*[stg[c] for c in columns]).where(not_(exists(select(1).select_from(target).where(match))))
+        written += conn.execute(target.insert().from_select(columns, missing)).rowcount or 0
+        return written
+
+    def delete_missing(
+        self, conn: Connection, target: Table, keys: Table, key: list[str],
+        scope: dict[str, Any], action: str, column: str | None, value: Any,
+    ) -> int:
+        """Apply a delete action to target rows within ``scope`` whose key is not in ``keys``."""
+        gone = not_(exists(select(1).select_from(keys).where(and_(*[keys.c[k] == target.c[k] for k in key]))))
+        where = [gone]
+        scoped = scope_filter(target, scope)
+        if scoped is not None:
+            where.append(scoped)
+        if action == "delete":
+            stmt = delete(target).where(*where)
+        else:
+            flag = True if action == "soft_delete" else value
+            assert column is not None
+            where.append(target.c[column].is_distinct_from(flag))
+            stmt = update(target).where(*where).values({column: flag})
+        return conn.execute(stmt).rowcount or 0
+
+    def count(self, conn: Connection, table: Table) -> int:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _records(rows: pd.DataFrame, staging: Table, first_seq: int, retry: bool) -> list[dict[str, Any]]:
+    names = [c for c in rows.columns]
+    flag = 1 if retry else 0
+    out = []
+    for seq, values in enumerate(rows.itertuples(index=False, name=None), start=first_seq):
+        record = dict(zip(names, values))
+        record[SEQ] = seq
+        record[RETRY] = flag
+        out.append(record)
+    return out
+
+
+def iter_records(rows: pd.DataFrame, first_seq: int, retry: bool) -> Iterable[tuple[Any, ...]]:
+    """Row tuples in staging column order: target columns, _seq, _source_key, _retry."""
+    columns = [c for c in rows.columns if c != SOURCE_KEY]
+    flag = 1 if retry else 0
+    for seq, (values, source_key) in enumerate(
+        zip(rows[columns].itertuples(index=False, name=None), rows[SOURCE_KEY]), start=first_seq
+    ):
+        yield (*values, seq, source_key, flag)
+
+
+class OnConflictDialect(Dialect):
+    """Databases with ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE``: one merge statement
+    that skips rows equal to the target's (PostgreSQL, SQLite)."""
+
+    def insert(self, table: Table) -> Any:
+        raise NotImplementedError
+
+    def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
+        stg = staging.c
+        latest = select(func.max(stg[SEQ])).group_by(*[stg[k] for k in key])
+        # The WHERE also settles SQLite's INSERT ... SELECT ... ON CONFLICT parsing ambiguity.
+        rows = select(*[stg[c] for c in columns]).where(stg[SEQ].in_(latest))
+        stmt = self.insert(target).from_select(columns, rows)
+        nonkey = [c for c in columns if c not in key]
+        if mode == "append" or not nonkey:
+            stmt = stmt.on_conflict_do_nothing(index_elements=key)
+        else:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=key,
+                set_={c: stmt.excluded[c] for c in nonkey},
+                where=or_(*[target.c[c].is_distinct_from(stmt.excluded[c]) for c in nonkey]),
+            )
+        return conn.execute(stmt).rowcount or 0

@@ -1,0 +1,98 @@
+"""Read a flow's source: its ceiling, then the window's rows in chunks, or just its keys.
+
+A source is anything with ``ceiling``, ``chunks`` and ``keys``; ``TableSource`` reads a database
+table. A file-drop or event source can stand beside it without touching transform, load or
+quarantine. Sources are only read: every statement is a SELECT with bound values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+import pandas as pd
+from sqlalchemy import Connection, Select, Table, and_, func, select
+
+from etl.config import Flow
+from etl.dialects.base import scope_filter
+from etl.watermark import CursorValue, Window, window_filter
+
+
+class Source(Protocol):
+    def ceiling(self) -> CursorValue | None: ...
+
+    def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]: ...
+
+    def keys(self, chunk_size: int) -> Iterator[pd.DataFrame]: ...
+
+
+def frame_from_rows(rows: Sequence[Sequence[Any]], columns: list[str]) -> pd.DataFrame:
+    """A DataFrame of plain Python values (object dtype): no float NaN for NULL integers,
+    no float for decimals, no pandas Timestamp for datetimes."""
+    data = {name: pd.Series([row[i] for row in rows], dtype=object) for i, name in enumerate(columns)}
+    return pd.DataFrame(data, columns=columns)
+
+
+@dataclass
+class TableSource:
+    """A flow's source table on an open read-only connection."""
+
+    conn: Connection
+    table: Table
+    flow: Flow
+    plants: list[str] | None = None
+
+    def _filters(self) -> list[Any]:
+        clauses = []
+        scoped = scope_filter(self.table, dict(self.flow.source.where))
+        if scoped is not None:
+            clauses.append(scoped)
+        if self.plants and self.flow.source.plant_column:
+            clauses.append(self.table.c[self.flow.source.plant_column].in_(self.plants))
+        return clauses
+
+    def ceiling(self) -> CursorValue | None:
+        """The source's own latest cursor value now; a run reads nothing past it."""
+        if self.flow.cursor is None:
+            return None
+        column = self.table.c[self.flow.cursor.column]
+        stmt = select(func.max(column)).select_from(self.table)
+        filters = self._filters()
+        if filters:
+            stmt = stmt.where(and_(*filters))
+        return self.conn.execute(stmt).scalar_one()
+
+    def query(self, window: Window | None) -> Select[Any]:
+        columns = self.flow.source_columns()
+        stmt = select(*[self.table.c[c] for c in columns])
+        clauses = self._filters()
+        order = []
+        if self.flow.cursor is not None and window is not None:
+            cursor = self.table.c[self.flow.cursor.column]
+            bounded = window_filter(cursor, window)
+            if bounded is not None:
+                clauses.append(bounded)
+            order.append(cursor)
+        if clauses:
+            stmt = stmt.where(and_(*clauses))
+        # Cursor order makes the newest version of a key the last one staged.
+        order += [self.table.c[c] for c in self.flow.source_key_columns()]
+        return stmt.order_by(*order)
+
+    def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]:
+        yield from self._stream(self.query(window), chunk_size)
+
+    def keys(self, chunk_size: int) -> Iterator[pd.DataFrame]:
+        """Every source row's key columns within the flow's filters (for delete detection)."""
+        columns = sorted({c for spec in self.flow.columns if spec.target in self.flow.key for c in spec.source_columns()})
+        stmt = select(*[self.table.c[c] for c in columns])
+        filters = self._filters()
+        if filters:
+            stmt = stmt.where(and_(*filters))
+        yield from self._stream(stmt, chunk_size)
+
+    def _stream(self, stmt: Select[Any], chunk_size: int) -> Iterator[pd.DataFrame]:
+        result = self.conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
+        columns = list(result.keys())
+        for part in result.partitions(chunk_size):
+            yield frame_from_rows(part, columns)

@@ -1,0 +1,103 @@
+"""The pipeline's own tables, kept on every target database so that target rows, the new
+watermark, the quarantine and the ledger row commit in one transaction.
+
+Defined once here with SQLAlchemy so the same definition creates them on PostgreSQL, SQLite and
+the other supported databases; sql/pipeline/ holds the PostgreSQL DDL for people to read.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
+
+
+metadata = MetaData()
+
+#: How far each flow has read (its watermark), and when it last compared key sets.
+watermark = Table(
+    "etl_watermark",
+    metadata,
+    Column("flow", String(63), primary_key=True),
+    Column("cursor_value", String(64)),
+    Column("cursor_type", String(16)),
+    Column("keyset_checked_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    Column("run_id", String(36), nullable=False),
+)
+
+#: One row per run: what it read, loaded, quarantined, and how it ended.
+ledger = Table(
+    "etl_ledger",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("flow", String(63), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("duration_s", Numeric(12, 3)),
+    Column("window_from", String(64)),
+    Column("window_to", String(64)),
+    Column("rows_read", Integer, nullable=False, default=0),
+    Column("rows_retried", Integer, nullable=False, default=0),
+    Column("rows_loaded", Integer, nullable=False, default=0),
+    Column("rows_unchanged", Integer, nullable=False, default=0),
+    Column("rows_quarantined", Integer, nullable=False, default=0),
+    Column("rows_new_in_quarantine", Integer, nullable=False, default=0),
+    Column("rows_released", Integer, nullable=False, default=0),
+    Column("rows_deleted", Integer, nullable=False, default=0),
+    Column("quarantine_backlog", Integer, nullable=False, default=0),
+    Column("outcome", String(16), nullable=False),
+    Column("options", Text),
+    Column("error", Text),
+    Index("ix_etl_ledger_flow_started", "flow", "started_at"),
+)
+
+#: Rows that could not be loaded, with the reason; retried by every run of their flow.
+quarantine = Table(
+    "etl_quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow", String(63), nullable=False),
+    Column("source_key", String(512), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("payload_kind", String(8), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("first_run_id", String(36), nullable=False),
+    Column("last_run_id", String(36), nullable=False),
+    Column("released_at", DateTime),
+    Column("released_run_id", String(36)),
+    Index("ix_etl_quarantine_flow_status_key", "flow", "status", "source_key"),
+)
+
+
+def ensure_pipeline_tables(conn: Connection) -> None:
+    """Create the pipeline tables where missing (idempotent)."""
+    metadata.create_all(conn, checkfirst=True)
+
+
+def ddl(dialect_name: str = "postgresql") -> str:
+    """The CREATE statements of the pipeline tables for one database, as sql/pipeline/ shows them."""
+    from sqlalchemy.dialects import registry
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    dialect = registry.load(dialect_name)()
+    parts = []
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";")
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,374 @@
+"""One run of one flow, start to finish.
+
+Order of a run, all on the target inside ONE transaction (the source is read in its own
+read-only transaction):
+  lock -> check schemas -> read watermark -> ceiling -> stage fresh rows (transform, parents,
+  quarantine rejects) -> stage quarantine retries -> resolve duplicate keys -> merge ->
+  release loaded quarantine entries -> delete detection -> new watermark -> ledger row -> commit.
+A crash anywhere before the commit leaves the old state; nothing is half-loaded. A failed run
+writes its ledger row in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from etl import ledger, quarantine, state
+from etl import watermark as wm
+from etl.config import Flow, Project
+from etl.connections import Connections
+from etl.crosswalk import Crosswalk, load_crosswalks
+from etl.dialects import Dialect, dialect_for
+from etl.dialects.base import SOURCE_KEY, scope_filter
+from etl.errors import EtlError, FlowBusy, SchemaDriftError, SourceUnavailable, StepFailed
+from etl.extract import TableSource, frame_from_rows
+from etl.load import ParentCheck, resolve_duplicates
+from etl.pipeline_tables import ensure_pipeline_tables
+from etl.schema import ColumnType, check_flow_schema, column_type, has_unique_key, reflect_table
+from etl.transform import Reject, is_null, transform
+
+log = logging.getLogger("etl.runner")
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the convention of the pipeline's own tables."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a person can ask of one run (the CLI flags and the Airflow trigger form)."""
+
+    full_refresh: bool = False
+    since: datetime | None = None
+    dry_run: bool = False
+    plants: list[str] | None = None
+    #: Compare source and target keys for deletions: True always, False never, None when due.
+    keyset: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "full_refresh": self.full_refresh,
+            "since": self.since.isoformat() if self.since else None,
+            "dry_run": self.dry_run,
+            "plants": self.plants,
+            "keyset": self.keyset,
+        }
+
+
+@dataclass
+class RunResult:
+    record: ledger.RunRecord
+    warnings: list[str] = field(default_factory=list)
+    new_source_columns: list[str] = field(default_factory=list)
+
+
+class _Step:
+    """Remembers which step a run is in, for the error message."""
+
+    def __init__(self) -> None:
+        self.name = "start"
+
+    def __call__(self, name: str) -> None:
+        self.name = name
+        log.debug("step %s", name)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, EtlError):
+        return exc.retryable
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower()
+        return any(s in text for s in ("connection", "deadlock", "could not serialize", "terminat", "timeout", "locked"))
+    return False
+
+
+def run_flow(
+    project: Project,
+    name: str,
+    connections: Connections,
+    options: RunOptions = RunOptions(),
+    *,
+    crosswalks: dict[str, Crosswalk] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    hook: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run flow ``name`` once. Returns its ledger record; raises StepFailed if it fails.
+
+    ``hook`` is called with each step's name before the step runs (tests use it to inject
+    failures at every stage boundary).
+    """
+    flow = project.flow(name)
+    if crosswalks is None:
+        crosswalks = load_crosswalks(Path(project.mappings_dir) / "crosswalks")
+    run = ledger.RunRecord(
+        run_id=str(uuid.uuid4()), flow=flow.flow, direction=flow.direction,
+        started_at=clock(), options=options.as_dict(),
+    )
+    result = RunResult(run)
+    step = _Step()
+
+    def enter(name: str) -> None:
+        step(name)
+        if hook is not None:
+            hook(name)
+
+    t0 = time.monotonic()
+    try:
+        enter("connect")
+        target_engine = connections.engine(flow.target.connection)
+        source_engine = connections.engine(flow.source.connection)
+        with target_engine.begin() as conn:
+            ensure_pipeline_tables(conn)
+        with source_engine.connect() as sconn, target_engine.connect() as tconn:
+            source_dialect = dialect_for(sconn)
+            sconn.begin()
+            source_dialect.begin_read(sconn)
+            ttx = tconn.begin()
+            _run(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter)
+            enter("commit")
+            if options.dry_run:
+                ttx.rollback()
+            else:
+                ttx.commit()
+            sconn.rollback()
+        run.outcome = ledger.DRY_RUN if options.dry_run else ledger.SUCCESS
+        if options.dry_run:
+            run.finished_at = clock()
+            _write_ledger_alone(connections, flow, run)
+        enter("done")
+    except Exception as exc:
+        run.finished_at = clock()
+        run.outcome = ledger.BUSY if isinstance(exc, FlowBusy) else ledger.FAILED
+        run.error = f"{step.name}: {type(exc).__name__}: {_one_line(exc)}"
+        _write_ledger_alone(connections, flow, run)
+        failure = StepFailed(flow.flow, step.name, run.run_id, exc)
+        failure.retryable = _is_transient(exc)
+        if failure.retryable and not isinstance(exc, EtlError):
+            raise failure from SourceUnavailable(_one_line(exc))
+        raise failure from exc
+    finally:
+        log.info("flow %s run %s finished in %.2fs: %s", flow.flow, run.run_id, time.monotonic() - t0, run.outcome)
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError):
+        # The driver's message, without SQLAlchemy's echo of the statement and its parameters.
+        return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    return str(exc)
+
+
+def _write_ledger_alone(connections: Connections, flow: Flow, run: ledger.RunRecord) -> None:
+    """Record a failed or dry run in its own transaction; never hide the original error."""
+    try:
+        with connections.engine(flow.target.connection).begin() as conn:
+            ensure_pipeline_tables(conn)
+            run.counts.quarantine_backlog = quarantine.backlog(conn, flow.flow)
+            ledger.write_run(conn, run)
+    except Exception as exc:  # the database may be the very thing that failed
+        log.error("could not write the ledger row of run %s: %s", run.run_id, _one_line(exc))
+
+
+def _target_types(target: Table) -> dict[str, ColumnType]:
+    return {c.name: column_type(c.type, c.nullable) for c in target.columns}
+
+
+def _run(
+    flow: Flow, project: Project, sconn: Connection, tconn: Connection, crosswalks: dict[str, Crosswalk],
+    options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
+    enter: Callable[[str], None],
+) -> None:
+    dialect = dialect_for(tconn)
+    enter("lock")
+    if not dialect.try_lock(tconn, flow.flow):
+        raise FlowBusy(f"flow {flow.flow!r}: another run holds its lock; this run read and wrote nothing")
+
+    enter("check_schema")
+    source_table = reflect_table(sconn, flow.source.table, role="source", flow=flow)
+    target_table = reflect_table(tconn, flow.target.table, role="target", flow=flow)
+    report = check_flow_schema(flow, source_table, target_table)
+    result.warnings += report.warnings
+    result.new_source_columns = report.new_source_columns
+    if report.new_source_columns:
+        log.info("flow %s: source columns not mapped: %s", flow.flow, ", ".join(report.new_source_columns))
+    if not has_unique_key(tconn, target_table, flow.key):
+        raise SchemaDriftError(
+            f"{flow.file}: flow {flow.flow!r}: target {flow.target.table} has no primary key or unique "
+            f"index on ({', '.join(flow.key)}); upserts by natural key need one"
+        )
+    parent_tables = {p.table: reflect_table(tconn, p.table, role="parent", flow=flow) for p in flow.parents}
+    types = _target_types(target_table)
+    columns = [c.target for c in flow.columns]
+
+    enter("read_state")
+    flow_state = state.read_state(tconn, flow.flow)
+    source = TableSource(sconn, source_table, flow, options.plants)
+    full_read = options.full_refresh or flow.load.mode == "snapshot_replace" or flow.cursor is None
+    ceiling = source.ceiling()
+    window = (
+        wm.plan_window(flow_state.watermark, ceiling, flow.cursor.lookback, since=options.since, full_refresh=full_read)
+        if flow.cursor is not None else None
+    )
+    if window is not None:
+        run.window_from = None if window.lower is None else str(window.lower)
+        run.window_to = None if window.upper is None else str(window.upper)
+
+    enter("stage")
+    staging = dialect.create_staging(tconn, target_table, columns, flow.flow)
+    parents = ParentCheck(tconn, flow, parent_tables)
+    seq = 0
+    now = clock()
+    empty_source = window is not None and window.upper is None and not window.include_null
+    chunks = iter(()) if empty_source else source.chunks(window, flow.load.chunk_size)
+    for number, frame in enumerate(chunks):
+        enter("stage_chunk" if number else "stage_first_chunk")
+        run.counts.rows_read += len(frame)
+        seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+
+    enter("retry_quarantine")
+    for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size):
+        payloads = [w.payload for w in batch]
+        cols = flow.source_columns()
+        frame = frame_from_rows([[p.get(c) for c in cols] for p in payloads], cols)
+        run.counts.rows_retried += len(frame)
+        seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
+
+    enter("resolve_duplicates")
+    conflicts = resolve_duplicates(tconn, staging, flow.key, columns)
+    if conflicts:
+        rejects = [Reject(c.source_key, c.target_row, c.reason) for c in conflicts]
+        counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now, quarantine.TARGET_PAYLOAD)
+        run.counts.rows_quarantined += counts.touched
+        run.counts.rows_new_in_quarantine += counts.new
+
+    enter("merge")
+    loaded = dialect.merge(tconn, staging, target_table, flow.key, columns, flow.load.mode)
+    run.counts.rows_loaded = loaded
+    # Staged rows not written were equal to the target's, or identical copies of another row.
+    run.counts.rows_unchanged = max(seq - len(conflicts) - loaded, 0)
+    run.counts.rows_released = quarantine.release_loaded(tconn, flow.flow, run.run_id, staging, now)
+
+    enter("deletes")
+    keyset_checked_at = flow_state.keyset_checked_at
+    if flow.load.mode == "snapshot_replace":
+        run.counts.rows_deleted += dialect.delete_missing(
+            tconn, target_table, staging, flow.key, dict(flow.deletes.scope),
+            "delete" if flow.deletes.detect == "none" else flow.deletes.action,
+            flow.deletes.column, flow.deletes.value,
+        )
+    elif _keyset_due(flow, options, keyset_checked_at, now):
+        deleted, warning, compared = _detect_deletes(flow, source, tconn, dialect, target_table, crosswalks, types)
+        run.counts.rows_deleted += deleted
+        if warning:
+            result.warnings.append(warning)
+        if compared:
+            keyset_checked_at = now
+    dialect.drop_staging(tconn, staging)
+
+    enter("write_state")
+    new_mark = wm.next_watermark(flow_state.watermark, window) if window is not None else None
+    state.write_state(tconn, flow.flow, new_mark, run.run_id, now, keyset_checked_at)
+
+    enter("write_ledger")
+    run.counts.quarantine_backlog = quarantine.backlog(tconn, flow.flow)
+    run.finished_at = clock()
+    if not options.dry_run:
+        run.outcome = ledger.SUCCESS
+        ledger.write_run(tconn, run)
+
+
+def _stage_frame(
+    frame: pd.DataFrame, flow: Flow, crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
+    parents: ParentCheck, dialect: Dialect, tconn: Connection, staging: Table, seq: int, retry: bool,
+    run: ledger.RunRecord, now: datetime,
+) -> int:
+    """Transform one chunk, quarantine what fails, stage the rest; returns the next sequence number."""
+    frame = frame.reset_index(drop=True)
+    out = transform(frame, flow, crosswalks, types)
+    rejects = list(out.rejects)
+    rows = out.rows
+    if flow.parents and not rows.empty:
+        missing = parents.missing(rows)
+        if missing:
+            for label, reason in missing.items():
+                payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
+                rejects.append(Reject(rows.at[label, SOURCE_KEY], payload, reason))
+            rows = rows.drop(index=list(missing))
+    if rejects:
+        counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now)
+        run.counts.rows_quarantined += counts.touched
+        run.counts.rows_new_in_quarantine += counts.new
+    dialect.stage(tconn, staging, rows, seq, retry)
+    return seq + len(rows)
+
+
+def _keyset_due(flow: Flow, options: RunOptions, checked_at: datetime | None, now: datetime) -> bool:
+    if flow.deletes.detect != "keyset" or options.keyset is False:
+        return False
+    if options.keyset or options.full_refresh or checked_at is None:
+        return True
+    return now - checked_at >= flow.deletes.every
+
+
+def _detect_deletes(
+    flow: Flow, source: TableSource, tconn: Connection, dialect: Dialect, target: Table,
+    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
+) -> tuple[int, str | None, bool]:
+    """Apply the delete action to target rows (within scope) whose key the source lost.
+
+    Source keys that cannot be translated (a code missing from a crosswalk) protect no target
+    row; with the reversible actions (status, soft_delete) the comparison goes on and says how
+    many there were. With ``delete`` it is skipped: a row deleted for a crosswalk gap is gone.
+    Also skipped when the source returned no keys while the target has rows: more likely an
+    outage or a wrong filter than a plant that deleted everything.
+    """
+    key_flow = flow.model_copy(update={"columns": [c for c in flow.columns if c.target in flow.key], "parents": []})
+    keys = dialect.create_staging(tconn, target, list(flow.key), f"{flow.flow}_keys")
+    seq = 0
+    untranslated = 0
+    example: Reject | None = None
+    for frame in source.keys(flow.load.chunk_size):
+        out = transform(frame.reset_index(drop=True), key_flow, crosswalks, types)
+        untranslated += len(out.rejects)
+        example = example or (out.rejects[0] if out.rejects else None)
+        if out.rejects and flow.deletes.action == "delete":
+            dialect.drop_staging(tconn, keys)
+            return 0, (
+                f"delete detection skipped: source key {out.rejects[0].source_key} cannot be "
+                f"translated ({out.rejects[0].reason}); action 'delete' needs every key"
+            ), False
+        dialect.stage(tconn, keys, out.rows, seq, False)
+        seq += len(out.rows)
+    warning = None
+    if example is not None:
+        warning = (
+            f"delete detection: {untranslated} source key(s) cannot be translated and protect no "
+            f"target row, e.g. {example.source_key}: {example.reason}"
+        )
+    if seq == 0:
+        scoped = scope_filter(target, dict(flow.deletes.scope))
+        stmt = select(target.c[flow.key[0]]).limit(1)
+        if scoped is not None:
+            stmt = stmt.where(scoped)
+        if tconn.execute(stmt).first() is not None:
+            dialect.drop_staging(tconn, keys)
+            return 0, "delete detection skipped: the source returned no keys while the target has rows", False
+    deleted = dialect.delete_missing(
+        tconn, target, keys, flow.key, dict(flow.deletes.scope), flow.deletes.action,
+        flow.deletes.column, flow.deletes.value,
+    )
+    dialect.drop_staging(tconn, keys)
+    return deleted, warning, True

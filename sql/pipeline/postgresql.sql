@@ -1,0 +1,60 @@
+-- The pipeline's own tables (PostgreSQL). Generated from etl/pipeline_tables.py, which creates
+-- them on every target database at the first run; tests/unit/test_pipeline_tables.py keeps this
+-- file in step. etl_watermark: how far each flow has read. etl_ledger: one row per run.
+-- etl_quarantine: rows that could not be loaded, with the reason, until they load.
+
+CREATE TABLE etl_ledger (
+	run_id VARCHAR(36) NOT NULL, 
+	flow VARCHAR(63) NOT NULL, 
+	direction VARCHAR(16) NOT NULL, 
+	started_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	finished_at TIMESTAMP WITHOUT TIME ZONE, 
+	duration_s NUMERIC(12, 3), 
+	window_from VARCHAR(64), 
+	window_to VARCHAR(64), 
+	rows_read INTEGER NOT NULL, 
+	rows_retried INTEGER NOT NULL, 
+	rows_loaded INTEGER NOT NULL, 
+	rows_unchanged INTEGER NOT NULL, 
+	rows_quarantined INTEGER NOT NULL, 
+	rows_new_in_quarantine INTEGER NOT NULL, 
+	rows_released INTEGER NOT NULL, 
+	rows_deleted INTEGER NOT NULL, 
+	quarantine_backlog INTEGER NOT NULL, 
+	outcome VARCHAR(16) NOT NULL, 
+	options TEXT, 
+	error TEXT, 
+	PRIMARY KEY (run_id)
+);
+
+CREATE INDEX ix_etl_ledger_flow_started ON etl_ledger (flow, started_at);
+
+CREATE TABLE etl_quarantine (
+	id SERIAL NOT NULL, 
+	flow VARCHAR(63) NOT NULL, 
+	source_key VARCHAR(512) NOT NULL, 
+	payload TEXT NOT NULL, 
+	payload_kind VARCHAR(8) NOT NULL, 
+	reason TEXT NOT NULL, 
+	status VARCHAR(10) NOT NULL, 
+	attempts INTEGER NOT NULL, 
+	first_seen_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	last_seen_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	first_run_id VARCHAR(36) NOT NULL, 
+	last_run_id VARCHAR(36) NOT NULL, 
+	released_at TIMESTAMP WITHOUT TIME ZONE, 
+	released_run_id VARCHAR(36), 
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_etl_quarantine_flow_status_key ON etl_quarantine (flow, status, source_key);
+
+CREATE TABLE etl_watermark (
+	flow VARCHAR(63) NOT NULL, 
+	cursor_value VARCHAR(64), 
+	cursor_type VARCHAR(16), 
+	keyset_checked_at TIMESTAMP WITHOUT TIME ZONE, 
+	updated_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	run_id VARCHAR(36) NOT NULL, 
+	PRIMARY KEY (flow)
+);

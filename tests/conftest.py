@@ -1,0 +1,85 @@
+"""Shared fixtures: the real PostgreSQL server, throwaway databases, the demo factory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+
+PG_ADMIN_URL = os.environ.get("ETL_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_reachable() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return True
+    except OperationalError:
+        return False
+
+
+def _start_pg() -> None:
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not versions:
+        return
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
+        capture_output=True, check=False,
+    )
+    for _ in range(30):
+        if _pg_reachable():
+            return
+        time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The admin URL of the machine's PostgreSQL, started if it is down.
+
+    Skips loudly when it cannot be reached; under CI (CI=true) that is an error instead,
+    because CI promises a database.
+    """
+    if not _pg_reachable():
+        _start_pg()
+    if not _pg_reachable():
+        message = f"PostgreSQL at {make_url(PG_ADMIN_URL).render_as_string(hide_password=True)} is not reachable and could not be started"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip("SKIPPED LOUDLY: " + message)
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_database(pg_server: str) -> Iterator[Callable[[str], URL]]:
+    """Factory of throwaway PostgreSQL databases, dropped when the test ends."""
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+
+    def make(label: str) -> URL:
+        name = f"ems_test_{label}_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
+        created.append(name)
+        return make_url(pg_server).set(database=name)
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_urls(tmp_path: Path) -> dict[str, URL]:
+    """URLs of three SQLite files: ERP, MES and warehouse."""
+    return {name: make_url(f"sqlite:///{tmp_path / (name + '.db')}") for name in ("erp", "mes", "warehouse")}
