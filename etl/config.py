@@ -7,6 +7,7 @@ every file into one ConfigError, each located as ``file: key.path: message``.
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -365,12 +366,45 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _problems_from_validation(file: str, exc: ValidationError, raw: dict[str, Any]) -> list[ConfigProblem]:
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that holds the key at the end of ``loc`` (for 'did you mean')."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = _first_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key_message(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    holder = _model_at(model, loc)
+    if holder is None:
+        return "unknown key"
+    allowed = [f.alias or name for name, f in holder.model_fields.items() if name != "file"]
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}expected one of: {', '.join(allowed)})"
+
+
+def _problems_from_validation(file: str, exc: ValidationError, model: type[BaseModel]) -> list[ConfigProblem]:
     problems = []
     for err in exc.errors():
         path = _loc_to_path(err["loc"])
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = _unknown_key_message(model, err["loc"])
         elif err["type"] == "missing":
             message = "required key is missing"
         else:
@@ -407,12 +441,15 @@ def _merge_defaults(raw: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
     return merged
 
 
-def _dependency_order(flows: dict[str, Flow], rel: dict[str, str]) -> tuple[list[str], list[ConfigProblem]]:
-    """Topological order of flows by depends_on; problems for unknown names and cycles."""
+def _dependency_order(
+    flows: dict[str, Flow], rel: dict[str, str], invalid: set[str]
+) -> tuple[list[str], list[ConfigProblem]]:
+    """Topological order of flows by depends_on; problems for unknown names and cycles.
+    A dependency on a flow whose own file is invalid is already reported there."""
     problems = []
     for flow in flows.values():
         for i, dep in enumerate(flow.depends_on):
-            if dep not in flows:
+            if dep not in flows and dep not in invalid:
                 problems.append(ConfigProblem(rel[flow.flow], f"depends_on[{i}]", f"no flow named {dep!r}"))
     order: list[str] = []
     state: dict[str, int] = {}
@@ -457,10 +494,11 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
             try:
                 defaults = Defaults.model_validate(raw)
             except ValidationError as exc:
-                problems += _problems_from_validation(display_path(defaults_path), exc, raw)
+                problems += _problems_from_validation(display_path(defaults_path), exc, Defaults)
 
     flows: dict[str, Flow] = {}
     rel_of: dict[str, str] = {}
+    invalid: set[str] = set()
     flow_files = sorted((base / "flows").glob("*.y*ml"))
     if not flow_files:
         problems.append(ConfigProblem(display_path(base / "flows"), "", "no flow files (*.yaml)"))
@@ -476,7 +514,8 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
         try:
             flow = Flow.model_validate({**_merge_defaults(raw, defaults), "file": rel})
         except ValidationError as exc:
-            problems += _problems_from_validation(rel, exc, raw)
+            problems += _problems_from_validation(rel, exc, Flow)
+            invalid.add(str(raw.get("flow", path.stem)))
             continue
         if flow.flow in flows:
             problems.append(ConfigProblem(rel, "flow", f"flow {flow.flow!r} is also defined in {rel_of[flow.flow]}"))
@@ -499,7 +538,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
                         ConfigProblem(flow.file, f"columns[{i}].{where}", f"no crosswalk named {name!r}")
                     )
 
-    order, order_problems = _dependency_order(flows, rel_of)
+    order, order_problems = _dependency_order(flows, rel_of, invalid)
     problems += order_problems
     if problems:
         raise ConfigError(problems)
