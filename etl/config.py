@@ -45,7 +45,7 @@ Direction = Literal["erp_to_mes", "mes_to_erp", "warehouse"]
 
 def check_identifier(value: str) -> str:
     """Return ``value`` if it is a safe column or table name, else raise ValueError."""
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid identifier (letters, digits, underscore, inner spaces)"
         )
@@ -70,7 +70,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return timedelta(seconds=value)
     if isinstance(value, str):
-        match = _DURATION.match(value.strip())
+        match = _DURATION.fullmatch(value.strip())
         if match:
             return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
     raise ValueError(f"{value!r} is not a duration (examples: 90s, 10m, 2h, 1d)")
@@ -99,7 +99,7 @@ class SourceSpec(_Model):
     @field_validator("connection")
     @classmethod
     def _connection_id(cls, value: str) -> str:
-        if not _CONNECTION_ID.match(value):
+        if not _CONNECTION_ID.fullmatch(value):
             raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
         return value
 
@@ -121,6 +121,9 @@ class CrosswalkRef(_Model):
     to: Side
 
 
+Clean = Literal["trim", "upper", "lower"]
+
+
 class UnitConversion(_Model):
     """Multiply the column by the factor the unit crosswalk gives for the row's unit."""
 
@@ -128,6 +131,8 @@ class UnitConversion(_Model):
     crosswalk: Identifier = "unit"
     #: Divide instead: for per-unit values such as cycle time per unit.
     inverse: bool = False
+    #: Cleaning of the unit code before the lookup; padding is never part of a unit.
+    clean: list[Clean] = Field(default_factory=lambda: ["trim"])
 
 
 class TimezoneRule(_Model):
@@ -147,7 +152,6 @@ class TimezoneRule(_Model):
 
 
 Cast = Literal["string", "integer", "decimal", "timestamp", "date", "boolean"]
-Clean = Literal["trim", "upper", "lower"]
 
 
 class ColumnSpec(_Model):
@@ -264,7 +268,7 @@ class Flow(_Model):
     @field_validator("flow")
     @classmethod
     def _flow_name(cls, value: str) -> str:
-        if not _FLOW_NAME.match(value):
+        if not _FLOW_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a flow name (lower case, digits, underscore)")
         return value
 
@@ -511,6 +515,9 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
         if not isinstance(raw, dict):
             problems.append(ConfigProblem(rel, "", "expected a mapping of keys at the top level"))
             continue
+        if "file" in raw:
+            problems.append(ConfigProblem(rel, "file", _unknown_key_message(Flow, ("file",))))
+            continue
         try:
             flow = Flow.model_validate({**_merge_defaults(raw, defaults), "file": rel})
         except ValidationError as exc:
@@ -533,7 +540,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
     for flow in flows.values():
         for i, col in enumerate(flow.columns):
             for name, where in _crosswalks_used(flow, col):
-                if crosswalks and name not in crosswalks:
+                if name not in crosswalks:
                     problems.append(
                         ConfigProblem(flow.file, f"columns[{i}].{where}", f"no crosswalk named {name!r}")
                     )

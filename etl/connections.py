@@ -14,10 +14,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from etl.errors import ConnectionNotFound
 
@@ -44,6 +44,8 @@ def _url_from_airflow_json(raw: str) -> URL:
     extra = spec.get("extra") or {}
     if isinstance(extra, str):
         extra = json.loads(extra) if extra else {}
+    if not isinstance(extra, dict):
+        raise ValueError("extra must be a JSON object")
     return URL.create(
         drivername,
         username=spec.get("login"),
@@ -66,11 +68,8 @@ def to_sqlalchemy_url(raw: str) -> URL:
     base = scheme.split("+", 1)[0]
     if "+" not in scheme and base in _SCHEMES:
         scheme = _SCHEMES[base]
-    url = make_url(f"{scheme}://{rest}")
-    # Airflow URIs percent-encode the password; SQLAlchemy's parser already decodes it.
-    if url.password is not None and "%" in str(url.password):
-        url = url.set(password=unquote(str(url.password)))
-    return url
+    # Airflow URIs percent-encode the password; make_url decodes it exactly once.
+    return make_url(f"{scheme}://{rest}")
 
 
 DEFAULT_CONNECTIONS_FILE = Path(__file__).resolve().parent.parent / ".demo" / "connections.json"
@@ -95,7 +94,7 @@ def resolve_url(conn_id: str) -> URL:
         )
     try:
         return to_sqlalchemy_url(raw)
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, TypeError, AttributeError, ArgumentError) as exc:
         # The raw value may hold a password: name the variable, never echo the value.
         raise ConnectionNotFound(f"connection {conn_id!r}: cannot parse its URL ({type(exc).__name__})") from None
 

@@ -88,8 +88,8 @@ def _parse_factor(raw: str | None, where: str, file: str, problems: list[ConfigP
     except InvalidOperation:
         problems.append(ConfigProblem(file, where, f"factor {raw!r} is not a number"))
         return Decimal(1)
-    if factor <= 0:
-        problems.append(ConfigProblem(file, where, f"factor {raw!r} must be positive"))
+    if not factor.is_finite() or factor <= 0:
+        problems.append(ConfigProblem(file, where, f"factor {raw!r} must be a positive finite number"))
         return Decimal(1)
     return factor
 

@@ -107,19 +107,29 @@ def _convert_unit(
     conv = spec.convert_unit
     assert conv is not None
     units = frame[conv.unit_column].astype(object)
+    for step in conv.clean:
+        units = _map_values(units, _CLEANERS[step])
     _, factors = crosswalks[conv.crosswalk].translate(units, flow.unit_side())
     unit_list = list(units)
     reasons.add(
         values.notna() & factors.isna(),
         lambda i: f"crosswalk {conv.crosswalk!r} has no factor for unit {unit_list[i]!r} (column {spec.target})",
     )
-    out = []
+    out: list[Any] = []
+    bad: list[str | None] = []
     for value, factor in zip(values, factors):
         if is_null(value) or is_null(factor):
             out.append(None)
+            bad.append(None)
             continue
-        number = _to_decimal(value)
-        out.append(number / factor if conv.inverse else number * factor)
+        try:
+            number = _to_decimal(value)
+            out.append(number / factor if conv.inverse else number * factor)
+            bad.append(None)
+        except (InvalidOperation, ArithmeticError, ValueError):
+            out.append(None)
+            bad.append(f"column {spec.target}: {_short(value)} is not a number")
+    reasons.add([b is not None for b in bad], lambda i: bad[i])  # type: ignore[arg-type,return-value]
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -233,6 +243,8 @@ def _as_text(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, Decimal):
+        return format(value, "f")
     return str(value)
 
 

@@ -108,12 +108,11 @@ CREATE TABLE if_confirmation (
     yield_qty       NUMERIC(18,3) NOT NULL,
     scrap_qty       NUMERIC(18,3) NOT NULL,
     unit            VARCHAR(3)    NOT NULL,
-    scrap_reason    VARCHAR(4),
+    scrap_reason    VARCHAR(8),
     employee_no     VARCHAR(8),
     start_time      TIMESTAMP     NOT NULL,              -- local plant time
     end_time        TIMESTAMP     NOT NULL,
-    posted          BOOLEAN       NOT NULL DEFAULT FALSE,
-    received_at     TIMESTAMP              DEFAULT CURRENT_TIMESTAMP
+    posted          BOOLEAN       NOT NULL DEFAULT FALSE
 );
 
 -- Inbound interface: goods movements. 261 = issue to order, 101 = receipt from order.
@@ -127,8 +126,7 @@ CREATE TABLE if_goods_movement (
     unit            VARCHAR(3)    NOT NULL,
     batch           VARCHAR(20),
     posting_time    TIMESTAMP     NOT NULL,              -- local plant time
-    posted          BOOLEAN       NOT NULL DEFAULT FALSE,
-    received_at     TIMESTAMP              DEFAULT CURRENT_TIMESTAMP
+    posted          BOOLEAN       NOT NULL DEFAULT FALSE
 );
 
 -- Inbound interface: quality inspection results.
@@ -142,6 +140,15 @@ CREATE TABLE if_quality_result (
     defect_code     VARCHAR(8),
     result          VARCHAR(1)    NOT NULL,              -- A accepted / R rejected
     inspected_at    TIMESTAMP     NOT NULL,              -- local plant time
-    posted          BOOLEAN       NOT NULL DEFAULT FALSE,
-    received_at     TIMESTAMP              DEFAULT CURRENT_TIMESTAMP
+    posted          BOOLEAN       NOT NULL DEFAULT FALSE
 );
+
+-- The sync reads by updated_at: without these indexes every incremental run scans the table.
+CREATE INDEX ix_material_updated_at ON material (updated_at);
+CREATE INDEX ix_bom_item_updated_at ON bom_item (updated_at);
+CREATE INDEX ix_work_center_updated_at ON work_center (updated_at);
+CREATE INDEX ix_routing_operation_updated_at ON routing_operation (updated_at);
+CREATE INDEX ix_employee_updated_at ON employee (updated_at);
+CREATE INDEX ix_production_order_updated_at ON production_order (updated_at);
+CREATE INDEX ix_order_component_updated_at ON order_component (updated_at);
+CREATE INDEX ix_stock_level_updated_at ON stock_level (updated_at);

@@ -148,3 +148,10 @@ CREATE TABLE equipment_state_log (
     end_utc           TIMESTAMP,
     updated_at        TIMESTAMP     NOT NULL
 );
+
+-- The sync reads by updated_at: without these indexes every incremental run scans the table.
+CREATE INDEX ix_operation_report_updated_at ON operation_report (updated_at);
+CREATE INDEX ix_quality_inspection_updated_at ON quality_inspection (updated_at);
+CREATE INDEX ix_material_issue_updated_at ON material_issue (updated_at);
+CREATE INDEX ix_fg_receipt_updated_at ON fg_receipt (updated_at);
+CREATE INDEX ix_equipment_state_log_updated_at ON equipment_state_log (updated_at);

@@ -1,0 +1,490 @@
+"""Tests for etl.config: flow YAML validated into typed models, problems gathered and located."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from etl.config import (
+    DEFAULT_MAPPINGS,
+    Flow,
+    Project,
+    check_identifier,
+    check_table_name,
+    load_project,
+    parse_duration,
+)
+from etl.errors import ConfigError, ConfigProblem
+
+REPO_CROSSWALKS = DEFAULT_MAPPINGS / "crosswalks"
+REPO_DEFAULTS = DEFAULT_MAPPINGS / "defaults.yaml"
+
+
+def flow_dict(name: str = "x", **overrides: Any) -> dict[str, Any]:
+    """A minimal valid flow with four plain columns a, b, c, d keyed on a."""
+    data: dict[str, Any] = {
+        "flow": name,
+        "direction": "erp_to_mes",
+        "source": {"connection": "erp_db", "table": "src"},
+        "target": {"connection": "mes_db", "table": "tgt"},
+        "key": ["a"],
+        "columns": [{"target": t, "source": t} for t in ("a", "b", "c", "d")],
+    }
+    data.update(overrides)
+    return data
+
+
+class Mappings:
+    """A throwaway mappings folder: the repo's crosswalks and defaults, flows written per test."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        shutil.copytree(REPO_CROSSWALKS, root / "crosswalks")
+        shutil.copy(REPO_DEFAULTS, root / "defaults.yaml")
+        (root / "flows").mkdir()
+
+    def write(self, file_stem: str, content: dict[str, Any] | str) -> None:
+        text = content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+        (self.root / "flows" / f"{file_stem}.yaml").write_text(text, encoding="utf-8")
+
+    def write_defaults(self, content: dict[str, Any]) -> None:
+        (self.root / "defaults.yaml").write_text(yaml.safe_dump(content), encoding="utf-8")
+
+    def load(self) -> Project:
+        return load_project(self.root)
+
+    def problems(self) -> list[ConfigProblem]:
+        with pytest.raises(ConfigError) as info:
+            self.load()
+        return info.value.problems
+
+    def messages(self) -> list[str]:
+        return [str(p) for p in self.problems()]
+
+    def unknown_key(self, file: str, path: str) -> ConfigProblem:
+        """The one 'unknown key' problem at ``file: path`` (a 'did you mean' hint may follow)."""
+        found = [p for p in self.problems() if (p.file, p.path) == (file, path)]
+        assert len(found) == 1, found
+        assert str(found[0]).startswith(f"{file}: {path}: unknown key")
+        return found[0]
+
+
+@pytest.fixture
+def mappings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Mappings:
+    # Paths in messages are shown relative to the working directory.
+    monkeypatch.chdir(tmp_path)
+    return Mappings(tmp_path / "m")
+
+
+# --- the real project -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def project() -> Project:
+    return load_project()
+
+
+def test_real_project_has_every_flow(project: Project) -> None:
+    expected = {p.stem for p in (DEFAULT_MAPPINGS / "flows").glob("*.yaml")}
+    assert set(project.flows) == expected
+    assert {"materials", "boms", "production_orders", "order_components"} <= expected
+
+
+def test_real_project_orders_master_data_before_boms(project: Project) -> None:
+    order = list(project.flows)
+    assert order.index("materials") < order.index("boms")
+
+
+def test_real_project_orders_production_orders_before_components(project: Project) -> None:
+    order = list(project.flows)
+    assert order.index("production_orders") < order.index("order_components")
+
+
+def test_real_project_every_dependency_comes_first(project: Project) -> None:
+    order = list(project.flows)
+    for name, flow in project.flows.items():
+        for dep in flow.depends_on:
+            assert order.index(dep) < order.index(name), (dep, name)
+
+
+def test_real_project_records_the_file_of_each_flow(project: Project) -> None:
+    assert project.flows["materials"].file.endswith("flows/materials.yaml")
+
+
+def test_unknown_flow_name_is_a_config_error(project: Project) -> None:
+    with pytest.raises(ConfigError, match="no flow named 'nope'"):
+        project.flow("nope")
+
+
+# --- problem reporting ------------------------------------------------------------------------
+
+
+def test_config_problem_str_shape() -> None:
+    assert str(ConfigProblem("flows/x.yaml", "columns[3].souce", "unknown key")) == (
+        "flows/x.yaml: columns[3].souce: unknown key"
+    )
+    assert str(ConfigProblem("flows/x.yaml", "", "no flow")) == "flows/x.yaml: no flow"
+
+
+def test_unknown_key_located_by_file_and_key_path(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][3]["souce"] = "d"
+    mappings.write("x", data)
+    problem = mappings.unknown_key("m/flows/x.yaml", "columns[3].souce")
+    assert problem.message.startswith("unknown key")
+
+
+def test_problems_of_several_files_gathered_into_one_error(mappings: Mappings) -> None:
+    bad_key = flow_dict("x", colums=[])
+    no_source = flow_dict("y")
+    del no_source["source"]
+    mappings.write("x", bad_key)
+    mappings.write("y", no_source)
+    problems = mappings.problems()
+    located = {(p.file, p.path): p.message for p in problems}
+    assert located["m/flows/x.yaml", "colums"].startswith("unknown key")
+    assert located["m/flows/y.yaml", "source"] == "required key is missing"
+
+
+def test_config_error_message_lists_every_problem(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict("x", colour="red"))
+    mappings.write("y", flow_dict("y", size=3))
+    with pytest.raises(ConfigError) as info:
+        mappings.load()
+    text = str(info.value)
+    assert "x.yaml: colour: unknown key" in text
+    assert "y.yaml: size: unknown key" in text
+
+
+def test_malformed_yaml_reports_line_and_column(mappings: Mappings) -> None:
+    mappings.write("x", "flow: x\ncolumns: [a\n  b: c\n")
+    (problem,) = mappings.problems()
+    assert problem.file == "m/flows/x.yaml"
+    assert problem.path == "line 3, column 4"
+    assert problem.message.startswith("malformed YAML")
+
+
+def test_top_level_must_be_a_mapping(mappings: Mappings) -> None:
+    mappings.write("x", "- just\n- a list\n")
+    assert mappings.messages() == ["m/flows/x.yaml: expected a mapping of keys at the top level"]
+
+
+@pytest.mark.parametrize("missing", ["source", "key", "columns", "direction"])
+def test_missing_required_key(mappings: Mappings, missing: str) -> None:
+    data = flow_dict()
+    del data[missing]
+    mappings.write("x", data)
+    assert f"m/flows/x.yaml: {missing}: required key is missing" in mappings.messages()
+
+
+def test_missing_column_target(mappings: Mappings) -> None:
+    data = flow_dict()
+    del data["columns"][1]["target"]
+    mappings.write("x", data)
+    assert "m/flows/x.yaml: columns[1].target: required key is missing" in mappings.messages()
+
+
+def test_no_flow_files_is_a_problem(mappings: Mappings) -> None:
+    assert any("no flow files" in m for m in mappings.messages())
+
+
+# --- identifiers ------------------------------------------------------------------------------
+
+
+def test_table_name_injection_refused(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["source"]["table"] = "orders; DROP TABLE x"
+    mappings.write("x", data)
+    (problem,) = mappings.problems()
+    assert problem.path == "source.table"
+    assert "is not a valid identifier" in problem.message
+
+
+def test_column_target_injection_refused(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][1]["target"] = "a;b"
+    mappings.write("x", data)
+    (problem,) = mappings.problems()
+    assert problem.path == "columns[1].target"
+    assert "'a;b' is not a valid identifier" in problem.message
+
+
+@pytest.mark.parametrize("name", ["a", "order_no", "Order No", "_x1"])
+def test_safe_identifiers_accepted(name: str) -> None:
+    assert check_identifier(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "a;b", 'a"b', "a-b", "trailing ", " leading", "x" * 129])
+def test_unsafe_identifiers_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid identifier"):
+        check_identifier(name)
+
+
+def test_schema_qualified_table_accepted_but_not_two_dots() -> None:
+    assert check_table_name("erp.orders") == "erp.orders"
+    with pytest.raises(ValueError, match="at most one dot"):
+        check_table_name("db.erp.orders")
+
+
+@pytest.mark.parametrize("name", ["a\n", "orders\n"])
+def test_identifier_with_trailing_newline_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        check_table_name(name)
+
+
+# --- column inputs ----------------------------------------------------------------------------
+
+
+def test_column_with_source_and_value_refused(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][1] = {"target": "b", "source": "b", "value": 1}
+    mappings.write("x", data)
+    (problem,) = mappings.problems()
+    assert problem.path == "columns[1]"
+    assert "exactly one of source, expr, value" in problem.message
+    assert "['source', 'value']" in problem.message
+
+
+def test_column_without_input_refused(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][2] = {"target": "c"}
+    mappings.write("x", data)
+    (problem,) = mappings.problems()
+    assert problem.path == "columns[2]"
+    assert "exactly one of source, expr, value (got none)" in problem.message
+
+
+@pytest.mark.parametrize(
+    "column",
+    [{"target": "b", "source": "b"}, {"target": "b", "expr": "upper(b)"}, {"target": "b", "value": "X"}],
+)
+def test_column_with_exactly_one_input_accepted(mappings: Mappings, column: dict[str, Any]) -> None:
+    data = flow_dict()
+    data["columns"][1] = column
+    mappings.write("x", data)
+    assert mappings.load().flows["x"].columns[1].target == "b"
+
+
+def test_forbidden_expression_refused_at_load(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][1] = {"target": "b", "expr": "__import__('os')"}
+    mappings.write("x", data)
+    (problem,) = mappings.problems()
+    assert problem.path == "columns[1]"
+    assert "'__import__' is not allowed" in problem.message
+
+
+# --- crosswalk references ---------------------------------------------------------------------
+
+
+def test_unknown_crosswalk_reported_with_key_path(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][1]["crosswalk"] = "nope"
+    mappings.write("x", data)
+    assert mappings.messages() == ["m/flows/x.yaml: columns[1].crosswalk: no crosswalk named 'nope'"]
+
+
+def test_unknown_unit_crosswalk_reported_with_key_path(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][2]["convert_unit"] = {"unit_column": "u", "crosswalk": "units_typo"}
+    mappings.write("x", data)
+    assert mappings.messages() == [
+        "m/flows/x.yaml: columns[2].convert_unit.crosswalk: no crosswalk named 'units_typo'"
+    ]
+
+
+def test_unknown_crosswalk_reported_when_no_crosswalks_exist(mappings: Mappings) -> None:
+    shutil.rmtree(mappings.root / "crosswalks")
+    data = flow_dict()
+    data["columns"][1]["crosswalk"] = "nope"
+    mappings.write("x", data)
+    assert "m/flows/x.yaml: columns[1].crosswalk: no crosswalk named 'nope'" in mappings.messages()
+
+
+def test_warehouse_flow_must_give_crosswalk_direction(mappings: Mappings) -> None:
+    data = flow_dict(direction="warehouse")
+    data["columns"][1]["crosswalk"] = "plant"
+    mappings.write("x", data)
+    assert any("warehouse flows must say the crosswalk direction" in m for m in mappings.messages())
+
+
+# --- dependencies and names -------------------------------------------------------------------
+
+
+def test_depends_on_unknown_flow(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict("x", depends_on=["ghost"]))
+    assert mappings.messages() == ["m/flows/x.yaml: depends_on[0]: no flow named 'ghost'"]
+
+
+def test_dependency_cycle_reported(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict("x", depends_on=["y"]))
+    mappings.write("y", flow_dict("y", depends_on=["z"]))
+    mappings.write("z", flow_dict("z", depends_on=["x"]))
+    (problem,) = mappings.problems()
+    assert problem.path == "depends_on"
+    assert "dependency cycle: x -> y -> z -> x" in problem.message
+
+
+def test_self_dependency_is_a_cycle(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict("x", depends_on=["x"]))
+    assert mappings.messages() == ["m/flows/x.yaml: depends_on: dependency cycle: x -> x"]
+
+
+def test_dependency_order_follows_depends_on(mappings: Mappings) -> None:
+    # Alphabetical order would put "a_child" first.
+    mappings.write("a_child", flow_dict("a_child", depends_on=["z_parent"]))
+    mappings.write("z_parent", flow_dict("z_parent"))
+    assert list(mappings.load().flows) == ["z_parent", "a_child"]
+
+
+def test_flow_file_name_must_equal_flow_name(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict("y"))
+    assert mappings.messages() == ["m/flows/x.yaml: flow: flow 'y' must live in y.yaml"]
+
+
+def test_flow_defined_twice(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict("x"))
+    mappings.write("y", flow_dict("x"))
+    assert "m/flows/y.yaml: flow: flow 'x' is also defined in m/flows/x.yaml" in mappings.messages()
+
+
+def test_bad_flow_name_refused(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict("Bad-Name"))
+    assert any("is not a flow name" in m for m in mappings.messages())
+
+
+def test_duplicate_target_columns(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][1]["target"] = "a"
+    mappings.write("x", data)
+    assert mappings.messages() == ["m/flows/x.yaml: target columns mapped twice: a"]
+
+
+def test_key_not_among_mapped_columns(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(key=["zz"]))
+    assert mappings.messages() == ["m/flows/x.yaml: key columns not among the mapped columns: zz"]
+
+
+def test_parent_column_must_be_mapped(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(parents=[{"column": "zz", "table": "item", "key": "item_code"}]))
+    assert any("parents: column 'zz' is not a mapped column" in m for m in mappings.messages())
+
+
+# --- durations --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("10m", timedelta(minutes=10)),
+        ("2h", timedelta(hours=2)),
+        ("90s", timedelta(seconds=90)),
+        ("1d", timedelta(days=1)),
+        (" 5 m ", timedelta(minutes=5)),
+        (90, timedelta(seconds=90)),
+        (0, timedelta(0)),
+    ],
+)
+def test_parse_duration(raw: Any, expected: timedelta) -> None:
+    assert parse_duration(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["bad", "10", "1.5h", "10x", -5, True, 1.5, None])
+def test_parse_duration_refuses(raw: Any) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(raw)
+
+
+def test_bad_lookback_located(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(cursor={"column": "u", "lookback": "bad"}))
+    assert mappings.messages() == [
+        "m/flows/x.yaml: cursor.lookback: 'bad' is not a duration (examples: 90s, 10m, 2h, 1d)"
+    ]
+
+
+def test_lookback_parsed_from_flow(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(cursor={"column": "u", "lookback": "2h"}))
+    assert mappings.load().flows["x"].cursor.lookback == timedelta(hours=2)
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults_chunk_size_inherited(mappings: Mappings) -> None:
+    mappings.write_defaults({"load": {"chunk_size": 1234}})
+    mappings.write("x", flow_dict())
+    assert mappings.load().flows["x"].load.chunk_size == 1234
+
+
+def test_defaults_merge_with_partial_flow_section(mappings: Mappings) -> None:
+    mappings.write_defaults({"load": {"chunk_size": 1234}})
+    mappings.write("x", flow_dict(load={"mode": "append"}))
+    load = mappings.load().flows["x"].load
+    assert (load.mode, load.chunk_size) == ("append", 1234)
+
+
+def test_flow_override_wins_over_defaults(mappings: Mappings) -> None:
+    mappings.write_defaults({"load": {"chunk_size": 1234}})
+    mappings.write("x", flow_dict(load={"chunk_size": 10}))
+    assert mappings.load().flows["x"].load.chunk_size == 10
+
+
+def test_defaults_cursor_lookback_inherited(mappings: Mappings) -> None:
+    mappings.write_defaults({"cursor": {"lookback": "30m"}})
+    mappings.write("x", flow_dict(cursor={"column": "updated_at"}))
+    mappings.write("y", flow_dict("y"))
+    project = mappings.load()
+    assert project.flows["x"].cursor.lookback == timedelta(minutes=30)
+    assert project.flows["y"].cursor is None  # defaults do not invent a cursor
+
+
+def test_bad_defaults_reported_against_defaults_file(mappings: Mappings) -> None:
+    mappings.write_defaults({"schedulez": {}})
+    mappings.write("x", flow_dict())
+    mappings.unknown_key("m/defaults.yaml", "schedulez")
+
+
+def test_schedule_of_uses_master_data_tag_before_direction(mappings: Mappings) -> None:
+    mappings.write_defaults({"schedules": {"master_data": "nightly", "erp_to_mes": "hourly", "mes_to_erp": "15m"}})
+    mappings.write("a", flow_dict("a", tags=["master_data"]))
+    mappings.write("b", flow_dict("b"))
+    mappings.write("c", flow_dict("c", direction="mes_to_erp"))
+    mappings.write("d", flow_dict("d", schedule="@daily", tags=["master_data"]))
+    project = mappings.load()
+    assert project.schedule_of(project.flows["a"]) == "nightly"
+    assert project.schedule_of(project.flows["b"]) == "hourly"
+    assert project.schedule_of(project.flows["c"]) == "15m"
+    assert project.schedule_of(project.flows["d"]) == "@daily"
+
+
+def test_schedule_of_without_default_is_none(mappings: Mappings) -> None:
+    mappings.write_defaults({"schedules": {}})
+    mappings.write("x", flow_dict(direction="warehouse"))
+    project = mappings.load()
+    assert project.schedule_of(project.flows["x"]) is None
+
+
+def test_real_project_schedules(project: Project) -> None:
+    materials = project.flows["materials"]
+    orders = project.flows["production_orders"]
+    assert materials.direction == orders.direction == "erp_to_mes"
+    assert project.schedule_of(materials) == project.defaults.schedules["master_data"]
+    assert project.schedule_of(orders) == project.defaults.schedules["erp_to_mes"]
+    assert project.schedule_of(materials) != project.schedule_of(orders)
+
+
+# --- model helpers ----------------------------------------------------------------------------
+
+
+def test_source_columns_include_unit_and_cursor_but_key_excludes_unit() -> None:
+    data = flow_dict(cursor={"column": "updated_at"}, key=["a", "b"])
+    data["columns"][1] = {"target": "b", "source": "qty", "convert_unit": {"unit_column": "uom"}}
+    data["columns"][2] = {"target": "c", "expr": "concat(p, q)"}
+    flow = Flow.model_validate(data)
+    assert flow.source_columns() == ["a", "d", "p", "q", "qty", "uom", "updated_at"]
+    assert flow.source_key_columns() == ["a", "qty"]
