@@ -215,7 +215,8 @@ def _run(
 
     enter("read_state")
     flow_state = state.read_state(tconn, flow.flow)
-    source = TableSource(sconn, source_table, flow, options.plants)
+    plants = _source_plants(flow, options.plants, crosswalks, result)
+    source = TableSource(sconn, source_table, flow, plants)
     full_read = options.full_refresh or flow.load.mode == "snapshot_replace" or flow.cursor is None
     ceiling = source.ceiling()
     window = (
@@ -288,6 +289,25 @@ def _run(
     if not options.dry_run:
         run.outcome = ledger.SUCCESS
         ledger.write_run(tconn, run)
+
+
+def _source_plants(
+    flow: Flow, plants: list[str] | None, crosswalks: dict[str, Crosswalk], result: RunResult
+) -> list[str] | None:
+    """Plants are given as ERP codes; a flow reading the MES filters on their MES codes."""
+    if not plants:
+        return None
+    if flow.source.plant_column is None:
+        result.warnings.append("the flow's source has no plant_column: --plants does not limit it")
+        return None
+    if flow.direction != "mes_to_erp":
+        return plants
+    crosswalk = crosswalks.get("plant")
+    translated = [crosswalk.lookup(p, "mes") if crosswalk else None for p in plants]
+    unknown = [p for p, t in zip(plants, translated) if t is None]
+    if unknown:
+        raise ValueError(f"plants {', '.join(unknown)} have no MES code in the 'plant' crosswalk")
+    return [t[0] for t in translated if t is not None]
 
 
 def _stage_frame(

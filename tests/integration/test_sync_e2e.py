@@ -323,3 +323,47 @@ def test_second_run_of_a_flow_exits_while_the_first_holds_the_lock(demo: Demo) -
     assert _count(demo.mes, "item") == 0
     assert _count(demo.mes, "etl_ledger", "WHERE outcome = 'busy'") == 1
     assert demo.run("materials").record.outcome == "success"
+
+
+def test_plants_limit_a_run_in_both_directions(demo: Demo) -> None:
+    demo.run_all(plants=["2000"])
+    plants = {r["plant_code"] for r in _rows(demo.mes, "work_order")}
+    assert plants == {"SZ01"}
+    movements = _rows(demo.erp, "if_goods_movement")
+    assert movements and {r["plant"] for r in movements} == {"2000"}
+
+
+STEPS = [
+    "lock", "check_schema", "read_state", "stage", "stage_first_chunk", "stage_chunk", "retry_quarantine",
+    "resolve_duplicates", "merge", "deletes", "write_state", "write_ledger", "commit",
+]
+
+
+@pytest.mark.parametrize("demo", ["postgresql"], indirect=True)
+def test_a_failure_at_any_step_leaves_the_old_state(demo: Demo) -> None:
+    """Fail the production_orders flow at every step boundary: the target keeps its old state,
+    the ledger says where it failed, and the next run loads exactly what a clean run would."""
+    small = demo.project.flows["production_orders"].model_copy(update={"load": LoadSpec(chunk_size=50)})
+    demo.project = demo.project.model_copy(update={"flows": {**demo.project.flows, "production_orders": small}})
+    for name in ("materials", "work_centers"):
+        demo.run(name)
+
+    class Injected(RuntimeError):
+        pass
+
+    for step in STEPS:
+        def hook(current: str, step: str = step) -> None:
+            if current == step:
+                raise Injected(f"injected at {step}")
+
+        with pytest.raises(StepFailed) as failure:
+            run_flow(demo.project, "production_orders", demo.connections, RunOptions(), hook=hook)
+        assert failure.value.step == step
+        assert _count(demo.mes, "work_order") == 0, step
+        assert _count(demo.mes, "etl_watermark", "WHERE flow = 'production_orders'") == 0, step
+    assert _count(demo.mes, "etl_ledger", "WHERE flow = 'production_orders' AND outcome = 'failed'") == len(STEPS)
+
+    result = demo.run("production_orders")
+    shop_floor = _count(demo.erp, "production_order", "WHERE status IN ('REL','TECO','CLSD','CNCL')")
+    assert result.record.counts.rows_loaded == shop_floor - result.record.counts.rows_new_in_quarantine
+    assert _count(demo.mes, "work_order") == result.record.counts.rows_loaded
