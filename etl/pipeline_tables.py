@@ -7,19 +7,15 @@ the other supported databases; sql/pipeline/ holds the PostgreSQL DDL for people
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Index,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    Text,
-)
+from sqlalchemy import Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.dialects import mysql
 
+# MySQL's DATETIME keeps whole seconds unless asked for microseconds.
+DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+#: Source keys are stored in quarantine and compared with staged ones: one bounded length.
+SOURCE_KEY_LENGTH = 512
 
 metadata = MetaData()
 
@@ -68,7 +64,7 @@ quarantine = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow", String(63), nullable=False),
-    Column("source_key", String(512), nullable=False),
+    Column("source_key", String(SOURCE_KEY_LENGTH), nullable=False),
     Column("payload", Text, nullable=False),
     Column("payload_kind", String(8), nullable=False),
     Column("reason", Text, nullable=False),

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import Connection, Table, and_, bindparam, delete, func, select, update
 
-from etl.pipeline_tables import quarantine
+from etl.pipeline_tables import SOURCE_KEY_LENGTH, quarantine
 from etl.transform import Reject
 
 WAITING = "waiting"
@@ -93,7 +93,7 @@ def record(
         return counts
     latest: dict[str, Reject] = {}
     for reject in rejects:
-        latest[reject.source_key[:512]] = reject
+        latest[reject.source_key[:SOURCE_KEY_LENGTH]] = reject
     keys = list(latest)
     existing: dict[str, int] = {}
     for start in range(0, len(keys), _KEY_BATCH):

@@ -133,16 +133,20 @@ def run_flow(
         with target_engine.begin() as conn:
             ensure_pipeline_tables(conn)
         with source_engine.connect() as sconn, target_engine.connect() as tconn:
-            source_dialect = dialect_for(sconn)
             sconn.begin()
-            source_dialect.begin_read(sconn)
+            dialect_for(sconn).begin_read(sconn)
             ttx = tconn.begin()
-            _run(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter)
-            enter("commit")
-            if options.dry_run:
-                ttx.rollback()
-            else:
-                ttx.commit()
+            try:
+                _run(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter)
+                enter("commit")
+                if options.dry_run:
+                    ttx.rollback()
+                else:
+                    ttx.commit()
+            finally:
+                if ttx.is_active:
+                    ttx.rollback()
+                _release_lock(tconn, flow.flow)
             sconn.rollback()
         run.outcome = ledger.DRY_RUN if options.dry_run else ledger.SUCCESS
         if options.dry_run:
@@ -162,6 +166,13 @@ def run_flow(
     finally:
         log.info("flow %s run %s finished in %.2fs: %s", flow.flow, run.run_id, time.monotonic() - t0, run.outcome)
     return result
+
+
+def _release_lock(conn: Connection, flow: str) -> None:
+    try:
+        dialect_for(conn).release_lock(conn, flow)
+    except DBAPIError as exc:  # a dead session has released its locks already
+        log.warning("could not release the lock of flow %s: %s", flow, _one_line(exc))
 
 
 def _one_line(exc: BaseException) -> str:

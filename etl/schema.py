@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Connection, MetaData, Table, inspect, types
+from sqlalchemy.dialects import mssql
 from sqlalchemy.exc import NoSuchTableError
 
 from etl.config import Flow
@@ -37,7 +38,9 @@ def column_type(sqltype: types.TypeEngine, nullable: bool = True) -> ColumnType:
     if isinstance(sqltype, types.Boolean):
         return ColumnType("boolean", nullable=nullable)
     if isinstance(sqltype, types.DateTime):
-        return ColumnType("timestamp", tz_aware=bool(sqltype.timezone), nullable=nullable)
+        # SQL Server's datetimeoffset keeps the offset without setting the generic flag.
+        aware = bool(sqltype.timezone) or isinstance(sqltype, mssql.DATETIMEOFFSET)
+        return ColumnType("timestamp", tz_aware=aware, nullable=nullable)
     if isinstance(sqltype, types.Date):
         return ColumnType("date", nullable=nullable)
     if isinstance(sqltype, types.Integer):

@@ -21,6 +21,7 @@ import pandas as pd
 from etl.config import ColumnSpec, Flow
 from etl.crosswalk import Crosswalk
 from etl.expressions import parse_expression
+from etl.pipeline_tables import SOURCE_KEY_LENGTH
 from etl.schema import ColumnType
 
 SOURCE_KEY = "_source_key"
@@ -50,7 +51,7 @@ def source_keys(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     if not columns:
         return [str(i) for i in range(len(frame))]
     parts = [[f"{c}={'NULL' if is_null(v) else v}" for v in frame[c]] for c in columns]
-    return [", ".join(p) for p in zip(*parts)]
+    return [", ".join(p)[:SOURCE_KEY_LENGTH] for p in zip(*parts)]
 
 
 class _Reasons:

@@ -83,3 +83,56 @@ def pg_database(pg_server: str) -> Iterator[Callable[[str], URL]]:
 def sqlite_urls(tmp_path: Path) -> dict[str, URL]:
     """URLs of three SQLite files: ERP, MES and warehouse."""
     return {name: make_url(f"sqlite:///{tmp_path / (name + '.db')}") for name in ("erp", "mes", "warehouse")}
+
+
+MARIADB_ADMIN_URL = os.environ.get("ETL_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql?charset=utf8mb4")
+
+
+def _mariadb_reachable() -> bool:
+    try:
+        engine = create_engine(MARIADB_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return True
+    except OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> str:
+    """The admin URL of the machine's MariaDB, started if it is down (skipped loudly, or failed
+    under CI=true, when it cannot be reached)."""
+    if not _mariadb_reachable():
+        subprocess.run(["service", "mariadb", "start"], capture_output=True, check=False)
+        for _ in range(30):
+            if _mariadb_reachable():
+                break
+            time.sleep(1)
+    if not _mariadb_reachable():
+        message = f"MariaDB at {make_url(MARIADB_ADMIN_URL).render_as_string(hide_password=True)} is not reachable and could not be started"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip("SKIPPED LOUDLY: " + message)
+    return MARIADB_ADMIN_URL
+
+
+@pytest.fixture
+def mariadb_database(mariadb_server: str) -> Iterator[Callable[[str], URL]]:
+    """Factory of throwaway MariaDB databases (utf8mb4, binary collation so codes compare
+    exactly, as they do in PostgreSQL), dropped when the test ends."""
+    admin = create_engine(mariadb_server, isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+
+    def make(label: str) -> URL:
+        name = f"ems_test_{label}_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+        created.append(name)
+        return make_url(mariadb_server).set(database=name)
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()

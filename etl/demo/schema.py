@@ -7,6 +7,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from etl.dialects import dialect_for
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO_ROOT / "sql" / "demo"
 SCHEMA_NAMES = frozenset({"erp", "mes"})
@@ -49,8 +51,9 @@ def create_demo_schema(engine: sa.Engine, name: str, *, replace: bool = True) ->
             quote = conn.dialect.identifier_preparer.quote
             for table in reversed(tables):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(table)}")
+        dialect = dialect_for(conn)
         for statement in statements:
-            conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(dialect.adapt_ddl(statement))
 
 
 def _strip_line_comment(line: str) -> str:

@@ -5,12 +5,17 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from etl.dialects.base import Dialect
+from etl.dialects.mssql import MSSQLDialect
+from etl.dialects.mysql import MySQLDialect
 from etl.dialects.postgresql import PostgresDialect
 from etl.dialects.sqlite import SqliteDialect
 
 _BY_NAME: dict[str, type[Dialect]] = {
     "postgresql": PostgresDialect,
     "sqlite": SqliteDialect,
+    "mysql": MySQLDialect,
+    "mariadb": MySQLDialect,
+    "mssql": MSSQLDialect,
 }
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     Table,
-    Text,
+    Unicode,
     and_,
     delete,
     exists,
@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 
 from etl.config import Scalar
+from etl.pipeline_tables import SOURCE_KEY_LENGTH
 
 SEQ = "_seq"
 SOURCE_KEY = "_source_key"
@@ -64,18 +65,35 @@ class Dialect:
     def begin_read(self, conn: Connection) -> None:
         """Make the just-begun source transaction read-only, on one snapshot where possible."""
 
-    def create_staging(self, conn: Connection, target: Table, columns: list[str], label: str) -> Table:
-        """A temporary table with the target's column types plus bookkeeping columns."""
-        staging = Table(
-            f"etl_stg_{label}",
+    def release_lock(self, conn: Connection, flow: str) -> None:
+        """Free the flow's lock where it outlives the transaction (after commit or rollback)."""
+
+    def adapt_ddl(self, statement: str) -> str:
+        """Rewrite one statement of the portable demo DDL where this database needs it."""
+        return statement
+
+    def staging_name(self, label: str) -> str:
+        return f"etl_stg_{label}"
+
+    def staging_table(self, target: Table, columns: list[str], label: str) -> Table:
+        """The staging table's definition: the target's column types plus bookkeeping columns."""
+        return Table(
+            self.staging_name(label),
             MetaData(),
             *[Column(c, target.c[c].type, nullable=True) for c in columns],
             Column(SEQ, BigInteger, nullable=False),
-            Column(SOURCE_KEY, Text, nullable=False),
+            Column(SOURCE_KEY, Unicode(SOURCE_KEY_LENGTH), nullable=False),
             Column(RETRY, SmallInteger, nullable=False),
-            prefixes=["TEMPORARY"],
+            prefixes=self.staging_prefixes(),
             **self.staging_table_options(),
         )
+
+    def staging_prefixes(self) -> list[str]:
+        return ["TEMPORARY"]
+
+    def create_staging(self, conn: Connection, target: Table, columns: list[str], label: str) -> Table:
+        """Create the temporary staging table, replacing one a failed run left on this session."""
+        staging = self.staging_table(target, columns, label)
         staging.drop(conn, checkfirst=True)
         staging.create(conn)
         return staging

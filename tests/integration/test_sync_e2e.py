@@ -62,14 +62,21 @@ def _count(engine: Engine, name: str, where: str = "") -> int:
         return int(conn.execute(text(f"SELECT count(*) FROM {name} {where}")).scalar_one())
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb_erp"])
 def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
-    """A freshly generated demo factory with its own copy of mappings/ (tests edit crosswalks)."""
+    """A freshly generated demo factory with its own copy of mappings/ (tests edit crosswalks).
+
+    ``mariadb_erp`` puts the ERP on MariaDB and the MES on PostgreSQL, as many plants have it.
+    """
     if request.param == "sqlite":
         urls = {n: URL.create("sqlite", database=str(tmp_path / f"{n}.db")) for n in ("erp", "mes", "warehouse")}
-    else:
+    elif request.param == "postgresql":
         make: Callable[[str], URL] = request.getfixturevalue("pg_database")
         urls = {n: make(n) for n in ("erp", "mes", "warehouse")}
+    else:
+        make_pg: Callable[[str], URL] = request.getfixturevalue("pg_database")
+        make_maria: Callable[[str], URL] = request.getfixturevalue("mariadb_database")
+        urls = {"erp": make_maria("erp"), "mes": make_pg("mes"), "warehouse": make_pg("warehouse")}
     mappings = tmp_path / "mappings"
     shutil.copytree(REPO_ROOT / "mappings", mappings)
     init_demo(
