@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.engine import Dialect as SADialect
+from sqlalchemy.schema import CreateTable
 
 from etl.dialects.base import SEQ, Dialect, LoadMode, lock_key
 
@@ -69,7 +70,7 @@ class MSSQLDialect(Dialect):
     def create_staging(self, conn: Connection, target: Table, columns: list[str], label: str) -> Table:
         staging = self.staging_table(target, columns, label)
         self.drop_staging(conn, staging)
-        staging.create(conn)
+        conn.execute(CreateTable(staging))
         return staging
 
     def drop_staging(self, conn: Connection, staging: Table) -> None:

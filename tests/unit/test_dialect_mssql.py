@@ -125,3 +125,36 @@ def test_flow_lock_is_an_application_lock_owned_by_the_transaction(flow: str) ->
     assert MSSQLDialect().try_lock(conn, flow)  # type: ignore[arg-type]
     assert "sp_getapplock" in conn.sql and "@LockOwner = 'Transaction'" in conn.sql and "@LockTimeout = 0" in conn.sql
     assert conn.params["resource"].startswith("erp-mes-sync:")
+
+
+class _Recording:
+    """Stands in for a SQL Server connection (none can run here): compiles and keeps each statement."""
+
+    dialect = DIALECT
+
+    def __init__(self, rowcount: int = 0) -> None:
+        self.statements: list[str] = []
+        self.rowcount = rowcount
+
+    def execute(self, statement, params=None):  # noqa: ANN001, ANN202
+        self.statements.append(str(statement.compile(dialect=DIALECT)) if hasattr(statement, "compile") else str(statement))
+        recording = self
+
+        class Result:
+            rowcount = recording.rowcount
+
+        return Result()
+
+
+def test_staging_lifecycle_and_merge_statements_in_order() -> None:
+    target = Table("work_order", MetaData(), Column("wo_no", mssql.NVARCHAR(20), primary_key=True), Column("qty", Numeric(18, 3)))
+    conn = _Recording(rowcount=7)
+    dialect = MSSQLDialect()
+    staging = dialect.create_staging(conn, target, ["wo_no", "qty"], "production_orders")  # type: ignore[arg-type]
+    written = dialect.merge(conn, staging, target, ["wo_no"], ["wo_no", "qty"], "upsert")  # type: ignore[arg-type]
+    dialect.drop_staging(conn, staging)  # type: ignore[arg-type]
+    assert written == 7
+    drop, create, merge, drop_again = conn.statements
+    assert drop == drop_again == "IF OBJECT_ID('tempdb..#etl_stg_production_orders') IS NOT NULL DROP TABLE [#etl_stg_production_orders]"
+    assert create.strip().startswith("CREATE TABLE [#etl_stg_production_orders]")
+    assert merge.startswith("MERGE INTO work_order WITH (HOLDLOCK) AS t")
