@@ -70,6 +70,9 @@ import pandas as pd
 from etl.errors import EtlError
 
 MAX_LENGTH = 500
+#: What trim removes at both ends, here and in SQL pushed down to the database: the ASCII
+#: whitespace and the ideographic space common in Chinese data entry.
+TRIM_CHARS = " \t\n\r\f\v\u3000"
 MAX_DEPTH = 32
 DECIMAL_DIGITS = 38
 
@@ -457,7 +460,7 @@ def _lower(ctx: _Context, args: list[Value]) -> Value:
 
 
 def _trim(ctx: _Context, args: list[Value]) -> Value:
-    return _map_text(args[0], str.strip)
+    return _map_text(args[0], lambda t: t.strip(TRIM_CHARS))
 
 
 def _lpad(ctx: _Context, args: list[Value]) -> Value:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, false, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from etl import ledger, quarantine, state
+from etl import ledger, pushdown, quarantine, state
 from etl import watermark as wm
 from etl.config import Flow, Project
 from etl.connections import Connections
@@ -240,23 +240,50 @@ def _run(
 
     enter("stage")
     staging = dialect.create_staging(tconn, target_table, columns, flow.flow)
-    parents = ParentCheck(tconn, flow, parent_tables)
-    seq = 0
     now = clock()
     empty_source = window is not None and window.upper is None and not window.include_null
-    chunks = iter(()) if empty_source else source.chunks(window, flow.load.chunk_size)
-    for number, frame in enumerate(chunks):
-        enter("stage_chunk" if number else "stage_first_chunk")
-        run.counts.rows_read += len(frame)
-        seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+    sql_path = pushdown.unsupported_reason(
+        flow, source_table, target_table, sconn.dialect.name, tconn.dialect.name, crosswalks,
+    )
+    if flow.load.transform == "sql" and sql_path is not None:
+        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
+    run.options["transform"] = "python" if sql_path else "sql"
+    if sql_path is None:
+        query = source.query(window)
+        if empty_source:
+            query = query.where(false())
+        retries = (
+            [w.payload for w in batch]
+            for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size)
+        )
+        enter("stage_first_chunk")
+        outcome = pushdown.stage(
+            flow, sconn, tconn, query, source_table, target_table, staging, crosswalks, retries, parent_tables,
+        )
+        run.counts.rows_read = outcome.rows_read
+        run.counts.rows_retried = outcome.rows_retried
+        enter("retry_quarantine")
+        counts = quarantine.record(tconn, flow.flow, run.run_id, outcome.rejects, now)
+        run.counts.rows_quarantined += counts.touched
+        run.counts.rows_new_in_quarantine += counts.new
+        seq = outcome.staged
+    else:
+        log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
+        parents = ParentCheck(tconn, flow, parent_tables)
+        seq = 0
+        chunks = iter(()) if empty_source else source.chunks(window, flow.load.chunk_size)
+        for number, frame in enumerate(chunks):
+            enter("stage_chunk" if number else "stage_first_chunk")
+            run.counts.rows_read += len(frame)
+            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
 
-    enter("retry_quarantine")
-    for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size):
-        payloads = [w.payload for w in batch]
-        cols = flow.source_columns()
-        frame = frame_from_rows([[p.get(c) for c in cols] for p in payloads], cols)
-        run.counts.rows_retried += len(frame)
-        seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
+        enter("retry_quarantine")
+        for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size):
+            payloads = [w.payload for w in batch]
+            cols = flow.source_columns()
+            frame = frame_from_rows([[p.get(c) for c in cols] for p in payloads], cols)
+            run.counts.rows_retried += len(frame)
+            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
 
     enter("resolve_duplicates")
     conflicts = resolve_duplicates(tconn, staging, flow.key, columns)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from etl.config import ColumnSpec, Flow
 from etl.crosswalk import Crosswalk
-from etl.expressions import parse_expression
+from etl.expressions import TRIM_CHARS, parse_expression
 from etl.pipeline_tables import SOURCE_KEY_LENGTH
 from etl.schema import ColumnType
 
@@ -70,7 +70,7 @@ def _map_values(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
 
 
 _CLEANERS: dict[str, Callable[[Any], Any]] = {
-    "trim": lambda v: v.strip() if isinstance(v, str) else v,
+    "trim": lambda v: v.strip(TRIM_CHARS) if isinstance(v, str) else v,
     "upper": lambda v: v.upper() if isinstance(v, str) else v,
     "lower": lambda v: v.lower() if isinstance(v, str) else v,
 }
@@ -199,7 +199,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
             return int(value)
         number = _to_decimal(value)
         if number != number.to_integral_value():
-            raise ValueError(f"{value!r} is not a whole number")
+            raise ValueError("is not a whole number")
         return int(number)
     if kind == "decimal":
         number = _to_decimal(value)
@@ -210,7 +210,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if target.precision is not None:
             int_digits = max(len(number.as_tuple().digits) + number.as_tuple().exponent, 0)
             if int_digits > target.precision - (target.scale or 0):
-                raise ValueError(f"{value} overflows NUMERIC({target.precision},{target.scale or 0})")
+                raise ValueError(f"overflows NUMERIC({target.precision},{target.scale or 0})")
         return number
     if kind == "float":
         return float(value)
@@ -295,7 +295,7 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = format(value, "f") if isinstance(value, Decimal) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -32,7 +32,7 @@ def _table_rows(output: str) -> dict[str, list[str]]:
 def test_check_accepts_the_shipped_mappings() -> None:
     done = etl("check")
     assert done.returncode == 0, done.stderr
-    assert "11 flows" in done.stdout
+    assert f"{len(list((REPO_ROOT / 'mappings' / 'flows').glob('*.yaml')))} flows" in done.stdout
 
 
 def test_a_typo_gives_one_line_with_file_key_path_and_expectation(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_demo_init_run_rerun_runs_and_quarantine(tmp_path: Path) -> None:
     first = etl("run", "all", env=env)
     assert first.returncode == 0, first.stderr
     rows = _table_rows(first.stdout)
-    assert len(rows) == 11
+    assert {"materials", "production_orders", "confirmations", "goods_receipts"} <= set(rows)
     assert int(rows["production_orders"][4]) > 0  # loaded
 
     second = etl("run", "all", env=env)

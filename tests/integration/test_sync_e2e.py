@@ -38,7 +38,8 @@ class Demo:
         return run_flow(self.project, flow, self.connections, RunOptions(**options))  # type: ignore[arg-type]
 
     def run_all(self, **options: object) -> dict[str, RunResult]:
-        return {name: self.run(name, **options) for name in self.project.flows}
+        """Every ERP <-> MES flow in dependency order (the warehouse has tests of its own)."""
+        return {name: self.run(name, **options) for name, flow in self.project.flows.items() if flow.direction != "warehouse"}
 
     def reload(self) -> None:
         self.project = load_project(self.mappings)
@@ -119,7 +120,7 @@ def test_full_sync_then_rerun_changes_nothing(demo: Demo) -> None:
 
     with demo.erp.connect() as conn:
         runs = conn.execute(select(func.count()).select_from(ledger).where(ledger.c.outcome == "success")).scalar_one()
-    assert runs == 2 * len([f for f in demo.project.flows.values() if f.target.connection == "erp_db"])
+    assert runs == 2 * len([f for f in demo.project.flows.values() if f.target.connection == "erp_db" and f.direction != "warehouse"])
 
 
 def test_dirty_material_waits_in_quarantine_and_flows_after_the_crosswalk_fix(demo: Demo) -> None:
@@ -347,10 +348,15 @@ STEPS = [
 
 
 @pytest.mark.parametrize("demo", ["postgresql"], indirect=True)
-def test_a_failure_at_any_step_leaves_the_old_state(demo: Demo) -> None:
-    """Fail the production_orders flow at every step boundary: the target keeps its old state,
-    the ledger says where it failed, and the next run loads exactly what a clean run would."""
-    small = demo.project.flows["production_orders"].model_copy(update={"load": LoadSpec(chunk_size=50)})
+@pytest.mark.parametrize("transform", ["python", "sql"])
+def test_a_failure_at_any_step_leaves_the_old_state(demo: Demo, transform: str) -> None:
+    """Fail the production_orders flow at every step boundary, on both transform paths: the
+    target keeps its old state, the ledger says where it failed, and the next run loads exactly
+    what a clean run would."""
+    steps = [s for s in STEPS if transform == "python" or s != "stage_chunk"]  # SQL: one pass
+    small = demo.project.flows["production_orders"].model_copy(
+        update={"load": LoadSpec(chunk_size=50, transform=transform)}  # type: ignore[arg-type]
+    )
     demo.project = demo.project.model_copy(update={"flows": {**demo.project.flows, "production_orders": small}})
     for name in ("materials", "work_centers"):
         demo.run(name)
@@ -358,7 +364,7 @@ def test_a_failure_at_any_step_leaves_the_old_state(demo: Demo) -> None:
     class Injected(RuntimeError):
         pass
 
-    for step in STEPS:
+    for step in steps:
         def hook(current: str, step: str = step) -> None:
             if current == step:
                 raise Injected(f"injected at {step}")
@@ -368,9 +374,56 @@ def test_a_failure_at_any_step_leaves_the_old_state(demo: Demo) -> None:
         assert failure.value.step == step
         assert _count(demo.mes, "work_order") == 0, step
         assert _count(demo.mes, "etl_watermark", "WHERE flow = 'production_orders'") == 0, step
-    assert _count(demo.mes, "etl_ledger", "WHERE flow = 'production_orders' AND outcome = 'failed'") == len(STEPS)
+    assert _count(demo.mes, "etl_ledger", "WHERE flow = 'production_orders' AND outcome = 'failed'") == len(steps)
 
     result = demo.run("production_orders")
+    assert result.record.options["transform"] == transform
     shop_floor = _count(demo.erp, "production_order", "WHERE status IN ('REL','TECO','CLSD','CNCL')")
     assert result.record.counts.rows_loaded == shop_floor - result.record.counts.rows_new_in_quarantine
     assert _count(demo.mes, "work_order") == result.record.counts.rows_loaded
+
+
+def _force(project: Project, transform: str) -> Project:
+    flows = {
+        name: flow.model_copy(update={"load": flow.load.model_copy(update={"transform": transform})})
+        for name, flow in project.flows.items()
+    }
+    return project.model_copy(update={"flows": flows})
+
+
+@pytest.mark.parametrize("demo", ["postgresql"], indirect=True)
+def test_sql_and_python_paths_load_and_quarantine_the_same(demo: Demo, pg_database: Callable[[str], URL], tmp_path: Path) -> None:
+    """The same dirty factory through both transform paths: identical targets and quarantine."""
+    twin_urls = {n: pg_database(f"twin_{n}") for n in ("erp", "mes", "warehouse")}
+    init_demo(
+        erp_url=twin_urls["erp"].render_as_string(hide_password=False),
+        mes_url=twin_urls["mes"].render_as_string(hide_password=False),
+        warehouse_url=twin_urls["warehouse"].render_as_string(hide_password=False),
+        orders=ORDERS, seed=7, connections_file=tmp_path / "twin.json",
+    )
+    twin = Connections({"erp_db": twin_urls["erp"], "mes_db": twin_urls["mes"], "warehouse_db": twin_urls["warehouse"]})
+    sync = [n for n, f in demo.project.flows.items() if f.direction != "warehouse"]
+    python_project, sql_project = _force(demo.project, "python"), _force(demo.project, "auto")
+    paths = {}
+    for name in sync:
+        python_run = run_flow(python_project, name, demo.connections)
+        sql_run = run_flow(sql_project, name, twin)
+        paths[name] = sql_run.record.options["transform"]
+        for field in ("rows_read", "rows_loaded", "rows_new_in_quarantine"):
+            assert getattr(python_run.record.counts, field) == getattr(sql_run.record.counts, field), (name, field)
+    assert list(paths.values()).count("sql") >= 8, paths  # most demo flows qualify for SQL
+
+    twin_mes, twin_erp = twin.engine("mes_db"), twin.engine("erp_db")
+    for engine, other, tables in (
+        (demo.mes, twin_mes, ["item", "item_bom", "equipment", "route_step", "operator", "work_order", "work_order_component"]),
+        (demo.erp, twin_erp, ["if_confirmation", "if_goods_movement", "if_quality_result"]),
+    ):
+        for table in tables:
+            key = next(iter(_table(engine, table).primary_key.columns)).name
+            assert _rows(engine, table, key) == _rows(other, table, key), table
+        query = select(quarantine.c.flow, quarantine.c.source_key, quarantine.c.reason).order_by(
+            quarantine.c.flow, quarantine.c.source_key
+        )
+        with engine.connect() as a, other.connect() as b:
+            assert a.execute(query).all() == b.execute(query).all()
+    twin.dispose()

@@ -1,0 +1,628 @@
+"""The SQL path: transform inside the target database instead of in Python.
+
+When source and target are both PostgreSQL, rows travel as COPY text from the source straight
+into a temporary ``raw`` table on the target, and one INSERT ... SELECT applies the flow's
+column rules there, so no value passes through Python. The result lands in the same staging
+table the Python path fills, with the same rows rejected for the same reasons; duplicate
+resolution, merge, quarantine release and delete detection are shared.
+
+Crosswalks keep one implementation: their entries, or the distinct codes a column holds, are
+translated by etl.crosswalk and joined as a temporary table. A flow whose rules this module cannot
+express exactly (``cast``, text arithmetic, types without an exact SQL twin) is reported as
+unsupported and runs on the Python path; :func:`unsupported_reason` says why.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import queue
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Iterator
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Identity,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    Table,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from etl.config import ColumnSpec, Flow
+from etl.crosswalk import Crosswalk
+from etl.dialects.base import RETRY, SEQ, SOURCE_KEY
+from etl.dialects.postgresql import copy_text
+from etl.expressions import TRIM_CHARS
+from etl.pipeline_tables import SOURCE_KEY_LENGTH
+from etl.schema import ColumnType, column_type
+from etl.transform import Reject
+
+REASON = "_reason"
+_COPY_BLOCK = 1 << 20
+
+
+class Unsupported(Exception):
+    """A rule the SQL path cannot express exactly; the flow runs on the Python path."""
+
+
+@dataclass
+class Value:
+    """A compiled SQL value, its kind, and the row failures it carries (condition, reason)."""
+
+    sql: ColumnElement[Any]
+    kind: str
+    failures: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = field(default_factory=list)
+
+
+def _kind(ct: ColumnType) -> str:
+    if ct.kind == "timestamp":
+        return "timestamptz" if ct.tz_aware else "timestamp"
+    return ct.kind
+
+
+def _text_of(value: Value) -> ColumnElement[Any]:
+    if value.kind == "string":
+        return value.sql
+    if value.kind in ("integer", "decimal"):
+        return cast(value.sql, Text)
+    raise Unsupported(f"text of a {value.kind} value differs between Python and SQL")
+
+
+def _lit_text(s: str) -> ColumnElement[Any]:
+    return literal(s, Text)
+
+
+class _Compiler:
+    """Turns one flow's column rules into SQL over the raw table and the crosswalk joins."""
+
+    def __init__(
+        self, flow: Flow, raw: Table, source_types: dict[str, ColumnType], target_types: dict[str, ColumnType],
+        crosswalks: dict[str, Crosswalk], fenced: Any = None,
+    ):
+        self.flow = flow
+        self.crosswalks = crosswalks
+        self.raw = raw
+        #: Second pass: the raw rows with each lookup computed once (see :func:`_fence`).
+        self.fenced = fenced
+        self.resolved: list[tuple[ColumnElement[Any], ColumnElement[Any]]] = []
+        self.source_types = source_types
+        self.target_types = target_types
+        #: (crosswalk name, side, cleaned code expression, has a rule) per join, in order.
+        self.lookups: list[tuple[str, str, ColumnElement[Any], bool]] = []
+        self.lookup_tables: list[Table] = []
+        #: (target column, source column, zone) of naive local times to check for DST gaps.
+        self.local_times: list[tuple[str, str, str]] = []
+
+    def source(self, name: str) -> Value:
+        rows = self.fenced if self.fenced is not None else self.raw
+        return Value(rows.c[name], _kind(self.source_types[name]))
+
+    def lookup(self, name: str, side: str, code: ColumnElement[Any]) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+        """(mapped code, factor) of ``code`` through crosswalk ``name`` towards ``side``, from a
+        joined temp table that etl.crosswalk filled (see :func:`_fill_lookups`)."""
+        if self.fenced is not None:
+            index = len(self.resolved)
+            self.resolved.append((self.fenced.c[f"_m{index}"], self.fenced.c[f"_f{index}"]))
+            return self.resolved[-1]
+        table = Table(
+            f"etl_xw_{len(self.lookups)}", MetaData(),
+            Column("code", Text, primary_key=True), Column("mapped", Text), Column("factor", Numeric),
+            prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
+        )
+        self.lookups.append((name, side, code, self.crosswalks[name].rule is not None))
+        self.lookup_tables.append(table)
+        mapped, factor = table.c.mapped, table.c.factor
+        self.resolved.append((mapped, factor))
+        return mapped, factor
+
+    def expression(self, node: ast.AST, spec: ColumnSpec) -> Value:
+        if isinstance(node, ast.Name):
+            return self.source(node.id)
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str):
+                return Value(_lit_text(node.value), "string")
+            if isinstance(node.value, int):
+                return Value(literal(node.value, Numeric), "integer")
+            return Value(literal(Decimal(repr(node.value)), Numeric), "decimal")
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            inner = self.expression(node.operand, spec)
+            self._numeric(inner)
+            return Value(-inner.sql, inner.kind, inner.failures)
+        if isinstance(node, ast.BinOp):
+            return self._arithmetic(node, spec)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return self._call(node.func.id, node.args, spec)
+        raise Unsupported(f"expression node {type(node).__name__}")
+
+    def _numeric(self, value: Value) -> None:
+        if value.kind not in ("integer", "decimal"):
+            raise Unsupported(f"arithmetic on a {value.kind} value")
+
+    def _arithmetic(self, node: ast.BinOp, spec: ColumnSpec) -> Value:
+        left, right = self.expression(node.left, spec), self.expression(node.right, spec)
+        self._numeric(left)
+        self._numeric(right)
+        failures = left.failures + right.failures
+        a, b = cast(left.sql, Numeric), cast(right.sql, Numeric)
+        both_int = left.kind == right.kind == "integer"
+        if isinstance(node.op, ast.Add):
+            return Value(a + b, "integer" if both_int else "decimal", failures)
+        if isinstance(node.op, ast.Sub):
+            return Value(a - b, "integer" if both_int else "decimal", failures)
+        if isinstance(node.op, ast.Mult):
+            return Value(a * b, "integer" if both_int else "decimal", failures)
+        if isinstance(node.op, ast.Div):
+            zero = b == 0
+            reason = _lit_text(f"column {spec.target}: division by zero in expr {spec.expr!r}")
+            return Value(a / func.nullif(b, 0), "decimal", failures + [(zero, reason)])
+        raise Unsupported(f"operator {type(node.op).__name__}")
+
+    def _call(self, name: str, nodes: list[ast.expr], spec: ColumnSpec) -> Value:
+        literal_args = [n.value for n in nodes[1:] if isinstance(n, ast.Constant)]
+        if name in ("lpad", "rpad", "substr", "round"):
+            head = self.expression(nodes[0], spec)
+            if name == "round":
+                self._numeric(head)
+                return Value(func.round(cast(head.sql, Numeric), literal_args[0]), "decimal", head.failures)
+            body = _text_of(head)
+            if name == "substr":
+                return Value(func.substr(body, literal_args[0], literal_args[1]), "string", head.failures)
+            width, fill = literal_args
+            padded = func.lpad(body, width, fill) if name == "lpad" else func.rpad(body, width, fill)
+            # SQL's lpad cuts longer text to the width; ours never cuts.
+            return Value(case((func.char_length(body) >= width, body), else_=padded), "string", head.failures)
+        args = [self.expression(n, spec) for n in nodes]
+        failures = [f for a in args for f in a.failures]
+        if name == "concat":
+            joined = _text_of(args[0])
+            for arg in args[1:]:
+                joined = joined.op("||")(_text_of(arg))
+            return Value(joined, "string", failures)
+        if name in ("upper", "lower", "trim", "str", "string"):
+            body = _text_of(args[0])
+            sql = {
+                "upper": func.upper, "lower": func.lower, "trim": lambda t: func.btrim(t, TRIM_CHARS),
+                "str": lambda t: t, "string": lambda t: t,
+            }[name](body)
+            return Value(sql, "string", failures)
+        if name == "coalesce":
+            kinds = {a.kind for a in args}
+            if len(kinds) != 1:
+                raise Unsupported("coalesce of values of different kinds")
+            return Value(func.coalesce(*[a.sql for a in args]), kinds.pop(), failures)
+        raise Unsupported(f"function {name}")
+
+    def column(self, spec: ColumnSpec) -> Value:
+        """The target value of one column and its failures, mirroring etl.transform step by step."""
+        target = self.target_types[spec.target]
+        if spec.cast is not None:
+            raise Unsupported("cast")
+        if spec.source is not None:
+            value = self.source(spec.source)
+        elif spec.expr is not None:
+            value = self.expression(ast.parse(spec.expr.strip(), mode="eval").body, spec)
+        else:
+            value = self._constant(spec.value, target)
+        for step in spec.clean:
+            if value.kind == "string":
+                value = Value(
+                    func.btrim(value.sql, TRIM_CHARS) if step == "trim" else getattr(func, step)(value.sql),
+                    "string", value.failures,
+                )
+        if spec.crosswalk is not None:
+            value = self._crosswalk(spec, value)
+        if spec.convert_unit is not None:
+            value = self._convert_unit(spec, value)
+        if spec.timezone is not None:
+            value = self._timezone(spec, value, target)
+        if spec.default is not None:
+            value = Value(func.coalesce(value.sql, self._constant(spec.default, target).sql), value.kind, value.failures)
+        value = self._coerce(spec, value, target)
+        if spec.required or spec.target in self.flow.key or not target.nullable:
+            label = "natural key column" if spec.target in self.flow.key else "required column"
+            earlier = or_(*[c for c, _ in value.failures]) if value.failures else None
+            is_null = value.sql.is_(None) if earlier is None else and_(value.sql.is_(None), ~func.coalesce(earlier, False))
+            value.failures.append((is_null, _lit_text(f"{label} {spec.target} is NULL")))
+        return value
+
+    def _constant(self, constant: Any, target: ColumnType) -> Value:
+        if constant is None:
+            return Value(null(), target.kind)
+        if isinstance(constant, bool):
+            return Value(literal(constant), "boolean")
+        if isinstance(constant, int):
+            return Value(literal(constant, Numeric), "integer")
+        if isinstance(constant, float):
+            return Value(literal(Decimal(repr(constant)), Numeric), "decimal")
+        return Value(_lit_text(str(constant)), "string")
+
+    def _crosswalk(self, spec: ColumnSpec, value: Value) -> Value:
+        name, side = self.flow.crosswalk_side(spec)  # type: ignore[misc]
+        code = _text_of(value)
+        mapped, _ = self.lookup(name, side, code)
+        missing = and_(code.isnot(None), mapped.is_(None))
+        reason = (
+            _lit_text(f"crosswalk {name!r} has no {side.upper()} code for ")
+            + func.quote_literal(code) + _lit_text(f" (column {spec.target})")
+        )
+        return Value(mapped, "string", value.failures + [(missing, reason)])
+
+    def _convert_unit(self, spec: ColumnSpec, value: Value) -> Value:
+        conv = spec.convert_unit
+        assert conv is not None
+        self._numeric(value)
+        unit = self.source(conv.unit_column)
+        unit_code = _text_of(unit)
+        for step in conv.clean:
+            unit_code = func.btrim(unit_code, TRIM_CHARS) if step == "trim" else getattr(func, step)(unit_code)
+        _, factor = self.lookup(conv.crosswalk, self.flow.unit_side(), unit_code)
+        missing = and_(value.sql.isnot(None), factor.is_(None))
+        reason = (
+            _lit_text(f"crosswalk {conv.crosswalk!r} has no factor for unit ")
+            + func.quote_literal(unit_code) + _lit_text(f" (column {spec.target})")
+        )
+        number = cast(value.sql, Numeric)
+        converted = number / factor if conv.inverse else number * factor
+        return Value(converted, "decimal", value.failures + [(missing, reason)])
+
+    def _timezone(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
+        rule = spec.timezone
+        assert rule is not None
+        if value.kind == "timestamp":
+            if spec.source is None:
+                raise Unsupported("time zone rule on a computed timestamp")
+            instant = func.timezone(rule.from_, value.sql)
+            self.local_times.append((spec.target, spec.source, rule.from_))
+        elif value.kind == "timestamptz":
+            instant = value.sql
+        else:
+            raise Unsupported(f"time zone rule on a {value.kind} value")
+        if target.tz_aware:
+            return Value(instant, "timestamptz", value.failures)
+        return Value(func.timezone(rule.to, instant), "timestamp", value.failures)
+
+    def _coerce(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
+        kind, sql = target.kind, value.sql
+        label = f"column {spec.target}: value "
+        if kind == "string":
+            body = _text_of(value)
+            if target.length is None:
+                return Value(body, "string", value.failures)
+            too_long = func.char_length(body) > target.length
+            reason = _lit_text(label) + func.quote_literal(func.left(body, 57)) + _lit_text(": ") + \
+                cast(func.char_length(body), Text) + _lit_text(f" characters, column holds {target.length}")
+            return Value(body, "string", value.failures + [(too_long, reason)])
+        if kind == "decimal":
+            self._numeric(value)
+            rounded = func.round(cast(sql, Numeric), target.scale) if target.scale is not None else cast(sql, Numeric)
+            failures = list(value.failures)
+            if target.precision is not None:
+                limit = Decimal(10) ** (target.precision - (target.scale or 0))
+                over = func.abs(rounded) >= limit
+                reason = _lit_text(label) + cast(sql, Text) + _lit_text(f": overflows NUMERIC({target.precision},{target.scale or 0})")
+                failures.append((over, reason))
+            return Value(rounded, "decimal", failures)
+        if kind == "integer":
+            self._numeric(value)
+            if value.kind == "integer":
+                return Value(cast(sql, BigInteger), "integer", value.failures)
+            fraction = cast(sql, Numeric) != func.trunc(cast(sql, Numeric))
+            reason = _lit_text(label) + cast(sql, Text) + _lit_text(": is not a whole number")
+            return Value(cast(sql, BigInteger), "integer", value.failures + [(fraction, reason)])
+        if kind == "timestamp":
+            if value.kind == "timestamp" and not target.tz_aware:
+                return value
+            if value.kind == "timestamptz" and target.tz_aware:
+                return value
+            if value.kind == "timestamptz":
+                return Value(func.timezone("UTC", sql), "timestamp", value.failures)
+            reason = _lit_text(label + "has no time zone; add a timezone rule to the column")
+            return Value(sql, "timestamp", value.failures + [(sql.isnot(None), reason)])
+        if kind in ("boolean", "date") and value.kind == kind:
+            return value
+        raise Unsupported(f"a {value.kind} value into a {kind} column")
+
+
+def _transitions(zone_name: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime, str]]:
+    """Wall-clock intervals of the zone between start and end that do not exist (a DST gap) or
+    exist twice (an overlap), as (from, to, what)."""
+    zone = ZoneInfo(zone_name)
+    found = []
+    hour = timedelta(hours=1)
+    t = start.replace(minute=0, second=0, microsecond=0)
+    while t <= end:
+        before = t.replace(tzinfo=zone).utcoffset()
+        after = (t + hour).replace(tzinfo=zone).utcoffset()
+        if before is not None and after is not None and before != after:
+            utc_change = next(
+                (t + timedelta(minutes=m)).replace(tzinfo=zone).astimezone(ZoneInfo("UTC"))
+                for m in range(1, 61)
+                if (t + timedelta(minutes=m)).replace(tzinfo=zone).utcoffset() == after
+            )
+            wall_after = utc_change.astimezone(zone).replace(tzinfo=None)
+            shift = after - before
+            # Either way the odd wall-clock hour is the one just before the new offset starts.
+            what = "does not exist" if shift > timedelta(0) else "is ambiguous"
+            what += " in {zone} (clocks skip it)" if shift > timedelta(0) else " in {zone} (clocks repeat it)"
+            found.append((wall_after - abs(shift), wall_after, what))
+        t += hour
+    return found
+
+
+def unsupported_reason(
+    flow: Flow, source: Table, target: Table, source_dialect: str, target_dialect: str,
+    crosswalks: dict[str, Crosswalk],
+) -> str | None:
+    """Why ``flow`` cannot take the SQL path, or None if it can."""
+    if flow.load.transform == "python":
+        return "the flow asks for the Python path"
+    if source_dialect != "postgresql" or target_dialect != "postgresql":
+        return "the SQL path needs PostgreSQL on both sides"
+    raw = raw_table(flow, source)
+    compiler = _Compiler(flow, raw, _types(source), _types(target), crosswalks)
+    try:
+        for spec in flow.columns:
+            compiler.column(spec)
+    except Unsupported as exc:
+        return str(exc)
+    return None
+
+
+def _types(table: Table) -> dict[str, ColumnType]:
+    return {c.name: column_type(c.type, c.nullable) for c in table.columns}
+
+
+def raw_table(flow: Flow, source: Table) -> Table:
+    """The temporary table source rows are copied into: the source's own column types."""
+    columns = flow.source_columns()
+    return Table(
+        f"etl_raw_{flow.flow}", MetaData(),
+        *[Column(c, source.c[c].type, nullable=True) for c in columns],
+        Column(SEQ, BigInteger, Identity(always=False), nullable=False),
+        Column(RETRY, SmallInteger, nullable=False, server_default=text("0")),
+        prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
+    )
+
+
+class _Pipe:
+    """A bounded byte queue between the source's COPY TO and the target's COPY FROM.
+
+    The driver writes one row at a time; rows are gathered into blocks so the two threads
+    hand over megabytes, not lines. At most a few blocks wait: memory stays bounded."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.pending = bytearray()
+        self.buffer = memoryview(b"")
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes | str) -> int:
+        chunk = data.encode() if isinstance(data, str) else data
+        self.pending += chunk
+        if len(self.pending) >= _COPY_BLOCK:
+            self.queue.put(bytes(self.pending))
+            self.pending = bytearray()
+        return len(chunk)
+
+    def close_writing(self) -> None:
+        if self.pending:
+            self.queue.put(bytes(self.pending))
+            self.pending = bytearray()
+        self.queue.put(None)
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.buffer:
+            chunk = self.queue.get()
+            if chunk is None:
+                self.queue.put(None)  # keep answering end-of-data to further reads
+                return b""
+            self.buffer = memoryview(chunk)
+        if size < 0 or size >= len(self.buffer):
+            out, self.buffer = self.buffer, memoryview(b"")
+        else:
+            out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return bytes(out)
+
+    readline = read
+
+
+def copy_between(sconn: Connection, tconn: Connection, select_sql: str, table_sql: str, columns_sql: str) -> int:
+    """Stream ``COPY (select) TO STDOUT`` on the source into ``COPY table FROM STDIN`` on the
+    target, a block at a time; returns the rows copied."""
+    pipe = _Pipe()
+    source_cursor = sconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+    def produce() -> None:
+        try:
+            source_cursor.copy_expert(f"COPY ({select_sql}) TO STDOUT", pipe, size=_COPY_BLOCK)
+        except BaseException as exc:  # raised in the caller's thread once the target side ends
+            pipe.error = exc
+        finally:
+            pipe.close_writing()
+
+    reader = threading.Thread(target=produce, name="etl-copy-source", daemon=True)
+    reader.start()
+    target_cursor = tconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN", pipe, size=_COPY_BLOCK)
+        rows = target_cursor.rowcount
+    finally:
+        reader.join()
+        target_cursor.close()
+        source_cursor.close()
+    if pipe.error is not None:
+        raise pipe.error
+    return rows
+
+
+def render(conn: Connection, statement: Any) -> str:
+    """A statement with its bound values inlined by the driver's own quoting (COPY takes none)."""
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return cursor.mogrify(str(compiled), compiled.params).decode()
+    finally:
+        cursor.close()
+
+
+@dataclass
+class StageOutcome:
+    rows_read: int = 0
+    rows_retried: int = 0
+    staged: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def stage(
+    flow: Flow, sconn: Connection, tconn: Connection, query: Any, source: Table, target: Table,
+    staging: Table, crosswalks: dict[str, Crosswalk], retries: Iterator[list[dict[str, Any]]],
+    parent_tables: dict[str, Table],
+) -> StageOutcome:
+    """Fill ``staging`` from the source through SQL; return counts and the rejected rows."""
+    outcome = StageOutcome()
+    raw = raw_table(flow, source)
+    raw.create(tconn)
+    prep = tconn.dialect.identifier_preparer
+    columns = flow.source_columns()
+    outcome.rows_read = copy_between(
+        sconn, tconn, render(sconn, query), prep.format_table(raw), ", ".join(prep.quote(c) for c in columns),
+    )
+    for batch in retries:
+        tconn.execute(raw.insert(), [{**{c: p.get(c) for c in columns}, RETRY: 1} for p in batch])
+        outcome.rows_retried += len(batch)
+    tconn.execute(text(f"ANALYZE {prep.format_table(raw)}"))
+
+    source_types, target_types = _types(source), _types(target)
+    collector = _Compiler(flow, raw, source_types, target_types, crosswalks)
+    for spec in flow.columns:
+        collector.column(spec)
+    _fill_lookups(tconn, collector, raw, crosswalks)
+    rows = _fence(raw, collector)
+    compiler = _Compiler(flow, raw, source_types, target_types, crosswalks, fenced=rows)
+    values = {spec.target: compiler.column(spec) for spec in flow.columns}
+    local_failures = _local_time_failures(tconn, collector, raw, rows)
+
+    reasons = []
+    outputs = []
+    for spec in flow.columns:
+        value = values[spec.target]
+        failures = value.failures + local_failures.get(spec.target, [])
+        for condition, reason in failures:
+            reasons.append(case((func.coalesce(condition, False), reason)))
+        if failures:
+            bad = or_(*[func.coalesce(c, False) for c, _ in failures])
+            outputs.append(case((bad, null()), else_=value.sql).label(spec.target))
+        else:
+            outputs.append(value.sql.label(spec.target))
+    key_parts = [
+        _lit_text(f"{c}=") + func.coalesce(cast(rows.c[c], Text), _lit_text("NULL")) for c in flow.source_key_columns()
+    ]
+    source_key: ColumnElement[Any] = key_parts[0] if key_parts else cast(rows.c[SEQ], Text)
+    for part in key_parts[1:]:
+        source_key = source_key + _lit_text(", ") + part
+    reason = func.nullif(func.concat_ws("; ", *reasons), "") if reasons else null()
+
+    select_rows = select(
+        *outputs, rows.c[SEQ], func.left(source_key, SOURCE_KEY_LENGTH).label(SOURCE_KEY), rows.c[RETRY],
+        reason.label(REASON),
+    ).select_from(rows)
+    tconn.execute(text(f"ALTER TABLE {prep.format_table(staging)} ADD COLUMN {prep.quote(REASON)} TEXT"))
+    staging.append_column(Column(REASON, Text))
+    insert_columns = [spec.target for spec in flow.columns] + [SEQ, SOURCE_KEY, RETRY, REASON]
+    tconn.execute(staging.insert().from_select(insert_columns, select_rows))
+
+    for parent in flow.parents:
+        table = parent_tables[parent.table]
+        child = staging.c[parent.column]
+        missing = ~select(1).select_from(table).where(table.c[parent.key] == child).exists()
+        tconn.execute(
+            staging.update()
+            .where(staging.c[REASON].is_(None), child.isnot(None), missing)
+            .values({REASON: _lit_text(f"parent {parent.table}.{parent.key} = ") + func.quote_literal(child)
+                     + _lit_text(f" not on the target yet (column {parent.column}); retried when it arrives")})
+        )
+
+    rejected = tconn.execute(
+        select(raw, staging.c[SOURCE_KEY], staging.c[REASON])
+        .select_from(staging.join(raw, raw.c[SEQ] == staging.c[SEQ]))
+        .where(staging.c[REASON].isnot(None))
+        .order_by(raw.c[SEQ])
+    ).mappings().all()
+    for row in rejected:
+        payload = {c: row[c] for c in columns}
+        outcome.rejects.append(Reject(row[SOURCE_KEY], payload, row[REASON]))
+    if rejected:
+        tconn.execute(staging.delete().where(staging.c[REASON].isnot(None)))
+    outcome.staged = outcome.rows_read + outcome.rows_retried - len(rejected)
+    return outcome
+
+
+def _fence(raw: Table, collector: _Compiler) -> Any:
+    """The raw rows joined to the crosswalk tables, with every lookup computed once.
+
+    OFFSET 0 keeps PostgreSQL from folding this into the outer query, where each lookup
+    (a regular expression for rule crosswalks) would be evaluated again at every use."""
+    joined: Any = raw
+    for table, (_, _, code, _) in zip(collector.lookup_tables, collector.lookups):
+        joined = joined.outerjoin(table, table.c.code == code)
+    lookups = []
+    for i, (mapped, factor) in enumerate(collector.resolved):
+        lookups += [mapped.label(f"_m{i}"), factor.label(f"_f{i}")]
+    return select(*raw.c, *lookups).select_from(joined).offset(0).subquery("etl_rows")
+
+
+def _fill_lookups(conn: Connection, collector: _Compiler, raw: Table, crosswalks: dict[str, Crosswalk]) -> None:
+    """Fill each lookup's temp table through etl.crosswalk itself, so both paths translate alike:
+    a table-only crosswalk loads its entries for the direction; one with a rule translates the
+    distinct codes the rows actually hold."""
+    prep = conn.dialect.identifier_preparer
+    for table, (name, side, code, has_rule) in zip(collector.lookup_tables, collector.lookups):
+        table.create(conn)
+        crosswalk = crosswalks[name]
+        if has_rule:
+            codes = conn.execute(select(code).select_from(raw).where(code.isnot(None)).distinct()).scalars()
+            hits = ((c, crosswalk.lookup(c, side)) for c in codes)
+            entries = {c: hit for c, hit in hits if hit is not None}
+        else:
+            entries = crosswalk.to_mes if side == "mes" else crosswalk.to_erp
+        lines = "".join(f"{copy_text(c)}\t{copy_text(m)}\t{copy_text(f)}\n" for c, (m, f) in entries.items())
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.copy_expert(f"COPY {prep.format_table(table)} (code, mapped, factor) FROM STDIN", io.StringIO(lines))
+        finally:
+            cursor.close()
+        conn.execute(text(f"ANALYZE {prep.format_table(table)}"))
+
+
+def _local_time_failures(conn: Connection, compiler: _Compiler, raw: Table, rows: Any) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
+    """Reject naive local times inside a DST gap or overlap of their zone, within the data's range;
+    keyed by target column."""
+    failures: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]] = {}
+    for target, column, zone in compiler.local_times:
+        low, high = conn.execute(select(func.min(raw.c[column]), func.max(raw.c[column]))).one()
+        if low is None:
+            continue
+        for start, end, what in _transitions(zone, low - timedelta(days=1), high + timedelta(days=1)):
+            inside = and_(rows.c[column] >= start, rows.c[column] < end)
+            reason = _lit_text(f"column {target}: ") + func.to_char(rows.c[column], 'YYYY-MM-DD"T"HH24:MI:SS') + \
+                _lit_text(" " + what.format(zone=zone))
+            failures.setdefault(target, []).append((inside, reason))
+    return failures
