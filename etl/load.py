@@ -64,16 +64,20 @@ class Conflict:
     reason: str
 
 
-def resolve_duplicates(conn: Connection, staging: Table, key: list[str], columns: list[str]) -> list[Conflict]:
+def resolve_duplicates(
+    conn: Connection, staging: Table, key: list[str], columns: list[str], retried: bool = True,
+) -> list[Conflict]:
     """Leave at most one staged row per natural key.
 
-    A retried quarantine row yields to a fresh read of the same source row. Identical copies
+    A retried quarantine row yields to a fresh read of the same source row (``retried`` says
+    whether any are staged). Identical copies
     collapse to one. Rows that share a key but differ are all removed and returned as
     conflicts: which one is right is not ours to guess.
     """
     stg = staging.c
-    fresh = select(stg[SOURCE_KEY]).where(stg[RETRY] == 0)
-    conn.execute(delete(staging).where(stg[RETRY] == 1, stg[SOURCE_KEY].in_(fresh)))
+    if retried:
+        fresh = select(stg[SOURCE_KEY]).where(stg[RETRY] == 0)
+        conn.execute(delete(staging).where(stg[RETRY] == 1, stg[SOURCE_KEY].in_(fresh)))
 
     dup_keys = (
         select(*[stg[k] for k in key]).group_by(*[stg[k] for k in key]).having(func.count() > 1).subquery()

@@ -45,6 +45,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.util import ClauseAdapter
 
 from etl.config import ColumnSpec, Flow
 from etl.crosswalk import Crosswalk
@@ -520,30 +521,11 @@ def stage(
     values = {spec.target: compiler.column(spec) for spec in flow.columns}
     local_failures = _local_time_failures(tconn, collector, raw, rows)
 
-    reasons = []
-    outputs = []
-    for spec in flow.columns:
-        value = values[spec.target]
-        failures = value.failures + local_failures.get(spec.target, [])
-        for condition, reason in failures:
-            reasons.append(case((func.coalesce(condition, False), reason)))
-        if failures:
-            bad = or_(*[func.coalesce(c, False) for c, _ in failures])
-            outputs.append(case((bad, null()), else_=value.sql).label(spec.target))
-        else:
-            outputs.append(value.sql.label(spec.target))
-    key_parts = [
-        _lit_text(f"{c}=") + func.coalesce(cast(rows.c[c], Text), _lit_text("NULL")) for c in flow.source_key_columns()
-    ]
-    source_key: ColumnElement[Any] = key_parts[0] if key_parts else cast(rows.c[SEQ], Text)
-    for part in key_parts[1:]:
-        source_key = source_key + _lit_text(", ") + part
-    reason = func.nullif(func.concat_ws("; ", *reasons), "") if reasons else null()
-
+    checked, outputs, reason = _checked_rows(flow, rows, values, local_failures)
     select_rows = select(
-        *outputs, rows.c[SEQ], func.left(source_key, SOURCE_KEY_LENGTH).label(SOURCE_KEY), rows.c[RETRY],
-        reason.label(REASON),
-    ).select_from(rows)
+        *outputs, checked.c[SEQ], func.left(_source_key(flow, checked), SOURCE_KEY_LENGTH).label(SOURCE_KEY),
+        checked.c[RETRY], reason.label(REASON),
+    ).select_from(checked)
     tconn.execute(text(f"ALTER TABLE {prep.format_table(staging)} ADD COLUMN {prep.quote(REASON)} TEXT"))
     staging.append_column(Column(REASON, Text))
     insert_columns = [spec.target for spec in flow.columns] + [SEQ, SOURCE_KEY, RETRY, REASON]
@@ -573,6 +555,46 @@ def stage(
         tconn.execute(staging.delete().where(staging.c[REASON].isnot(None)))
     outcome.staged = outcome.rows_read + outcome.rows_retried - len(rejected)
     return outcome
+
+
+def _checked_rows(
+    flow: Flow, rows: Any, values: dict[str, Value],
+    local_failures: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]],
+) -> tuple[Any, list[ColumnElement[Any]], ColumnElement[Any]]:
+    """Compute every column value and every failure test once (a fenced layer), then build the
+    output columns (NULL where the column failed) and the row's reasons from those results."""
+    computed: list[ColumnElement[Any]] = []
+    plan: list[tuple[str, list[tuple[str, ColumnElement[Any]]]]] = []
+    for i, spec in enumerate(flow.columns):
+        value = values[spec.target]
+        computed.append(value.sql.label(f"_v{i}"))
+        tests = []
+        for j, (condition, reason) in enumerate(value.failures + local_failures.get(spec.target, [])):
+            computed.append(func.coalesce(condition, False).label(f"_c{i}_{j}"))
+            tests.append((f"_c{i}_{j}", reason))
+        plan.append((spec.target, tests))
+    checked = select(*rows.c, *computed).select_from(rows).offset(0).subquery("etl_checked")
+    adapt = ClauseAdapter(checked).traverse
+    outputs, reasons = [], []
+    for i, (target, tests) in enumerate(plan):
+        value = checked.c[f"_v{i}"]
+        if tests:
+            value = case((or_(*[checked.c[name] for name, _ in tests]), null()), else_=value)
+        outputs.append(value.label(target))
+        reasons += [case((checked.c[name], adapt(reason))) for name, reason in tests]
+    reason = func.nullif(func.concat_ws("; ", *reasons), "") if reasons else null()
+    return checked, outputs, reason
+
+
+def _source_key(flow: Flow, rows: Any) -> ColumnElement[Any]:
+    """``order_no=1000456, item_no=10``: the same text the Python path builds."""
+    parts = [_lit_text(f"{c}=") + func.coalesce(cast(rows.c[c], Text), _lit_text("NULL")) for c in flow.source_key_columns()]
+    if not parts:
+        return cast(rows.c[SEQ], Text)
+    key = parts[0]
+    for part in parts[1:]:
+        key = key + _lit_text(", ") + part
+    return key
 
 
 def _fence(raw: Table, collector: _Compiler) -> Any:

@@ -286,7 +286,7 @@ def _run(
             seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
 
     enter("resolve_duplicates")
-    conflicts = resolve_duplicates(tconn, staging, flow.key, columns)
+    conflicts = resolve_duplicates(tconn, staging, flow.key, columns, retried=run.counts.rows_retried > 0)
     if conflicts:
         rejects = [Reject(c.source_key, c.target_row, c.reason) for c in conflicts]
         counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now, quarantine.TARGET_PAYLOAD)

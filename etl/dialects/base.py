@@ -25,6 +25,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
     update,
 )
 
@@ -188,9 +189,9 @@ class OnConflictDialect(Dialect):
 
     def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
         stg = staging.c
-        latest = select(func.max(stg[SEQ])).group_by(*[stg[k] for k in key])
-        # The WHERE also settles SQLite's INSERT ... SELECT ... ON CONFLICT parsing ambiguity.
-        rows = select(*[stg[c] for c in columns]).where(stg[SEQ].in_(latest))
+        # Keys are unique by now (load.resolve_duplicates); the WHERE only settles SQLite's
+        # INSERT ... SELECT ... ON CONFLICT parsing ambiguity.
+        rows = select(*[stg[c] for c in columns]).where(true())
         stmt = self.insert(target).from_select(columns, rows)
         nonkey = [c for c in columns if c not in key]
         if mode == "append" or not nonkey:
