@@ -1,0 +1,232 @@
+"""Benchmark: the whole pipeline against PostgreSQL's own COPY, side by side, in one run.
+
+    python bench/benchmark.py [--rows 1000000] [--repeats 3] [--pandas-rows 100000]
+
+Builds the workload (MES operation confirmations, 14 columns: numeric(18,3) with 18-digit
+values, timestamptz with microseconds, Chinese text, empty strings and NULLs) in throwaway
+PostgreSQL databases, then times each path in a child process (wall seconds and peak RSS):
+
+  copy          the limit: binary COPY TO STDOUT streamed into COPY FROM STDIN, indexed target
+  pandas        read_sql + to_sql, what most scripts do (on --pandas-rows rows)
+  full          the engine into an empty target: extract, crosswalks, unit conversion,
+                validation, quarantine, upsert, watermark, ledger
+  rerun         the same window again (full refresh): must write 0 rows
+  incremental   10,000 source rows changed, incremental run
+
+Every engine path is checked row by row against an oracle written in plain SQL on the source
+(posting key, order number, work center, unit and quantity conversion): the differing rows
+must be 0. Ratios are against the COPY limit measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ADMIN_URL = os.environ.get("ETL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+#: The oracle: what each target row must be, computed from the source in SQL alone.
+ORACLE = """
+SELECT 'MES-OPR-' || report_no,
+       concat_ws('|', '1' || substr(wo_no, 9), lpad(step_no::text, 4, '0'),
+           CASE equipment_code WHEN 'EQ-SH01-CUT-01' THEN 'WC-CUT1' WHEN 'EQ-SH01-WLD-01' THEN 'WC-WLD1'
+               WHEN 'EQ-SH01-MIX-01' THEN 'WC-MIX1' WHEN 'EQ-SH01-ASM-01' THEN 'WC-ASM1'
+               WHEN 'EQ-SH01-PKG-01' THEN 'WC-PKG1' WHEN 'EQ-SZ01-CUT-01' THEN 'WC-CUT2'
+               WHEN 'EQ-SZ01-ASM-01' THEN 'WC-ASM2' WHEN 'EQ-SZ01-PKG-01' THEN 'WC-PKG2' END,
+           round(good_qty * CASE unit WHEN 'g' THEN 0.001 ELSE 1 END, 6)::text,
+           round(scrap_qty * CASE unit WHEN 'g' THEN 0.001 ELSE 1 END, 6)::text,
+           CASE unit WHEN 'g' THEN 'KG' WHEN 'kg' THEN 'KG' WHEN 'pcs' THEN 'PC' WHEN 'm' THEN 'M' END,
+           coalesce(scrap_reason, '<NULL>'), coalesce(operator_name, '<NULL>'),
+           to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+           to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+           coalesce(remark, '<NULL>'), to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'))
+FROM op_confirmation ORDER BY 1
+"""
+LOADED = """
+SELECT posting_key,
+       concat_ws('|', order_no, operation_no, work_center, yield_qty::text, scrap_qty::text, unit,
+           coalesce(scrap_reason, '<NULL>'), coalesce(operator_name, '<NULL>'),
+           to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+           to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+           coalesce(remark, '<NULL>'), to_char(source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'))
+FROM confirmation_in ORDER BY 1
+"""
+
+
+def run_sql(url: URL, sql: str) -> None:
+    """Run a script of statements on ``url`` (plain driver execution: % and : stay literal)."""
+    engine = create_engine(url)
+    raw = engine.raw_connection()
+    try:
+        raw.cursor().execute(sql)
+        raw.commit()
+    finally:
+        raw.close()
+        engine.dispose()
+
+
+def differing_rows(source: URL, target: URL) -> int:
+    """Rows whose loaded content differs from the oracle, plus rows missing on either side."""
+    engines = [create_engine(source), create_engine(target)]
+    try:
+        with engines[0].connect() as a, engines[1].connect() as b:
+            expected = a.execution_options(stream_results=True, yield_per=50_000).execute(text(ORACLE))
+            loaded = b.execution_options(stream_results=True, yield_per=50_000).execute(text(LOADED))
+            differ = 0
+            left, right = next(expected, None), next(loaded, None)
+            while left is not None or right is not None:
+                if right is None or (left is not None and left[0] < right[0]):
+                    differ, left = differ + 1, next(expected, None)
+                elif left is None or right[0] < left[0]:
+                    differ, right = differ + 1, next(loaded, None)
+                else:
+                    differ += left[1] != right[1]
+                    left, right = next(expected, None), next(loaded, None)
+            return differ
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def child(path: str, src: str, dst: str) -> None:
+    """One measured path, in its own process so its peak memory is its own."""
+    if path == "copy":
+        engines = [create_engine(src), create_engine(dst)]
+        source, target = (e.raw_connection() for e in engines)
+        import threading
+
+        read_fd, write_fd = os.pipe()
+        reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+
+        def produce() -> None:
+            with writer:
+                source.cursor().copy_expert("COPY op_confirmation TO STDOUT (FORMAT binary)", writer)
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        target.cursor().copy_expert("COPY op_confirmation_copy FROM STDIN (FORMAT binary)", reader)
+        thread.join()
+        target.commit()
+        return
+    if path == "pandas":
+        import pandas as pd
+
+        limit = int(os.environ["BENCH_PANDAS_ROWS"])
+        frame = pd.read_sql(f"SELECT * FROM op_confirmation ORDER BY confirmation_id LIMIT {limit}", create_engine(src))
+        frame.to_sql("op_confirmation_pandas", create_engine(dst), if_exists="append", index=False, chunksize=10_000)
+        return
+    sys.path.insert(0, str(REPO))
+    from etl.config import load_project
+    from etl.connections import Connections
+    from etl.runner import RunOptions, run_flow
+
+    project = load_project(HERE / "mappings")
+    options = RunOptions(full_refresh=path == "rerun")
+    with Connections({"bench_source": src, "bench_target": dst}) as connections:
+        result = run_flow(project, "confirmations_bench", connections, options)
+    counts = result.record.counts
+    print(f"loaded={counts.rows_loaded} read={counts.rows_read} quarantined={counts.rows_quarantined}", file=sys.stderr)
+
+
+def measure(path: str, src: URL, dst: URL, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child run."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", path, "--src", src.render_as_string(False), "--dst", dst.render_as_string(False)],
+        env={**os.environ, **env},
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"path {path} failed with status {status}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pandas-rows", type=int, default=100_000)
+    parser.add_argument("--child")
+    parser.add_argument("--src")
+    parser.add_argument("--dst")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.src, args.dst)
+        return
+
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    names = {k: f"ems_bench_{k}_{uuid.uuid4().hex[:6]}" for k in ("src", "dst")}
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    src, dst = (make_url(ADMIN_URL).set(database=names[k]) for k in ("src", "dst"))
+    results: list[tuple[str, int, list[float], list[float], int | None]] = []
+    try:
+        started = time.perf_counter()
+        run_sql(src, (HERE / "workload.sql").read_text().replace(":rows", str(args.rows)))
+        print(f"workload: {args.rows:,} rows built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        env = {"BENCH_PANDAS_ROWS": str(min(args.pandas_rows, args.rows))}
+
+        def repeat(path: str, rows: int, before: str | None = None, check: bool = False) -> None:
+            """Time ``path`` --repeats times, running ``before`` on the target database first."""
+            times, rss = [], []
+            differ = None
+            for _ in range(args.repeats):
+                if before:
+                    run_sql(dst, before)
+                t, m = measure(path, src, dst, env)
+                times.append(t)
+                rss.append(m)
+            if check:
+                differ = differing_rows(src, dst)
+            results.append((path, rows, times, rss, differ))
+
+        target_ddl = (HERE / "target.sql").read_text()
+        workload = (HERE / "workload.sql").read_text()
+        source_ddl = workload[workload.index("CREATE TABLE"):workload.index(");") + 2]
+        repeat("copy", args.rows, "DROP TABLE IF EXISTS op_confirmation_copy;"
+               + source_ddl.replace("op_confirmation", "op_confirmation_copy"))
+        repeat("pandas", int(env["BENCH_PANDAS_ROWS"]), "DROP TABLE IF EXISTS op_confirmation_pandas;")
+        repeat("full", args.rows, "DROP TABLE IF EXISTS confirmation_in; DROP TABLE IF EXISTS etl_watermark; "
+               "DROP TABLE IF EXISTS etl_ledger; DROP TABLE IF EXISTS etl_quarantine;" + target_ddl, check=True)
+        repeat("rerun", args.rows, check=True)
+        changed = ("UPDATE op_confirmation SET good_qty = good_qty + 1, updated_at = updated_at + interval '1 day' "
+                   "WHERE confirmation_id IN (SELECT confirmation_id FROM op_confirmation ORDER BY confirmation_id "
+                   "DESC LIMIT 10000 OFFSET {offset})")
+        times, rss = [], []
+        for i in range(args.repeats):
+            run_sql(src, changed.format(offset=i * 10_000))
+            t, m = measure("incremental", src, dst, env)
+            times.append(t)
+            rss.append(m)
+        results.append(("incremental", 10_000, times, rss, differing_rows(src, dst)))
+    finally:
+        with admin.connect() as conn:
+            for name in names.values():
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    limit = statistics.median(results[0][2])
+    print(f"\n{'path':<20}{'rows':>11}{'median s':>10}{'rows/s':>12}{'× COPY':>8}{'peak RSS MB':>13}{'differing':>11}")
+    for path, rows, times, rss, differ in results:
+        median = statistics.median(times)
+        print(f"{path:<20}{rows:>11,}{median:>10.2f}{rows / median:>12,.0f}{median / limit:>8.2f}"
+              f"{max(rss):>13.0f}{'' if differ is None else differ:>11}")
+    print(f"\n{args.repeats} repeats each (medians); min-max seconds: " +
+          "; ".join(f"{p}: {min(t):.2f}-{max(t):.2f}" for p, _, t, _, _ in results))
+
+
+if __name__ == "__main__":
+    main()
