@@ -1,4 +1,4 @@
-"""Command line: ``python -m etl check | run | runs | quarantine | demo``.
+"""Command line: ``python -m etl check | run | runs | quarantine | pools | demo``.
 
 Exit codes: 0 done; 1 a run failed; 2 the configuration or a schema is wrong (fix, then rerun);
 75 a transient failure (another run holds the lock, a database went away): retry later.
@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 a run failed; 2 the configuration or a schema is wrong (fi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -169,6 +170,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     project = _project(args)
+    if args.purge:
+        from etl.retention import purge_released_quarantine, retention_period
+
+        with Connections() as connections:
+            for conn_id, purged in purge_released_quarantine(project, connections).items():
+                print(f"{conn_id}: purged {purged} released quarantine row(s) older than {retention_period(project).days} days")
+        return 0
     rows: list[dict[str, Any]] = []
     total = 0
     with Connections() as connections:
@@ -201,6 +209,24 @@ def cmd_demo_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_airflow(args: argparse.Namespace) -> int:
+    from etl.demo.airflow_runs import prepare, run_all_through_airflow
+
+    project = _project(args)
+    prepare(Path(args.airflow_home))
+    rows, failed = run_all_through_airflow(project)
+    if rows:
+        print(format_table(rows, SUMMARY_COLUMNS))
+    return EXIT_FAILED if failed else 0
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    from etl.dag_factory import DEFAULT_POOL_SLOTS, source_pools
+
+    print(json.dumps(source_pools(_project(args), args.slots or DEFAULT_POOL_SLOTS), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m etl", description="erp-mes-sync: ERP <-> MES sync pipeline")
     parser.add_argument("--mappings", default=str(DEFAULT_MAPPINGS), help="folder with flows/ and crosswalks/ (default: %(default)s)")
@@ -228,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     quar = sub.add_parser("quarantine", help="list rows waiting in quarantine")
     quar.add_argument("flow", nargs="?")
     quar.add_argument("--limit", type=int, default=50)
+    quar.add_argument("--purge", action="store_true", help="delete released entries older than quarantine_retention_days (mappings/defaults.yaml)")
     quar.set_defaults(func=cmd_quarantine)
 
     demo = sub.add_parser("demo", help="the demo factory")
@@ -241,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=42)
     init.add_argument("--connections-file", default=str(demo_dir / "connections.json"))
     init.set_defaults(func=cmd_demo_init)
+    through_airflow = demo_sub.add_parser("airflow", help="run every flow once through Airflow (dag.test), print the summary")
+    through_airflow.add_argument("--airflow-home", default=str(demo_dir / "airflow"), help="Airflow's home and SQLite metadata (default: %(default)s)")
+    through_airflow.set_defaults(func=cmd_demo_airflow)
+
+    pools = sub.add_parser("pools", help="the Airflow pools the DAGs use, as JSON for `airflow pools import`")
+    pools.add_argument("--slots", type=int, help="concurrent runs reading each source database (default: 2)")
+    pools.set_defaults(func=cmd_pools)
+
+    from etl.cli_warehouse import add_commands as add_warehouse_commands  # it imports this module
+
+    add_warehouse_commands(sub)
     return parser
 
 

@@ -340,6 +340,8 @@ class Defaults(_Model):
     schedules: dict[str, str] = Field(default_factory=dict)
     load: dict[str, Any] = Field(default_factory=dict)
     cursor: dict[str, Any] = Field(default_factory=dict)
+    #: Released quarantine entries (their payloads are business data) are purged after this many days.
+    quarantine_retention_days: int | None = Field(default=None, ge=1)
 
 
 class Project(_Model):

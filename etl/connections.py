@@ -2,7 +2,8 @@
 
 Lookup order for connection id ``erp_db``:
 1. the environment variable ``AIRFLOW_CONN_ERP_DB`` (an Airflow connection URI or JSON),
-2. the connections file named by ``ETL_CONNECTIONS_FILE`` (JSON: ``{"erp_db": "url", ...}``),
+2. inside an Airflow task: Airflow's own connections (the metadata database, a secrets backend),
+3. the connections file named by ``ETL_CONNECTIONS_FILE`` (JSON: ``{"erp_db": "url", ...}``),
    by default ``.demo/connections.json``, which ``python -m etl demo init`` writes.
 Credentials therefore live in the environment or a git-ignored file, never in YAML. URLs are
 only ever shown with the password masked.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -84,13 +87,40 @@ def _connections_file() -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
+def _airflow_connection_uri(conn_id: str) -> str | None:
+    """The URI of Airflow connection ``conn_id`` when running under Airflow, else None.
+
+    Only asks when this process already imported Airflow's task SDK, as a DAG task has:
+    ``python -m etl`` never imports Airflow. Airflow masks the password in task logs itself.
+    """
+    if "airflow.sdk" not in sys.modules:
+        return None
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    if conn.conn_type == "sqlite" and conn.host and not conn.schema:
+        # Airflow's SQLite connections keep the file path in the host field; a URI keeps it
+        # in the path, so it survives the conversion.
+        return f"sqlite:///{unquote(conn.host)}"
+    return conn.get_uri()
+
+
 def resolve_url(conn_id: str) -> URL:
     """The SQLAlchemy URL of connection ``conn_id``; raises ConnectionNotFound if undefined."""
-    raw = os.environ.get(_env_name(conn_id)) or _connections_file().get(conn_id)
+    raw = (
+        os.environ.get(_env_name(conn_id))
+        or _airflow_connection_uri(conn_id)
+        or _connections_file().get(conn_id)
+    )
     if raw is None:
         raise ConnectionNotFound(
             f"connection {conn_id!r} is not defined: set {_env_name(conn_id)} "
-            f"(an Airflow connection URI) or list it in the file named by {CONNECTIONS_FILE_ENV}"
+            f"(an Airflow connection URI), add it to Airflow's connections, "
+            f"or list it in the file named by {CONNECTIONS_FILE_ENV}"
         )
     try:
         return to_sqlalchemy_url(raw)

@@ -56,6 +56,12 @@ class FlowBusy(EtlError):
     retryable = True
 
 
+class PipelineTablesBusy(EtlError):
+    """Another run is creating the pipeline's own tables on the same target at this moment."""
+
+    retryable = True
+
+
 class SourceUnavailable(EtlError):
     """The source or target database refused or dropped the connection."""
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 from sqlalchemy import Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from etl.errors import PipelineTablesBusy
 
 # MySQL's DATETIME keeps whole seconds unless asked for microseconds.
 DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -81,8 +84,17 @@ quarantine = Table(
 
 
 def ensure_pipeline_tables(conn: Connection) -> None:
-    """Create the pipeline tables where missing (idempotent)."""
-    metadata.create_all(conn, checkfirst=True)
+    """Create the pipeline tables where missing (idempotent).
+
+    Raises PipelineTablesBusy (retryable) when another run created them at the same moment, as
+    the first runs of several flows on a new target do; the retry finds them there.
+    """
+    try:
+        metadata.create_all(conn, checkfirst=True)
+    except (IntegrityError, ProgrammingError, OperationalError) as exc:
+        if isinstance(exc, IntegrityError) or "already exists" in str(exc.orig).lower():
+            raise PipelineTablesBusy("another run is creating the pipeline tables on this target; retry") from exc
+        raise
 
 
 def ddl(dialect_name: str = "postgresql") -> str:

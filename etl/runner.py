@@ -376,6 +376,9 @@ def _stage_frame(
 def _keyset_due(flow: Flow, options: RunOptions, checked_at: datetime | None, now: datetime) -> bool:
     if flow.deletes.detect != "keyset" or options.keyset is False:
         return False
+    if options.plants:
+        # The source keys would be one plant's, the target's every plant's: never compare them.
+        return False
     if options.keyset or options.full_refresh or checked_at is None:
         return True
     return now - checked_at >= flow.deletes.every

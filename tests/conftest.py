@@ -17,15 +17,19 @@ from sqlalchemy.exc import OperationalError
 PG_ADMIN_URL = os.environ.get("ETL_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
-def _pg_reachable() -> bool:
+def _reachable(url: str) -> bool:
     try:
-        engine = create_engine(PG_ADMIN_URL)
+        engine = create_engine(url)
         with engine.connect() as conn:
             conn.execute(text("select 1"))
         engine.dispose()
         return True
     except OperationalError:
         return False
+
+
+def _pg_reachable() -> bool:
+    return _reachable(PG_ADMIN_URL)
 
 
 def _start_pg() -> None:
@@ -59,24 +63,33 @@ def pg_server() -> str:
     return PG_ADMIN_URL
 
 
-@pytest.fixture
-def pg_database(pg_server: str) -> Iterator[Callable[[str], URL]]:
-    """Factory of throwaway PostgreSQL databases, dropped when the test ends."""
-    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+def _throwaway_databases(admin_url: str, create: str, drop: str) -> Iterator[Callable[[str], URL]]:
+    """Yield a factory of databases made by ``create`` (a statement with ``{name}``) on the
+    server at ``admin_url``; drop each with ``drop`` afterwards."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     created: list[str] = []
 
     def make(label: str) -> URL:
         name = f"ems_test_{label}_{uuid.uuid4().hex[:8]}"
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
+            conn.execute(text(create.format(name=name)))
         created.append(name)
-        return make_url(pg_server).set(database=name)
+        return make_url(admin_url).set(database=name)
 
     yield make
     with admin.connect() as conn:
         for name in created:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(drop.format(name=name)))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_database(pg_server: str) -> Iterator[Callable[[str], URL]]:
+    """Factory of throwaway PostgreSQL databases, dropped when the test ends."""
+    yield from _throwaway_databases(
+        pg_server, "CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0",
+        'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+    )
 
 
 @pytest.fixture
@@ -89,14 +102,7 @@ MARIADB_ADMIN_URL = os.environ.get("ETL_TEST_MARIADB_URL", "mysql+pymysql://root
 
 
 def _mariadb_reachable() -> bool:
-    try:
-        engine = create_engine(MARIADB_ADMIN_URL)
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        engine.dispose()
-        return True
-    except OperationalError:
-        return False
+    return _reachable(MARIADB_ADMIN_URL)
 
 
 @pytest.fixture(scope="session")
@@ -121,18 +127,7 @@ def mariadb_server() -> str:
 def mariadb_database(mariadb_server: str) -> Iterator[Callable[[str], URL]]:
     """Factory of throwaway MariaDB databases (utf8mb4, binary collation so codes compare
     exactly, as they do in PostgreSQL), dropped when the test ends."""
-    admin = create_engine(mariadb_server, isolation_level="AUTOCOMMIT")
-    created: list[str] = []
-
-    def make(label: str) -> URL:
-        name = f"ems_test_{label}_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-        created.append(name)
-        return make_url(mariadb_server).set(database=name)
-
-    yield make
-    with admin.connect() as conn:
-        for name in created:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    yield from _throwaway_databases(
+        mariadb_server, "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+        "DROP DATABASE IF EXISTS `{name}`",
+    )

@@ -12,6 +12,7 @@ from etl.connections import create_db_engine
 from etl.demo.factory import generate
 from etl.demo.schema import create_demo_schema
 from etl.pipeline_tables import metadata as pipeline_metadata
+from etl.warehouse import build as build_warehouse
 
 CONNECTION_IDS = {"erp": "erp_db", "mes": "mes_db", "warehouse": "warehouse_db"}
 
@@ -41,6 +42,7 @@ def init_demo(
                 pipeline_metadata.create_all(conn)
         create_demo_schema(engines["erp"], "erp")
         create_demo_schema(engines["mes"], "mes")
+        build_warehouse(engines["warehouse"], replace=True)
         generate(engines["erp"], engines["mes"], orders=orders, seed=seed)
     finally:
         for engine in engines.values():

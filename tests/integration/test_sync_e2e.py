@@ -427,3 +427,11 @@ def test_sql_and_python_paths_load_and_quarantine_the_same(demo: Demo, pg_databa
         with engine.connect() as a, other.connect() as b:
             assert a.execute(query).all() == b.execute(query).all()
     twin.dispose()
+
+
+def test_a_run_limited_to_one_plant_never_deletes_the_other_plants_orders(demo: Demo) -> None:
+    demo.run_all()
+    before = _count(demo.mes, "work_order", "WHERE is_deleted")
+    result = demo.run("production_orders", plants=["2000"], keyset=True)
+    assert result.record.counts.rows_deleted == 0
+    assert _count(demo.mes, "work_order", "WHERE is_deleted") == before == 0

@@ -1,0 +1,429 @@
+"""Airflow DAGs built from the flow YAML: one DAG per flow, one task per DAG.
+
+Why a DAG per flow rather than one DAG per schedule group with a task per flow:
+- a person triggers, pauses, reruns and reads the history of one flow, with its own trigger
+  form (full_refresh, since, dry_run, plants), without touching its neighbours;
+- ``max_active_runs=1`` per DAG matches the runner's one-run-per-flow lock, so a slow nightly
+  BOM sync never holds back the 15-minute shop-floor feedback;
+- a flow's own ``schedule:`` in its YAML overrides the group default without splitting a DAG.
+What a group DAG would add, ordering by ``depends_on``, the pipeline already guarantees on its
+own: a row whose parent has not arrived waits in quarantine and loads in a later run. So
+``depends_on`` orders ``python -m etl run all`` and the demo, not the schedules.
+
+Every task reads its source through a pool named after the source connection
+(``erp_db_pool``, ``mes_db_pool``), which caps how many syncs hit one production database at
+once; the pools must exist before the scheduler runs the tasks (``make airflow`` creates them,
+see ``source_pools``). A task retries with exponential backoff only for transient failures (a
+database went away, a deadlock, another run holds the lock); configuration, schema and data
+errors fail at once. Each task declares its target table as an outlet Asset
+(``x-erpmes://mes_db/work_order``), so the warehouse and report DAGs can schedule on it, and
+returns only the run's counts through XCom, never rows: any executor can run it.
+
+Nothing here touches a database at parse time: building the DAGs only reads the YAML.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Asset, AssetAny, Param
+from airflow.sdk.exceptions import AirflowFailException
+
+from etl.config import DEFAULT_MAPPINGS, ColumnSpec, Flow, Project, load_project
+
+if TYPE_CHECKING:
+    from etl.runner import RunOptions, RunResult
+
+log = logging.getLogger("etl.dag_factory")
+
+DAG_ID_PREFIX = "sync_"
+TASK_ID = "sync"
+#: Tag on every DAG of this project, to filter them in a shared Airflow.
+PROJECT_TAG = "erp_mes_sync"
+#: Concurrent syncs reading one source database, unless a plant sets its pools otherwise.
+DEFAULT_POOL_SLOTS = 2
+ASSET_SCHEME = "x-erpmes"
+
+# A timeout catches a hung database call, not a long first load: generous for the slow groups.
+EXECUTION_TIMEOUTS = {
+    "master_data": timedelta(hours=3),
+    "erp_to_mes": timedelta(hours=1),
+    "mes_to_erp": timedelta(minutes=30),
+    "warehouse": timedelta(hours=2),
+}
+RETRIES = 4
+RETRY_DELAY = timedelta(minutes=1)
+RETRY_BACKOFF = 2.0
+MAX_RETRY_DELAY = timedelta(minutes=30)
+# A fixed date in the past: with catchup off, only the next interval runs.
+START_DATE = datetime(2026, 1, 1)
+
+PLANT_CODE = r"^[0-9A-Za-z]{1,10}$"
+# jsonschema checks `format: date-time` only when an optional package is installed; the
+# pattern makes the check unconditional. `format` still gives the UI its date-time picker.
+ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+
+
+def dag_id_of(flow_name: str) -> str:
+    """The DAG id of a flow: ``sync_<flow>``."""
+    return f"{DAG_ID_PREFIX}{flow_name}"
+
+
+def pool_of(flow: Flow) -> str:
+    """The pool a flow's task runs in: one per source connection, e.g. ``erp_db_pool``."""
+    return f"{flow.source.connection}_pool"
+
+
+def source_pools(project: Project, slots: int = DEFAULT_POOL_SLOTS) -> dict[str, dict[str, Any]]:
+    """Every pool the DAGs use, in the JSON shape ``airflow pools import`` reads."""
+    return {
+        pool_of(flow): {
+            "slots": slots,
+            "description": f"concurrent erp-mes-sync runs reading {flow.source.connection}",
+            "include_deferred": False,
+        }
+        for flow in project.flows.values()
+    }
+
+
+def table_asset(connection: str, table: str) -> Asset:
+    """The Asset of a table the pipeline writes; consumers schedule on the same call.
+
+    The ``x-`` scheme tells Airflow the URI carries no semantics it should check: the
+    connection id stands where a host would, so the URI holds no server name or password.
+    """
+    return Asset(name=f"{connection}.{table}", uri=f"{ASSET_SCHEME}://{connection}/{table}")
+
+
+def target_asset(flow: Flow) -> Asset:
+    """The Asset of the table a flow writes."""
+    return table_asset(flow.target.connection, flow.target.table)
+
+
+def tags_of(flow: Flow) -> list[str]:
+    """The flow's direction, ``master_data`` if it is master data, its own tags, the project's."""
+    return sorted({flow.direction, *flow.tags, PROJECT_TAG})
+
+
+def trigger_params() -> dict[str, Param]:
+    """The trigger form: each value is checked against its JSON schema when a run is created."""
+    return {
+        "full_refresh": Param(
+            False, type="boolean", title="Full refresh",
+            description="Read the whole source again, ignoring the watermark.",
+        ),
+        "since": Param(
+            None, type=["null", "string"], format="date-time", pattern=ISO_TIMESTAMP,
+            title="Since",
+            description="Read from this source timestamp, ignoring the watermark. It is read on the "
+            "source's own clock (ERP: plant local time, MES: UTC); an offset, if given, is dropped.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Do everything, then roll back; the ledger says what would have changed.",
+        ),
+        "plants": Param(
+            [], type="array", items={"type": "string", "pattern": PLANT_CODE}, uniqueItems=True,
+            title="Plants",
+            description="ERP plant codes to limit the run to, one per line; empty means every plant.",
+        ),
+    }
+
+
+def _markdown_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _column_input(spec: ColumnSpec) -> str:
+    if spec.source is not None:
+        return f"`{spec.source}`"
+    if spec.expr is not None:
+        return f"expr `{spec.expr}`"
+    return f"value `{spec.value!r}`"
+
+
+def _column_steps(flow: Flow, spec: ColumnSpec) -> str:
+    steps = []
+    if spec.clean:
+        steps.append("clean " + ", ".join(spec.clean))
+    crosswalk = flow.crosswalk_side(spec)
+    if crosswalk:
+        steps.append(f"crosswalk {crosswalk[0]} → {crosswalk[1]}")
+    if spec.convert_unit:
+        inverse = " (divide)" if spec.convert_unit.inverse else ""
+        steps.append(f"unit by `{spec.convert_unit.unit_column}`{inverse}")
+    if spec.cast:
+        steps.append(f"cast {spec.cast}")
+    if spec.timezone:
+        steps.append(f"time zone {spec.timezone.from_} → {spec.timezone.to}")
+    if spec.default is not None:
+        steps.append(f"default {spec.default!r}")
+    if spec.required:
+        steps.append("required")
+    return "; ".join(steps)
+
+
+def _duration_text(duration: timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def _filter_text(where: Mapping[str, Any]) -> str:
+    def listed(values: Any) -> str:
+        return ", ".join(str(v) for v in values) if isinstance(values, list) else str(values)
+
+    return "; ".join(f"`{col}` in {listed(values)}" for col, values in where.items())
+
+
+def flow_doc(flow: Flow, schedule: str | None) -> str:
+    """The DAG's documentation in Markdown: source, target, key, cursor, and the column mapping."""
+    source = f"`{flow.source.connection}` · `{flow.source.table}`"
+    if flow.source.where:
+        source += f" where {_filter_text(flow.source.where)}"
+    if flow.source.plant_column:
+        source += f" (plant column `{flow.source.plant_column}`)"
+    lines = [
+        f"### {flow.flow}",
+        "",
+        flow.description,
+        "",
+        f"- **Defined in**: `{flow.file}`",
+        f"- **Direction**: {flow.direction}",
+        f"- **Schedule**: `{schedule or 'manual only'}`",
+        f"- **Source**: {source}",
+        f"- **Target**: `{flow.target.connection}` · `{flow.target.table}` (load mode {flow.load.mode})",
+        f"- **Key**: {', '.join(f'`{k}`' for k in flow.key)}",
+    ]
+    if flow.cursor:
+        lines.append(f"- **Cursor**: `{flow.cursor.column}`, lookback {_duration_text(flow.cursor.lookback)}")
+    if flow.parents:
+        waits = ", ".join(f"`{p.column}` in `{p.table}.{p.key}`" for p in flow.parents)
+        lines.append(f"- **Waits in quarantine until**: {waits}")
+    if flow.deletes.detect != "none":
+        lines.append(f"- **Deletes**: {flow.deletes.detect} compare, action {flow.deletes.action}")
+    if flow.depends_on:
+        lines.append(f"- **After**: {', '.join(flow.depends_on)}")
+    lines += ["", "| target column | from | steps |", "|---|---|---|"]
+    for spec in flow.columns:
+        key = " (key)" if spec.target in flow.key else ""
+        lines.append(
+            f"| `{spec.target}`{key} | {_markdown_cell(_column_input(spec))} | {_markdown_cell(_column_steps(flow, spec))} |"
+        )
+    return "\n".join(lines)
+
+
+def build_dag(project: Project, flow: Flow) -> DAG:
+    """The DAG of one flow: schedule, tags, docs, trigger form, one pooled and retried task."""
+    schedule = project.schedule_of(flow)
+    with DAG(
+        dag_id=dag_id_of(flow.flow),
+        description=flow.description or None,
+        doc_md=flow_doc(flow, schedule),
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=tags_of(flow),
+        params=trigger_params(),
+    ) as dag:
+        PythonOperator(
+            task_id=TASK_ID,
+            python_callable=sync_flow,
+            op_kwargs={"flow_name": flow.flow, "mappings_dir": project.mappings_dir},
+            pool=pool_of(flow),
+            retries=RETRIES,
+            retry_delay=RETRY_DELAY,
+            retry_exponential_backoff=RETRY_BACKOFF,
+            max_retry_delay=MAX_RETRY_DELAY,
+            execution_timeout=EXECUTION_TIMEOUTS.get(flow.schedule_group, timedelta(hours=1)),
+            outlets=[target_asset(flow)],
+            doc_md=f"Runs flow `{flow.flow}` once (`python -m etl run {flow.flow}` does the same).",
+        )
+    return dag
+
+
+def build_dags(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> dict[str, DAG]:
+    """Every sync flow's DAG, and the warehouse DAGs, by DAG id. Reads the YAML only; raises
+    ConfigError on a bad file. Warehouse flows run inside the warehouse DAGs, not on their own."""
+    project = load_project(mappings_dir)
+    dags = {
+        dag_id_of(name): build_dag(project, flow)
+        for name, flow in project.flows.items() if flow.direction != "warehouse"
+    }
+    if any(flow.direction == "warehouse" for flow in project.flows.values()):
+        dags.update(build_warehouse_dags(project))
+    return dags
+
+
+WAREHOUSE_DAG_ID = "warehouse"
+WAREHOUSE_REBUILD_DAG_ID = "warehouse_nightly_rebuild"
+WAREHOUSE_REBUILD_SCHEDULE = "0 3 * * *"
+DASHBOARD_PATH_ENV = "ETL_DASHBOARD_PATH"
+
+
+def build_warehouse_dags(project: Project) -> dict[str, DAG]:
+    """Two DAGs over the same tasks (refresh the warehouse, then write the dashboard):
+    ``warehouse`` runs whenever a sync flow has updated its target table (any of their assets),
+    ``warehouse_nightly_rebuild`` rebuilds the schema and rereads every source at 03:00."""
+    sync_assets = [target_asset(f) for f in project.flows.values() if f.direction != "warehouse"]
+    wh_flows = [f.flow for f in project.flows.values() if f.direction == "warehouse"]
+    doc = (
+        "### Reporting warehouse\n\nRuns the warehouse flows in dependency order "
+        f"({', '.join(wh_flows)}), applies the material history (type 2), then writes the dashboard "
+        f"(`{DASHBOARD_PATH_ENV}`, default `.demo/dashboard.html`). `python -m etl warehouse refresh` "
+        "and `python -m etl dashboard` do the same."
+    )
+    dags = {}
+    for dag_id, schedule, full in (
+        (WAREHOUSE_DAG_ID, AssetAny(*sync_assets) if sync_assets else None, False),
+        (WAREHOUSE_REBUILD_DAG_ID, WAREHOUSE_REBUILD_SCHEDULE, True),
+    ):
+        with DAG(
+            dag_id=dag_id, doc_md=doc, schedule=schedule, start_date=START_DATE, catchup=False,
+            max_active_runs=1, tags=sorted({"warehouse", PROJECT_TAG}),
+            params={"full_rebuild": Param(full, type="boolean", title="Full rebuild",
+                                          description="Rebuild the schema and views and reread every source.")},
+        ) as dag:
+            refresh = PythonOperator(
+                task_id="refresh", python_callable=refresh_warehouse,
+                op_kwargs={"mappings_dir": project.mappings_dir},
+                retries=RETRIES, retry_delay=RETRY_DELAY, retry_exponential_backoff=RETRY_BACKOFF,
+                max_retry_delay=MAX_RETRY_DELAY, execution_timeout=EXECUTION_TIMEOUTS["warehouse"],
+                outlets=[table_asset(f.target.connection, f.target.table) for f in project.flows.values() if f.direction == "warehouse"],
+            )
+            dashboard = PythonOperator(
+                task_id="dashboard", python_callable=write_dashboard_file,
+                op_kwargs={"mappings_dir": project.mappings_dir}, execution_timeout=timedelta(minutes=10),
+            )
+            refresh >> dashboard
+        dags[dag_id] = dag
+    return dags
+
+
+def refresh_warehouse(mappings_dir: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The warehouse task: refresh, return each flow's counts (XCom); transient failures retry."""
+    from etl.connections import Connections
+    from etl.warehouse import RefreshFailed, refresh
+
+    project = load_project(mappings_dir)
+    with Connections() as connections:
+        try:
+            outcome = refresh(connections, project, full=bool(params.get("full_rebuild")))
+        except RefreshFailed as exc:
+            log.error("%s", exc)
+            if not exc.retryable:
+                raise AirflowFailException(str(exc)) from exc
+            raise
+    return [{"flow": r.record.flow, **run_summary(r)} for r in outcome.results]
+
+
+def write_dashboard_file(mappings_dir: str) -> str:
+    """The dashboard task: write the static HTML page from the KPI views; returns its path."""
+    import os
+
+    from etl.cli_warehouse import DEFAULT_DASHBOARD
+    from etl.connections import Connections
+    from etl.dashboard import write_dashboard
+    from etl.warehouse import warehouse_connection
+
+    project = load_project(mappings_dir)
+    with Connections() as connections:
+        path = write_dashboard(
+            connections.engine(warehouse_connection(project)),
+            Path(os.environ.get(DASHBOARD_PATH_ENV) or DEFAULT_DASHBOARD),
+        )
+    log.info("dashboard written to %s", path)
+    return str(path)
+
+
+def run_options(params: Mapping[str, Any]) -> RunOptions:
+    """The runner's options from a run's validated params (the trigger form)."""
+    # The runner pulls in SQLAlchemy and the dialects: imported when a task runs, not at parse.
+    from etl.runner import RunOptions
+    from etl.watermark import parse_since
+
+    since = parse_since(params["since"]) if params.get("since") else None
+    return RunOptions(
+        full_refresh=bool(params.get("full_refresh")),
+        # The form shows the source's wall clock; an offset a date picker adds is not meant.
+        since=since.replace(tzinfo=None) if since else None,
+        dry_run=bool(params.get("dry_run")),
+        plants=list(params.get("plants") or []) or None,
+    )
+
+
+def _unknown_conf_keys(conf: Mapping[str, Any] | None) -> list[str]:
+    return sorted(set(conf or {}) - set(trigger_params()))
+
+
+def sync_flow(
+    flow_name: str,
+    mappings_dir: str,
+    params: Mapping[str, Any],
+    dag_run: Any = None,
+    outlet_events: Any = None,
+) -> dict[str, Any]:
+    """The task: run one flow with the trigger's parameters; return its counts for XCom.
+
+    Returns ``{"run_id", "outcome", "seconds", <ledger counts>}``, never rows. Raises
+    AirflowFailException (no retry) for errors a retry cannot fix, and re-raises transient
+    ones (StepFailed with ``retryable``) so Airflow retries them with backoff.
+    """
+    from etl.connections import Connections
+    from etl.errors import ConfigError, StepFailed
+    from etl.runner import run_flow
+
+    unknown = _unknown_conf_keys(getattr(dag_run, "conf", None))
+    if unknown:
+        raise AirflowFailException(
+            f"flow {flow_name!r}: unknown run parameter(s) {', '.join(unknown)}; "
+            f"expected: {', '.join(trigger_params())}"
+        )
+    try:
+        project = load_project(mappings_dir)
+        flow = project.flow(flow_name)
+        options = run_options(params)
+    except (ConfigError, ValueError) as exc:
+        # The YAML changed since the DAG was parsed, or a value passed the form but not the parser.
+        raise AirflowFailException(f"flow {flow_name!r}: {exc}") from exc
+    log.info("flow %s (%s): %s", flow.flow, flow.file, options.as_dict())
+    with Connections() as connections:
+        try:
+            result = run_flow(project, flow.flow, connections, options)
+        except StepFailed as exc:
+            message = f"{flow.file}: {exc}"
+            if not exc.retryable:
+                log.error("%s (not retried: fix the cause, then rerun)", message)
+                raise AirflowFailException(message) from exc
+            log.error("%s (transient: Airflow retries)", message)
+            raise
+        except ConfigError as exc:
+            raise AirflowFailException(f"flow {flow.flow!r}: {exc}") from exc
+    for warning in result.warnings:
+        log.warning("flow %s: %s", flow.flow, warning)
+    summary = run_summary(result)
+    if outlet_events is not None:
+        outlet_events[target_asset(flow)].extra = {
+            "flow": flow.flow, "run_id": summary["run_id"], "rows_loaded": summary["rows_loaded"],
+            "rows_deleted": summary["rows_deleted"], "dry_run": options.dry_run,
+        }
+    return summary
+
+
+def run_summary(result: RunResult) -> dict[str, Any]:
+    """The small, JSON-able record of a run that goes to XCom: run id, outcome, counts."""
+    record = result.record
+    return {
+        "run_id": record.run_id,
+        "outcome": record.outcome,
+        "seconds": round(record.duration_s or 0.0, 3),
+        **vars(record.counts),
+    }
