@@ -18,7 +18,7 @@ DEMO_CONNECTIONS := AIRFLOW_CONN_ERP_DB="sqlite:///$(DEMO)/erp.db" \
 	AIRFLOW_CONN_MES_DB="sqlite:///$(DEMO)/mes.db" \
 	AIRFLOW_CONN_WAREHOUSE_DB="sqlite:///$(DEMO)/warehouse.db"
 
-.PHONY: venv demo demo-data demo-reset airflow test check clean
+.PHONY: venv demo demo-data demo-reset airflow test check bench clean
 
 venv: $(STAMP)
 
@@ -50,6 +50,10 @@ airflow: demo-data
 	$(AIRFLOW_ENV) $(BIN)/python -m etl pools > $(DEMO)/airflow/pools.json
 	$(AIRFLOW_ENV) airflow pools import $(DEMO)/airflow/pools.json
 	$(AIRFLOW_ENV) $(DEMO_CONNECTIONS) AIRFLOW__API__HOST=127.0.0.1 airflow standalone
+
+# The pipeline against PostgreSQL's own COPY on 1M rows (BENCH_ARGS="--rows 5000000" for more).
+bench: venv
+	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 
 check: venv
 	$(BIN)/python -m etl check
