@@ -7,6 +7,10 @@ read-only transaction):
   release loaded quarantine entries -> delete detection -> new watermark -> ledger row -> commit.
 A crash anywhere before the commit leaves the old state; nothing is half-loaded. A failed run
 writes its ledger row in a transaction of its own.
+
+Staging takes one of two paths with the same result: the SQL path (etl.pushdown) when source and
+target are PostgreSQL and every rule has an exact SQL twin, else the Python path (etl.transform,
+chunk by chunk). Everything after staging is shared.
 """
 
 from __future__ import annotations
