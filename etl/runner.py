@@ -95,6 +95,9 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OperationalError):
         text = str(exc.orig).lower()
+        # A wrong password or database name also arrives as a connection error: no retry fixes it.
+        if any(s in text for s in ("authentication failed", "access denied", "does not exist", "unknown database")):
+            return False
         return any(s in text for s in ("connection", "deadlock", "could not serialize", "terminat", "timeout", "locked"))
     return False
 

@@ -240,6 +240,12 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
 
 
 def _as_text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # Bytes in a text column are text in some encoding; only UTF-8 is taken as such.
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("is not valid UTF-8 text (mixed encodings in the source?)") from None
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, float) and value.is_integer():
