@@ -314,10 +314,11 @@ class _Compiler:
         if kind == "decimal":
             self._numeric(value)
             rounded = func.round(cast(sql, Numeric), target.scale) if target.scale is not None else cast(sql, Numeric)
-            failures = list(value.failures)
+            infinite = cast(sql, Text).in_(["Infinity", "-Infinity", "NaN"])
+            failures = list(value.failures) + [(infinite, _lit_text(label) + cast(sql, Text) + _lit_text(": is not a finite number"))]
             if target.precision is not None:
                 limit = Decimal(10) ** (target.precision - (target.scale or 0))
-                over = func.abs(rounded) >= limit
+                over = and_(~infinite, func.abs(rounded) >= limit)
                 reason = _lit_text(label) + cast(sql, Text) + _lit_text(f": overflows NUMERIC({target.precision},{target.scale or 0})")
                 failures.append((over, reason))
             return Value(rounded, "decimal", failures)

@@ -204,7 +204,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
     if kind == "decimal":
         number = _to_decimal(value)
         if not number.is_finite():
-            raise ValueError(f"{value!r} is not a finite number")
+            raise ValueError("is not a finite number")
         if target.scale is not None:
             number = number.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP)
         if target.precision is not None:
