@@ -45,7 +45,3 @@ def write_state(
     if not changed:
         conn.execute(watermark_table.insert().values(flow=flow, **values))
 
-
-def reset_state(conn: Connection, flow: str) -> None:
-    """Forget the watermark: the next run reads everything."""
-    conn.execute(watermark_table.delete().where(watermark_table.c.flow == flow))

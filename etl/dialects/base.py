@@ -21,7 +21,6 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
-    func,
     not_,
     or_,
     select,
@@ -154,8 +153,6 @@ class Dialect:
             stmt = update(target).where(*where).values({column: flag})
         return conn.execute(stmt).rowcount or 0
 
-    def count(self, conn: Connection, table: Table) -> int:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def _records(rows: pd.DataFrame, staging: Table, first_seq: int, retry: bool) -> list[dict[str, Any]]:

@@ -67,5 +67,3 @@ class PostgresDialect(OnConflictDialect):
     def insert(self, table: Table) -> Any:
         return pg_insert(table)
 
-    def analyze(self, conn: Connection, staging: Table) -> None:
-        conn.execute(text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(staging)}"))
