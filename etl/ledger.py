@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from etl.pipeline_tables import ledger
+from etl.pipeline_tables import check, ledger
 
 SUCCESS = "success"
 FAILED = "failed"
@@ -32,6 +32,22 @@ class RunCounts:
 
 
 @dataclass
+class CheckResult:
+    """One expectation or reconciliation of one run."""
+
+    kind: str  # "expectation" or "reconciliation"
+    name: str
+    action: str  # "quarantine", "critical" or "warning"
+    rows_checked: int
+    rows_failed: int
+    success: bool
+    expectation_type: str | None = None
+    suite: str | None = None
+    sample_keys: list[str] = field(default_factory=list)
+    detail: str | None = None
+
+
+@dataclass
 class RunRecord:
     run_id: str
     flow: str
@@ -44,6 +60,7 @@ class RunRecord:
     finished_at: datetime | None = None
     outcome: str | None = None
     error: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float | None:
@@ -71,6 +88,20 @@ def write_run(conn: Connection, run: RunRecord) -> None:
             **asdict(run.counts),
         )
     )
+    if run.checks:
+        conn.execute(
+            check.insert(),
+            [
+                {
+                    "run_id": run.run_id, "flow": run.flow, "checked_at": run.finished_at or run.started_at,
+                    "kind": c.kind, "name": c.name, "expectation_type": c.expectation_type, "suite": c.suite,
+                    "action": c.action, "rows_checked": c.rows_checked, "rows_failed": c.rows_failed,
+                    "success": c.success, "sample_keys": json.dumps(c.sample_keys[:10], ensure_ascii=False),
+                    "detail": c.detail,
+                }
+                for c in run.checks
+            ],
+        )
 
 
 def recent_runs(conn: Connection, flow: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ the other supported databases; sql/pipeline/ holds the PostgreSQL DDL for people
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text
+from sqlalchemy import Boolean, Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -80,6 +80,33 @@ quarantine = Table(
     Column("released_at", DateTime),
     Column("released_run_id", String(36)),
     Index("ix_etl_quarantine_flow_status_key", "flow", "status", "source_key"),
+)
+
+#: One row per check per run: each expectation of the flow's suite and each reconciliation, with
+#: how many rows it saw, how many failed, and a few of their source keys. Written with the ledger
+#: row, so a run that was blocked still shows why.
+check = Table(
+    "etl_check",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("flow", String(63), nullable=False),
+    Column("checked_at", DateTime, nullable=False),
+    #: ``expectation`` (from the flow's suite) or ``reconciliation`` (counts and key checksums).
+    Column("kind", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("expectation_type", String(100)),
+    Column("suite", String(100)),
+    #: ``quarantine``, ``critical`` or ``warning``: what a failure does.
+    Column("action", String(10), nullable=False),
+    Column("rows_checked", Integer, nullable=False),
+    Column("rows_failed", Integer, nullable=False),
+    Column("success", Boolean, nullable=False),
+    #: JSON list of up to 10 source keys of failing rows.
+    Column("sample_keys", Text),
+    Column("detail", Text),
+    Index("ix_etl_check_flow_checked", "flow", "checked_at"),
+    Index("ix_etl_check_run", "run_id"),
 )
 
 

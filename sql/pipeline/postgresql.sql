@@ -2,6 +2,29 @@
 -- them on every target database at the first run; tests/unit/test_pipeline_tables.py keeps this
 -- file in step. etl_watermark: how far each flow has read. etl_ledger: one row per run.
 -- etl_quarantine: rows that could not be loaded, with the reason, until they load.
+-- etl_check: per run, each expectation and reconciliation with its failing row count.
+
+CREATE TABLE etl_check (
+	id SERIAL NOT NULL, 
+	run_id VARCHAR(36) NOT NULL, 
+	flow VARCHAR(63) NOT NULL, 
+	checked_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	kind VARCHAR(16) NOT NULL, 
+	name VARCHAR(200) NOT NULL, 
+	expectation_type VARCHAR(100), 
+	suite VARCHAR(100), 
+	action VARCHAR(10) NOT NULL, 
+	rows_checked INTEGER NOT NULL, 
+	rows_failed INTEGER NOT NULL, 
+	success BOOLEAN NOT NULL, 
+	sample_keys TEXT, 
+	detail TEXT, 
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_etl_check_flow_checked ON etl_check (flow, checked_at);
+
+CREATE INDEX ix_etl_check_run ON etl_check (run_id);
 
 CREATE TABLE etl_ledger (
 	run_id VARCHAR(36) NOT NULL, 
