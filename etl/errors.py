@@ -78,3 +78,11 @@ class StepFailed(EtlError):
         self.cause = cause
         self.retryable = getattr(cause, "retryable", False)
         super().__init__(f"flow {flow!r} failed at step {step!r} (run {run_id}): {cause}")
+
+
+class ValidationFailed(EtlError):
+    """A critical expectation of the flow's suite failed: the batch was not loaded."""
+
+
+class ReconciliationFailed(EtlError):
+    """A run's counts or the target's key checksum disagree with the source: nothing was committed."""
