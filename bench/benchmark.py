@@ -12,6 +12,14 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
                 validation, quarantine, upsert, watermark, ledger
   rerun         the same window again (full refresh): must write 0 rows
   incremental   10,000 source rows changed, incremental run
+  unchecked     the full run without the flow's expectation suite: what validation costs
+  gx_pandas     Great Expectations 1.x itself, the same suite on the loaded table read into a
+                pandas frame (validation seconds only; import and read printed apart)
+  gx_sql        Great Expectations 1.x on the PostgreSQL table (SQL pushdown), validation only
+
+Engine children also time each step of the run in process (connect to done), so the table
+shows the engine's own seconds next to the wall time of the process, and the validate and
+reconcile steps of the full run.
 
 Every engine path is checked row by row against an oracle written in plain SQL on the source
 (posting key, order number, work center, unit and quantity conversion): the differing rows
@@ -21,6 +29,7 @@ must be 0. Ratios are against the COPY limit measured in the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -126,31 +135,91 @@ def child(path: str, src: str, dst: str) -> None:
         frame = pd.read_sql(f"SELECT * FROM op_confirmation ORDER BY confirmation_id LIMIT {limit}", create_engine(src))
         frame.to_sql("op_confirmation_pandas", create_engine(dst), if_exists="append", index=False, chunksize=10_000)
         return
+    if path in ("gx_pandas", "gx_sql"):
+        _record(great_expectations_cost(path, dst))
+        return
     sys.path.insert(0, str(REPO))
     from etl.config import load_project
     from etl.connections import Connections
     from etl.runner import RunOptions, run_flow
 
     project = load_project(HERE / "mappings")
+    if path == "unchecked":
+        flow = project.flows["confirmations_bench"].model_copy(update={"expectations": None})
+        project = project.model_copy(update={"flows": {"confirmations_bench": flow}})
     options = RunOptions(full_refresh=path == "rerun")
+    marks: list[tuple[str, float]] = []
     with Connections({"bench_source": src, "bench_target": dst}) as connections:
-        result = run_flow(project, "confirmations_bench", connections, options)
+        result = run_flow(project, "confirmations_bench", connections, options,
+                          hook=lambda step: marks.append((step, time.perf_counter())))
     counts = result.record.counts
+    steps: dict[str, float] = {}
+    for (step, at), (_, until) in zip(marks, marks[1:]):
+        steps[step] = steps.get(step, 0.0) + until - at
+    steps["engine"] = marks[-1][1] - marks[0][1]
+    _record(steps)
     print(f"loaded={counts.rows_loaded} read={counts.rows_read} quarantined={counts.rows_quarantined}", file=sys.stderr)
 
 
+def _record(figures: dict[str, float]) -> None:
+    """Hand in-process figures to the parent (the file named by BENCH_FIGURES)."""
+    Path(os.environ["BENCH_FIGURES"]).write_text(json.dumps(figures))
+
+
+def great_expectations_cost(path: str, dst: str) -> dict[str, float]:
+    """GX 1.x running the flow's own suite on the loaded table: in pandas or pushed down to SQL."""
+    os.environ["TQDM_DISABLE"] = "1"  # GX's progress bars would fill the table's terminal
+    started = time.perf_counter()
+    import great_expectations as gx
+
+    imported = time.perf_counter() - started
+    suite = gx.ExpectationSuite(**json.loads((HERE / "expectations" / "confirmations_bench.json").read_text()))
+    context = gx.get_context(mode="ephemeral")
+    figures = {"import": imported}
+    if path == "gx_pandas":
+        import pandas as pd
+
+        started = time.perf_counter()
+        frame = pd.read_sql("SELECT * FROM confirmation_in", create_engine(dst))
+        figures["read"] = time.perf_counter() - started
+        batch = (context.data_sources.add_pandas("bench").add_dataframe_asset("confirmation_in")
+                 .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame}))
+    else:
+        batch = (context.data_sources.add_postgres("bench", connection_string=dst)
+                 .add_table_asset("confirmation_in", table_name="confirmation_in")
+                 .add_batch_definition_whole_table("all").get_batch())
+    started = time.perf_counter()
+    result = batch.validate(suite, result_format={"result_format": "SUMMARY"})
+    figures["validate"] = time.perf_counter() - started
+    if not result.success:
+        raise SystemExit(f"{path}: GX reports failures on the loaded table")
+    return figures
+
+
+FIGURES: dict[str, list[dict[str, float]]] = {}
+
+
 def measure(path: str, src: URL, dst: URL, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child run."""
+    """Wall seconds and peak RSS (MB) of one child run; its in-process figures go to FIGURES."""
+    figures_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"ems_bench_{uuid.uuid4().hex}.json"
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", path, "--src", src.render_as_string(False), "--dst", dst.render_as_string(False)],
-        env={**os.environ, **env},
+        env={**os.environ, **env, "BENCH_FIGURES": str(figures_file)},
     )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"path {path} failed with status {status}")
+    if figures_file.exists():
+        FIGURES.setdefault(path, []).append(json.loads(figures_file.read_text()))
+        figures_file.unlink()
     return elapsed, usage.ru_maxrss / 1024
+
+
+def _median_figure(path: str, name: str) -> float | None:
+    values = [f[name] for f in FIGURES.get(path, []) if name in f]
+    return statistics.median(values) if values else None
 
 
 def main() -> None:
@@ -202,6 +271,8 @@ def main() -> None:
         repeat("full", args.rows, "DROP TABLE IF EXISTS confirmation_in; DROP TABLE IF EXISTS etl_watermark; "
                "DROP TABLE IF EXISTS etl_ledger; DROP TABLE IF EXISTS etl_quarantine;" + target_ddl, check=True)
         repeat("rerun", args.rows, check=True)
+        repeat("gx_pandas", args.rows)
+        repeat("gx_sql", args.rows)
         changed = ("UPDATE op_confirmation SET good_qty = good_qty + 1, updated_at = updated_at + interval '1 day' "
                    "WHERE confirmation_id IN (SELECT confirmation_id FROM op_confirmation ORDER BY confirmation_id "
                    "DESC LIMIT 10000 OFFSET {offset})")
@@ -212,6 +283,8 @@ def main() -> None:
             times.append(t)
             rss.append(m)
         results.append(("incremental", 10_000, times, rss, differing_rows(src, dst)))
+        repeat("unchecked", args.rows, "TRUNCATE confirmation_in; TRUNCATE etl_watermark; TRUNCATE etl_ledger; "
+               "TRUNCATE etl_quarantine; TRUNCATE etl_check;", check=True)
     finally:
         with admin.connect() as conn:
             for name in names.values():
@@ -219,11 +292,23 @@ def main() -> None:
         admin.dispose()
 
     limit = statistics.median(results[0][2])
-    print(f"\n{'path':<20}{'rows':>11}{'median s':>10}{'rows/s':>12}{'× COPY':>8}{'peak RSS MB':>13}{'differing':>11}")
+    print(f"\n{'path':<20}{'rows':>11}{'median s':>10}{'engine s':>10}{'rows/s':>12}{'× COPY':>8}{'peak RSS MB':>13}{'differing':>11}")
     for path, rows, times, rss, differ in results:
         median = statistics.median(times)
-        print(f"{path:<20}{rows:>11,}{median:>10.2f}{rows / median:>12,.0f}{median / limit:>8.2f}"
-              f"{max(rss):>13.0f}{'' if differ is None else differ:>11}")
+        # GX rows: the validation call alone; engine rows: the run inside the process.
+        inner = _median_figure(path, "engine") or _median_figure(path, "validate")
+        print(f"{path:<20}{rows:>11,}{median:>10.2f}{'' if inner is None else f'{inner:.2f}':>10}{rows / median:>12,.0f}"
+              f"{median / limit:>8.2f}{max(rss):>13.0f}{'' if differ is None else differ:>11}")
+    validate, reconcile = _median_figure("full", "validate"), _median_figure("full", "reconcile")
+    full_engine, unchecked = _median_figure("full", "engine"), _median_figure("unchecked", "engine")
+    if validate is not None and full_engine:
+        print(f"\nfull run, in process: validate {validate:.2f} s ({validate / full_engine:.0%} of the engine's "
+              f"{full_engine:.2f} s), reconcile {reconcile or 0:.2f} s"
+              + (f"; without the suite {unchecked:.2f} s (validation adds {full_engine / unchecked - 1:.0%})" if unchecked else ""))
+    for path in ("gx_pandas", "gx_sql"):
+        if FIGURES.get(path):
+            parts = ", ".join(f"{k} {_median_figure(path, k):.2f} s" for k in ("import", "read", "validate") if _median_figure(path, k) is not None)
+            print(f"{path}: {parts}")
     print(f"\n{args.repeats} repeats each (medians); min-max seconds: " +
           "; ".join(f"{p}: {min(t):.2f}-{max(t):.2f}" for p, _, t, _, _ in results))
 

@@ -246,6 +246,33 @@ class LoadSpec(_Model):
     transform: Literal["auto", "python", "sql"] = "auto"
 
 
+OnFailure = Literal["quarantine", "critical", "warning"]
+
+
+class ExpectationsSpec(_Model):
+    """The flow's Great Expectations suite, checked on every batch before it loads."""
+
+    #: Suite file ``expectations/<suite>.json`` (GX's own suite JSON).
+    suite: Identifier
+    #: What a failing expectation does, by expectation name; wins over the suite's own setting.
+    on_failure: dict[str, OnFailure] = Field(default_factory=dict)
+    #: Zone of the target's naive timestamps: ``{"$PARAMETER": "now"}`` is the run's start there.
+    timezone: str = "UTC"
+    #: Added to ``now``: a shop-floor terminal's clock may run a little ahead of ours.
+    clock_skew: Duration = timedelta(minutes=5)
+    #: Further ``$PARAMETER`` values the suite refers to.
+    parameters: dict[Identifier, Scalar] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (IANA name, e.g. Asia/Shanghai)") from None
+        return value
+
+
 class Flow(_Model):
     """One flow: a source table mapped onto a target table."""
 
@@ -264,7 +291,7 @@ class Flow(_Model):
     deletes: DeleteSpec = DeleteSpec()
     parents: list[ParentSpec] = Field(default_factory=list)
     columns: list[ColumnSpec] = Field(min_length=1)
-    expectation_suite: str | None = None
+    expectations: ExpectationsSpec | None = None
     #: File the flow was read from; set by the loader, not written in YAML.
     file: str = Field(default="", exclude=True)
 
@@ -350,6 +377,7 @@ class Project(_Model):
     flows: dict[str, Flow]
     defaults: Defaults
     mappings_dir: str
+    expectations_dir: str = ""
 
     def flow(self, name: str) -> Flow:
         try:
@@ -484,12 +512,14 @@ def _dependency_order(
     return order, problems
 
 
-def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
-    """Read and validate every flow under ``mappings_dir/flows`` and the crosswalks.
+def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: Path | str | None = None) -> Project:
+    """Read and validate every flow under ``mappings_dir/flows``, the crosswalks and the flows'
+    expectation suites (``expectations_dir``, by default ``expectations/`` beside ``mappings/``).
 
     Returns the flows in dependency order. Raises ConfigError listing every problem found.
     """
     from etl.crosswalk import load_crosswalks  # crosswalk imports config for Side only
+    from etl.validation import load_suite  # likewise: validation reads Flow
 
     base = Path(mappings_dir)
     problems: list[ConfigProblem] = []
@@ -550,6 +580,14 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
                         ConfigProblem(flow.file, f"columns[{i}].{where}", f"no crosswalk named {name!r}")
                     )
 
+    suites_dir = Path(expectations_dir) if expectations_dir is not None else base.parent / "expectations"
+    for flow in flows.values():
+        if flow.expectations is not None:
+            try:
+                load_suite(suites_dir, flow)
+            except ConfigError as exc:
+                problems += exc.problems
+
     order, order_problems = _dependency_order(flows, rel_of, invalid)
     problems += order_problems
     if problems:
@@ -558,6 +596,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
         flows={name: flows[name] for name in order},
         defaults=defaults,
         mappings_dir=str(base),
+        expectations_dir=str(suites_dir),
     )
 
 

@@ -3,8 +3,10 @@
 Order of a run, all on the target inside ONE transaction (the source is read in its own
 read-only transaction):
   lock -> check schemas -> read watermark -> ceiling -> stage fresh rows (transform, parents,
-  quarantine rejects) -> stage quarantine retries -> resolve duplicate keys -> merge ->
-  release loaded quarantine entries -> delete detection -> new watermark -> ledger row -> commit.
+  quarantine rejects) -> stage quarantine retries -> resolve duplicate keys -> validate with the
+  flow's expectation suite (quarantine failing rows, or block the batch) -> merge -> reconcile
+  counts and target against the batch -> release loaded quarantine entries -> delete detection
+  -> new watermark -> ledger row -> commit.
 A crash anywhere before the commit leaves the old state; nothing is half-loaded. A failed run
 writes its ledger row in a transaction of its own.
 
@@ -24,17 +26,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-from sqlalchemy import Connection, Table, false, select
+from sqlalchemy import Connection, Table, false, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from etl import ledger, pushdown, quarantine, state
+from etl import ledger, pushdown, quarantine, reconciliation, state, validation
 from etl import watermark as wm
 from etl.config import Flow, Project
 from etl.connections import Connections
 from etl.crosswalk import Crosswalk, load_crosswalks
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
-from etl.errors import EtlError, FlowBusy, SchemaDriftError, SourceUnavailable, StepFailed
+from etl.errors import (
+    EtlError, FlowBusy, ReconciliationFailed, SchemaDriftError, SourceUnavailable, StepFailed, ValidationFailed,
+)
 from etl.extract import TableSource, frame_from_rows
 from etl.load import ParentCheck, resolve_duplicates
 from etl.pipeline_tables import ensure_pipeline_tables
@@ -269,6 +273,7 @@ def _run(
         )
         run.counts.rows_read = outcome.rows_read
         run.counts.rows_retried = outcome.rows_retried
+        rejected_while_staging = len(outcome.rejects)
         enter("retry_quarantine")
         counts = quarantine.record(tconn, flow.flow, run.run_id, outcome.rejects, now)
         run.counts.rows_quarantined += counts.touched
@@ -278,11 +283,13 @@ def _run(
         log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
         parents = ParentCheck(tconn, flow, parent_tables)
         seq = 0
+        rejected_while_staging = 0
         chunks = iter(()) if empty_source else source.chunks(window, flow.load.chunk_size)
         for number, frame in enumerate(chunks):
             enter("stage_chunk" if number else "stage_first_chunk")
             run.counts.rows_read += len(frame)
-            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+            seq, rejected = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+            rejected_while_staging += rejected
 
         enter("retry_quarantine")
         for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size):
@@ -290,7 +297,8 @@ def _run(
             cols = flow.source_columns()
             frame = frame_from_rows([[p.get(c) for c in cols] for p in payloads], cols)
             run.counts.rows_retried += len(frame)
-            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
+            seq, rejected = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
+            rejected_while_staging += rejected
 
     enter("resolve_duplicates")
     conflicts = resolve_duplicates(tconn, staging, flow.key, columns, retried=run.counts.rows_retried > 0)
@@ -300,11 +308,39 @@ def _run(
         run.counts.rows_quarantined += counts.touched
         run.counts.rows_new_in_quarantine += counts.new
 
+    after_duplicates = int(tconn.execute(select(func.count()).select_from(staging)).scalar_one())
+
+    enter("validate")
+    failed_expectations = 0
+    if flow.expectations is not None:
+        failed_expectations = _validate(flow, project, tconn, staging, columns, run, now)
+
     enter("merge")
     loaded = dialect.merge(tconn, staging, target_table, flow.key, columns, flow.load.mode)
     run.counts.rows_loaded = loaded
-    # Staged rows not written were equal to the target's, or identical copies of another row.
-    run.counts.rows_unchanged = max(seq - len(conflicts) - loaded, 0)
+    # Staged rows not written were equal to the target's.
+    run.counts.rows_unchanged = after_duplicates - failed_expectations - loaded
+
+    enter("reconcile")
+    tally = reconciliation.RowTally(
+        read=run.counts.rows_read, retried=run.counts.rows_retried,
+        quarantined_while_staging=rejected_while_staging, staged=seq, key_conflicts=len(conflicts),
+        quarantined_by_expectations=failed_expectations, skipped_copies=seq - len(conflicts) - after_duplicates,
+        loaded=loaded, unchanged=run.counts.rows_unchanged,
+    )
+    checks = [
+        reconciliation.rows_balance(tally),
+        reconciliation.target_matches_batch(
+            tconn, staging, target_table, flow.key, columns, compare_values=flow.load.mode != "append",
+        ),
+    ]
+    run.checks += checks
+    mismatches = [c for c in checks if not c.success]
+    if mismatches:
+        raise ReconciliationFailed(
+            f"flow {flow.flow!r}: reconciliation failed, nothing was committed: "
+            + "; ".join(f"{c.name}: {c.detail}" + (f" (e.g. {', '.join(c.sample_keys[:3])})" if c.sample_keys else "") for c in mismatches)
+        )
     run.counts.rows_released = quarantine.release_loaded(tconn, flow.flow, run.run_id, staging, now)
 
     enter("deletes")
@@ -336,6 +372,25 @@ def _run(
         ledger.write_run(tconn, run)
 
 
+def _validate(
+    flow: Flow, project: Project, tconn: Connection, staging: Table, columns: list[str],
+    run: ledger.RunRecord, now: datetime,
+) -> int:
+    """Check the staged batch against the flow's suite; quarantine the rows that fail, or raise
+    ValidationFailed when a critical expectation fails. Returns the rows taken out of staging."""
+    assert flow.expectations is not None
+    suite = validation.load_suite(Path(project.expectations_dir), flow)
+    verdict = validation.check_batch(tconn, staging, suite, validation.parameters(flow.expectations, now))
+    run.checks += verdict.checks()
+    if verdict.blocking:
+        raise ValidationFailed(verdict.message(flow))
+    for rejects in verdict.failing_rows(tconn, staging, columns):
+        counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now, quarantine.TARGET_PAYLOAD)
+        run.counts.rows_quarantined += counts.touched
+        run.counts.rows_new_in_quarantine += counts.new
+    return verdict.remove_failing(tconn, staging)
+
+
 def _source_plants(
     flow: Flow, plants: list[str] | None, crosswalks: dict[str, Crosswalk], result: RunResult
 ) -> list[str] | None:
@@ -359,8 +414,9 @@ def _stage_frame(
     frame: pd.DataFrame, flow: Flow, crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
     parents: ParentCheck, dialect: Dialect, tconn: Connection, staging: Table, seq: int, retry: bool,
     run: ledger.RunRecord, now: datetime,
-) -> int:
-    """Transform one chunk, quarantine what fails, stage the rest; returns the next sequence number."""
+) -> tuple[int, int]:
+    """Transform one chunk, quarantine what fails, stage the rest; returns the next sequence number
+    and the number of rows quarantined."""
     frame = frame.reset_index(drop=True)
     out = transform(frame, flow, crosswalks, types)
     rejects = list(out.rejects)
@@ -376,8 +432,8 @@ def _stage_frame(
         counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now)
         run.counts.rows_quarantined += counts.touched
         run.counts.rows_new_in_quarantine += counts.new
-    dialect.stage(tconn, staging, rows, seq, retry)
-    return seq + len(rows)
+    written = dialect.stage(tconn, staging, rows, seq, retry)
+    return seq + written, len(rejects)
 
 
 def _keyset_due(flow: Flow, options: RunOptions, checked_at: datetime | None, now: datetime) -> bool:

@@ -3,7 +3,7 @@
 -- Four group roles (NOLOGIN), one per database and direction:
 --   ems_erp_extract  SELECT on the ERP tables the ERP -> MES flows read. Nothing else.
 --   ems_mes_load     writes the MES tables those flows load, and the pipeline's own tables
---                    (etl_watermark, etl_ledger, etl_quarantine) on the MES.
+--                    (etl_watermark, etl_ledger, etl_quarantine, etl_check) on the MES.
 --   ems_mes_extract  SELECT on the MES tables the MES -> ERP flows read. Nothing else.
 --   ems_erp_load     writes the ERP interface tables (if_*) and the pipeline's own tables on the
 --                    ERP; reads production_order, the parent the feedback flows wait for.
@@ -66,8 +66,8 @@ $$;
 
 -- grant_load(role, targets): if this database holds the flows' target tables, SELECT, INSERT
 -- and UPDATE on them (SELECT because the upsert compares the stored row: ON CONFLICT ... WHERE),
--- the pipeline's own tables (the watermark moves and may be reset by hand, the ledger only
--- grows, quarantine entries are written, released and purged after the retention period),
+-- the pipeline's own tables (the watermark moves and may be reset by hand, the ledger and the
+-- check results only grow, quarantine entries are written, released and purged after the retention period),
 -- and CONNECT and TEMPORARY on the database.
 CREATE OR REPLACE FUNCTION pg_temp.grant_load(grantee text, targets text[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -84,8 +84,9 @@ BEGIN
         EXECUTE format('GRANT SELECT, INSERT, UPDATE ON TABLE public.%I TO %I', name, grantee);
     END LOOP;
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.etl_watermark, public.etl_quarantine TO %I', grantee);
-    EXECUTE format('GRANT SELECT, INSERT ON TABLE public.etl_ledger TO %I', grantee);
+    EXECUTE format('GRANT SELECT, INSERT ON TABLE public.etl_ledger, public.etl_check TO %I', grantee);
     EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', pg_get_serial_sequence('public.etl_quarantine', 'id'), grantee);
+    EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', pg_get_serial_sequence('public.etl_check', 'id'), grantee);
     EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), grantee);
     EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', grantee);
 END

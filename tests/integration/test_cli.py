@@ -38,6 +38,7 @@ def test_check_accepts_the_shipped_mappings() -> None:
 def test_a_typo_gives_one_line_with_file_key_path_and_expectation(tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
     shutil.copytree(REPO_ROOT / "mappings", mappings)
+    shutil.copytree(REPO_ROOT / "expectations", tmp_path / "expectations")
     flow = mappings / "flows" / "work_centers.yaml"
     flow.write_text(flow.read_text().replace("{target: name, source: description}", "{target: name, souce: description}"))
     done = etl("--mappings", str(mappings), "check")

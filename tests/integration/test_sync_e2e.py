@@ -80,6 +80,7 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
         urls = {"erp": make_maria("erp"), "mes": make_pg("mes"), "warehouse": make_pg("warehouse")}
     mappings = tmp_path / "mappings"
     shutil.copytree(REPO_ROOT / "mappings", mappings)
+    shutil.copytree(REPO_ROOT / "expectations", tmp_path / "expectations")
     init_demo(
         erp_url=urls["erp"].render_as_string(hide_password=False),
         mes_url=urls["mes"].render_as_string(hide_password=False),
@@ -194,30 +195,30 @@ def test_round_trip_quantities_units_and_times_by_hand(demo: Demo) -> None:
     with demo.erp.begin() as conn:
         conn.execute(_table(demo.erp, "production_order").insert().values(
             order_no="1900001", material_no=kg_material, plant="1000", quantity=Decimal("12.5"), unit="KG",
-            planned_start=datetime(2026, 12, 1, 8, 0), planned_end=datetime(2026, 12, 1, 16, 30),
-            status="REL", created_at=datetime(2026, 11, 30, 9, 0), updated_at=datetime(2026, 11, 30, 9, 0),
+            planned_start=datetime(2026, 11, 21, 8, 0), planned_end=datetime(2026, 11, 21, 16, 30),
+            status="REL", created_at=datetime(2026, 11, 20, 9, 0), updated_at=datetime(2026, 11, 20, 9, 0),
         ))
     assert demo.run("production_orders").record.counts.rows_loaded == 1
     wo = next(r for r in _rows(demo.mes, "work_order") if r["wo_no"] == "WO-2026-900001")
     assert wo["item_code"] == "1" + kg_material[5:]
     assert (wo["planned_qty"], wo["unit"], wo["plant_code"], wo["status"]) == (Decimal("12500.000"), "g", "SH01", "READY")
-    assert wo["planned_start_utc"] == datetime(2026, 12, 1, 0, 0)
-    assert wo["planned_end_utc"] == datetime(2026, 12, 1, 8, 30)
+    assert wo["planned_start_utc"] == datetime(2026, 11, 21, 0, 0)
+    assert wo["planned_end_utc"] == datetime(2026, 11, 21, 8, 30)
 
     with demo.mes.begin() as conn:
         conn.execute(_table(demo.mes, "operation_report").insert().values(
             report_id=9_000_001, report_no="R900000001", wo_no="WO-2026-900001", step_no=10,
             equipment_code="EQ-SH01-MIX-01", good_qty=Decimal("12000"), scrap_qty=Decimal("500"), unit="g",
             scrap_reason="S02", operator_badge="00001001",
-            start_time_utc=datetime(2026, 12, 1, 0, 15), end_time_utc=datetime(2026, 12, 1, 7, 45),
-            updated_at=datetime(2026, 12, 1, 7, 50),
+            start_time_utc=datetime(2026, 11, 21, 0, 15), end_time_utc=datetime(2026, 11, 21, 7, 45),
+            updated_at=datetime(2026, 11, 21, 7, 50),
         ))
     assert demo.run("confirmations").record.counts.rows_loaded == 1
     conf = next(r for r in _rows(demo.erp, "if_confirmation") if r["posting_key"] == "MES-OPR-R900000001")
     assert (conf["order_no"], conf["operation_no"], conf["work_center"]) == ("1900001", "0010", "WC-MIX1")
     assert (conf["yield_qty"], conf["scrap_qty"], conf["unit"]) == (Decimal("12.000"), Decimal("0.500"), "KG")
-    assert conf["start_time"] == datetime(2026, 12, 1, 8, 15)
-    assert conf["end_time"] == datetime(2026, 12, 1, 15, 45)
+    assert conf["start_time"] == datetime(2026, 11, 21, 8, 15)
+    assert conf["end_time"] == datetime(2026, 11, 21, 15, 45)
 
     # A re-sent report is not posted twice.
     assert demo.run("confirmations", since=datetime(2026, 1, 1)).record.counts.rows_loaded == 0

@@ -55,6 +55,7 @@ def copy_mappings(
     path (``load.transform``: ``python`` forces the chunked Python path on PostgreSQL too)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO_ROOT / "mappings" / "crosswalks", dest / "crosswalks")
+    shutil.copytree(REPO_ROOT / "expectations", dest.parent / "expectations", dirs_exist_ok=True)
     (dest / "flows").mkdir()
     for name in flows:
         shutil.copy(REPO_ROOT / "mappings" / "flows" / f"{name}.yaml", dest / "flows")

@@ -123,6 +123,7 @@ FORBIDDEN = [
     ("mes_load", "mes", "ALTER TABLE work_order ADD COLUMN x int"),
     ("mes_load", "mes", "UPDATE etl_ledger SET outcome = 'success'"),
     ("mes_load", "mes", "DELETE FROM etl_ledger"),
+    ("mes_load", "mes", "UPDATE etl_check SET success = true"),
     ("mes_extract", "mes", "UPDATE operation_report SET good_qty = 0"),
     ("mes_extract", "mes", "INSERT INTO work_order SELECT * FROM work_order LIMIT 1"),
     ("mes_extract", "mes", "SELECT * FROM etl_quarantine"),
