@@ -2,7 +2,8 @@
 the demo factory on SQLite and on the real PostgreSQL server.
 
 Airflow reads its configuration once, when first imported, so every Airflow import here
-happens inside a test, after the session fixture ``airflow_home`` has set the environment.
+happens inside a test, after the session fixture ``airflow_home`` (conftest.py) has set the
+environment.
 """
 
 from __future__ import annotations
@@ -30,26 +31,6 @@ from etl.ledger import RunCounts
 
 ORDERS = 120
 LEDGER_COUNTS = {f.name for f in fields(RunCounts)}
-
-
-@pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A throwaway Airflow for the session: its own home, a migrated SQLite metadata database,
-    the DAGs of dags/, no examples."""
-    if "airflow.configuration" in sys.modules:
-        pytest.fail("Airflow was imported before the airflow_home fixture set its environment")
-    from etl.demo.airflow_runs import airflow_environment, migrate_metadata_db
-
-    home = tmp_path_factory.mktemp("airflow_home")
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in airflow_environment(home).items():
-            env.setenv(name, value)
-        # Airflow's task processes import `etl` from the DAG file.
-        env.setenv("PYTHONPATH", str(REPO_ROOT))
-        started = time.perf_counter()
-        migrate_metadata_db()
-        print(f"\nairflow db migrate: {time.perf_counter() - started:.1f}s")
-        yield home
 
 
 @dataclass
@@ -157,7 +138,9 @@ def fresh_parse_seconds() -> float:
 def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
+    from etl.alerts import FailureAlert
     from etl.dag_factory import (
+        REPORT_DAG_ID,
         RETRIES,
         TASK_ID,
         WAREHOUSE_DAG_ID,
@@ -175,7 +158,7 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
     assert bag.import_errors == {}
     project = load_project()
     sync = {name: flow for name, flow in project.flows.items() if flow.direction != "warehouse"}
-    assert set(bag.dags) == {dag_id_of(name) for name in sync} | {WAREHOUSE_DAG_ID, WAREHOUSE_REBUILD_DAG_ID}
+    assert set(bag.dags) == {dag_id_of(name) for name in sync} | {WAREHOUSE_DAG_ID, WAREHOUSE_REBUILD_DAG_ID, REPORT_DAG_ID}
     for name, flow in sync.items():
         dag = bag.dags[dag_id_of(name)]
         dag.check_cycle()
@@ -194,6 +177,8 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
         assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=3)
         assert task.outlets == [target_asset(flow)]
         assert task.outlets[0].uri == f"x-erpmes://{flow.target.connection}/{flow.target.table}"
+        (alert,) = task.on_failure_callback
+        assert isinstance(alert, FailureAlert) and alert.flow == name
     schedules = {bag.dags[dag_id_of(n)].schedule for n in ("materials", "production_orders", "confirmations")}
     assert schedules == {"0 1 * * *", "@hourly", "*/15 * * * *"}
 
@@ -205,6 +190,10 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
     rebuild = bag.dags[WAREHOUSE_REBUILD_DAG_ID]
     assert rebuild.schedule == "0 3 * * *" and rebuild.params["full_rebuild"] is True
     assert warehouse.params["full_rebuild"] is False
+
+    # The data-quality report every morning at 06:00.
+    report = bag.dags[REPORT_DAG_ID]
+    assert report.schedule == "0 6 * * *" and [t.task_id for t in report.tasks] == ["report"]
 
 
 def test_trigger_form_accepts_good_values_and_refuses_bad_ones(airflow_home: Path) -> None:
