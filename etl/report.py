@@ -418,7 +418,7 @@ def action_items(report: Report) -> list[str]:
 def subject(report: Report) -> str:
     """``[erp-mes-sync] ACTION NEEDED: 2 flows failing, 135 rows in quarantine — data quality 2026-11-25``
     or ``[erp-mes-sync] OK — data quality 2026-11-25``."""
-    day = f"data quality {report.window.until - timedelta(microseconds=1):%Y-%m-%d}"
+    day = f"data quality {report.window.until:%Y-%m-%d}"
     items = action_items(report)
     if items:
         return f"{SUBJECT_PREFIX} ACTION NEEDED: {', '.join(items)} — {day}"

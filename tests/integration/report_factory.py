@@ -80,24 +80,25 @@ def business_fixture(erp: Engine) -> None:
         ("MES-RCV-2", "101", "1000002", "MAT-000002", "1000", "39", "KG", datetime(2026, 3, 3, 1, 0)),
         ("MES-RCV-3", "101", "1000003", "MAT-000001", "2000", "5", "PC", datetime(2026, 3, 5, 9, 0)),
     ]
+    # Numbers go in as text: exact on both databases (SQLite's driver takes no Decimal).
     with erp.begin() as conn:
         conn.execute(text(
             "INSERT INTO production_order (order_no, material_no, plant, quantity, unit, planned_start, planned_end, "
             "status, created_at, updated_at) VALUES (:o, :m, :p, :q, :u, :t, :t, :s, :t, :t)"
-        ), [{"o": o, "m": m, "p": p, "q": q, "u": u, "s": s, "t": t} for o, m, p, q, u, s in orders])
+        ), [{"o": o, "m": m, "p": p, "q": str(q), "u": u, "s": s, "t": t} for o, m, p, q, u, s in orders])
         conn.execute(text(
             "INSERT INTO if_confirmation (posting_key, order_no, operation_no, work_center, yield_qty, scrap_qty, "
             "unit, start_time, end_time) VALUES (:k, :o, :op, 'WC-ASM1', :y, :s, :u, :e, :e)"
-        ), [{"k": k, "o": o, "op": op, "y": Decimal(y), "s": Decimal(s), "u": u, "e": e}
+        ), [{"k": k, "o": o, "op": op, "y": y, "s": s, "u": u, "e": e}
             for k, o, op, y, s, u, e in confirmations])
         conn.execute(text(
             "INSERT INTO order_component (order_no, item_no, component_material_no, required_qty, unit, updated_at) "
             "VALUES (:o, :i, :m, :q, :u, :t)"
-        ), [{"o": o, "i": i, "m": m, "q": Decimal(q), "u": u, "t": t} for o, i, m, q, u in components])
+        ), [{"o": o, "i": i, "m": m, "q": q, "u": u, "t": t} for o, i, m, q, u in components])
         conn.execute(text(
             "INSERT INTO if_goods_movement (posting_key, movement_type, order_no, material_no, plant, quantity, unit, "
             "posting_time) VALUES (:k, :mt, :o, :m, :p, :q, :u, :pt)"
-        ), [{"k": k, "mt": mt, "o": o, "m": m, "p": p, "q": Decimal(q), "u": u, "pt": pt}
+        ), [{"k": k, "mt": mt, "o": o, "m": m, "p": p, "q": q, "u": u, "pt": pt}
             for k, mt, o, m, p, q, u, pt in movements])
 
 

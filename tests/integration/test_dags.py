@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
@@ -420,3 +422,70 @@ def test_the_demo_runs_through_airflow_and_a_rerun_loads_nothing(tmp_path: Path)
     assert int(first["production_orders"][4]) > 0  # loaded
     second = demo_through_airflow()
     assert all(row[4] == "0" and row[6] == "0" for row in second.values())  # loaded, new quarantined
+
+
+@pytest.mark.slow
+def test_a_failed_sync_mails_an_alert_with_the_flow_the_error_and_what_to_do(
+    sqlite_demo: Demo, smtp_server: Any,
+) -> None:
+    from etl.config import ReportSettings
+    from etl.dag_factory import build_dag
+
+    # The ERP renamed a mapped column: the run fails for real, at once, and the alert goes out.
+    with sqlite_demo.erp.begin() as conn:
+        conn.execute(text("ALTER TABLE work_center RENAME COLUMN description TO descr"))
+    recipients = ["it-oncall@plant.example"]
+    defaults = sqlite_demo.project.defaults.model_copy(update={"report": ReportSettings(recipients=recipients)})
+    project = sqlite_demo.project.model_copy(update={"defaults": defaults})
+
+    dag_run, task, _ = run_dag(build_dag(project, project.flow("work_centers")))
+    assert dag_run.state == "failed" and task.try_number == 1
+
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == recipients
+    assert mail.subject.startswith("[erp-mes-sync] FAILED: sync_work_centers — SchemaDriftError: ")
+    body = mail.html
+    assert "Sync of flow work_centers failed" in body
+    assert "work_center.description" in body and "did you mean &#x27;descr&#x27;" in body  # the task's error
+    assert dag_run.run_id in body  # the Airflow run
+    with sqlite_demo.mes.connect() as conn:
+        ledger_run = conn.execute(text("SELECT run_id FROM etl_ledger WHERE flow = 'work_centers'")).scalar_one()
+    assert ledger_run in body  # the pipeline's own run, as in etl_ledger
+    assert "A mapped table or column changed in the database" in body  # what to do next
+
+
+@pytest.mark.slow
+def test_a_failed_sync_without_recipients_sends_nothing_and_still_fails_cleanly(
+    sqlite_demo: Demo, smtp_server: Any,
+) -> None:
+    with sqlite_demo.erp.begin() as conn:
+        conn.execute(text("ALTER TABLE work_center RENAME COLUMN description TO descr"))
+    assert sqlite_demo.project.defaults.report.recipients == []  # as mappings/defaults.yaml ships
+    dag_run, task, _ = run_dag(sqlite_demo.dag("work_centers"))
+    assert dag_run.state == "failed" and task.try_number == 1
+    assert smtp_server.wait_for(1, timeout=2) == []
+
+
+@pytest.mark.slow
+def test_the_report_dag_writes_the_report_and_mails_it(
+    sqlite_demo: Demo, smtp_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from etl.dag_factory import REPORT_PATH_ENV, REPORT_TASK_ID, build_report_dag
+
+    run_dag(sqlite_demo.dag("work_centers"))
+    recipients = ["qa-lead@plant.example"]
+    mappings = tmp_path / "mappings"
+    shutil.copytree(REPO_ROOT / "mappings", mappings)
+    defaults = yaml.safe_load((mappings / "defaults.yaml").read_text(encoding="utf-8"))
+    defaults["report"]["recipients"] = recipients
+    (mappings / "defaults.yaml").write_text(yaml.safe_dump(defaults), encoding="utf-8")
+    monkeypatch.setenv(REPORT_PATH_ENV, str(tmp_path / "dq.html"))
+
+    dag_run = build_report_dag(load_project(mappings)).test()
+    assert dag_run.state == "success"
+    result = dag_run.get_task_instance(REPORT_TASK_ID).xcom_pull(task_ids=REPORT_TASK_ID)
+    assert result["sent_to"] == recipients and result["path"] == str(tmp_path / "dq.html")
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.subject == result["subject"] and mail.subject.startswith("[erp-mes-sync] ACTION NEEDED: ")
+    assert "<a href='#flow-work_centers'>work_centers</a>" in mail.html
+    assert mail.html == (tmp_path / "dq.html").read_text(encoding="utf-8")
