@@ -81,7 +81,7 @@ def _project(args: argparse.Namespace) -> Project:
 def cmd_check(args: argparse.Namespace) -> int:
     project = _project(args)
     crosswalks = load_crosswalks(Path(args.mappings) / "crosswalks")
-    print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks in {args.mappings}")
+    print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks, {len(project.reconciliations)} reconciliations in {args.mappings}")
     for flow in project.flows.values():
         print(f"  {flow.flow:<20} {flow.direction:<11} {project.schedule_of(flow) or '-':<14} {flow.source.table} -> {flow.target.table}")
     return 0
