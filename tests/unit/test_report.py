@@ -117,3 +117,17 @@ def test_every_value_in_the_page_is_escaped() -> None:
     html = render_html(_report([evil]))
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt; 物料 &#x27;1000&#x27;" in html
     assert "&lt;r&gt;" in html and "<meta charset='utf-8'>" in html
+
+
+def test_the_data_docs_are_linked_only_when_their_index_exists(tmp_path) -> None:
+    from etl.report import data_docs_link
+
+    settings = ReportSettings(data_docs=str(tmp_path / "data_docs"))
+    assert data_docs_link(settings) is None and data_docs_link(ReportSettings()) is None
+    (tmp_path / "data_docs").mkdir()
+    (tmp_path / "data_docs" / "index.html").write_text("<html></html>", encoding="utf-8")
+    link = data_docs_link(settings)
+    assert link == (tmp_path / "data_docs" / "index.html").as_uri()
+    report = _report([])
+    report.data_docs = link
+    assert f"<a href='{link}'>Great Expectations Data Docs</a>" in render_html(report)
