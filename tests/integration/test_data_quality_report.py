@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from etl.config import REPO_ROOT, load_project
 from etl.connections import CONNECTIONS_FILE_ENV, Connections
 from etl.report import Window, build_report, collect, render_html, subject, utcnow
-from report_factory import business_fixture, engines_of, pipeline_history, trimmed_mappings
+from report_factory import History, business_fixture, engines_of, pipeline_history, trimmed_mappings
 from test_dashboard import DevTools, browser  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.postgres]
@@ -31,7 +31,7 @@ RECIPIENTS = ["qa-lead@plant.example", "it-oncall@plant.example"]
 EXPECTED_ITEMS = "1 flow failing, 2 flows stale, 3 rows in quarantine, 2 failed checks, 6 reconciliation mismatches"
 
 
-def _history(pg_database: Callable[[str], URL]) -> tuple[dict[str, URL], object]:
+def _history(pg_database: Callable[[str], URL]) -> tuple[dict[str, URL], History]:
     urls = {n: pg_database(n) for n in ("erp", "mes", "warehouse")}
     engines = engines_of(urls)
     business_fixture(engines["erp_db"])
@@ -46,7 +46,7 @@ def test_the_report_shows_runs_quarantine_checks_freshness_and_reconciliations(
 ) -> None:
     urls, history = _history(pg_database)
     project = load_project(trimmed_mappings(tmp_path / "mappings"))
-    now = history.now  # type: ignore[attr-defined]
+    now = history.now
     with Connections({f"{n}_db": u for n, u in urls.items()}) as connections:
         report = collect(project, connections, Window(now - timedelta(days=1), now), generated_at=now)
     flows = {f.flow: f for f in report.flows}
@@ -77,6 +77,7 @@ def test_the_report_shows_runs_quarantine_checks_freshness_and_reconciliations(
                     "Quarantine backlog: 3 rows, commonest reasons", "Expectations and run reconciliations"):
         assert section in html, section
     assert "last run failed: flow &#x27;confirmations&#x27; failed at step &#x27;validate&#x27;" in html
+    assert f"Last run {history.failed_run_id} at" in html
     assert "R000000007, R000000008, R000000009" in html and "80.0 %" in html
     assert "1000002" in html and "-9.5" in html and "(no MES row)" in html  # order_output beyond tolerance
     # Every value is escaped: the quarantined row's text stays text.
@@ -115,7 +116,7 @@ def test_the_report_renders_in_chromium_without_console_errors(
     urls, history = _history(pg_database)
     project = load_project(trimmed_mappings(tmp_path / "mappings"))
     with Connections({f"{n}_db": u for n, u in urls.items()}) as connections:
-        page = build_report(project, connections, tmp_path / "data_quality_report.html", generated_at=history.now).path  # type: ignore[attr-defined]
+        page = build_report(project, connections, tmp_path / "data_quality_report.html", generated_at=history.now).path
 
     target = browser.call("Target.createTarget", url="about:blank")["targetId"]
     session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
