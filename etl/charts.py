@@ -212,3 +212,38 @@ def _compact(value: float) -> str:
         if abs(value) >= limit:
             return f"{value / limit:.1f}{suffix}"
     return f"{value:.0f}"
+
+
+def daily_columns(
+    day_labels: Sequence[str], series: Sequence[tuple[str, str, Sequence[float]]], *, label: str,
+    width: int = 420, height: int = 110,
+) -> str:
+    """A small grouped column chart, one group per day: ``series`` is (colour, name, values per
+    day). Every series shares the scale of the largest value; a tooltip gives each exact value."""
+    if not day_labels or not series:
+        return empty()
+    left, bottom, top = 44, 18, 8
+    plot_w, plot_h = width - left - 4, height - top - bottom
+    peak = max((v for _, _, values in series for v in values), default=0.0) or 1.0
+    slot = plot_w / len(day_labels)
+    bar_w = slot * 0.8 / len(series)
+    parts = [
+        f"<line x1='{left}' y1='{top + plot_h}' x2='{left + plot_w}' y2='{top + plot_h}' stroke='{GREY}'/>",
+        f"<text x='{left - 4}' y='{top + 8}' text-anchor='end' fill='{TEXT}'>{escape(_compact(peak))}</text>",
+        f"<text x='{left - 4}' y='{top + plot_h}' text-anchor='end' fill='{TEXT}'>0</text>",
+    ]
+    for k, day in enumerate(day_labels):
+        x0 = left + k * slot + slot * 0.1
+        for j, (color, name, values) in enumerate(series):
+            value = values[k]
+            bar_h = plot_h * value / peak
+            parts.append(
+                f"<rect x='{x0 + j * bar_w:.1f}' y='{top + plot_h - bar_h:.1f}' width='{max(bar_w - 1, 1):.1f}' "
+                f"height='{bar_h:.1f}' fill='{color}'><title>{escape(f'{day}: {value:,.0f} {name}')}</title></rect>"
+            )
+        if (len(day_labels) - 1 - k) % max(1, len(day_labels) // 7) == 0:  # always label the latest day
+            parts.append(
+                f"<text x='{left + k * slot + slot / 2:.1f}' y='{height - 4}' text-anchor='middle' fill='{TEXT}' "
+                f"font-size='10'>{escape(day)}</text>"
+            )
+    return _svg(width, height, "".join(parts), label)

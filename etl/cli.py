@@ -1,4 +1,4 @@
-"""Command line: ``python -m etl check | run | runs | quarantine | pools | demo``.
+"""Command line: ``python -m etl check | run | runs | quarantine | report | pools | demo``.
 
 Exit codes: 0 done; 1 a run failed; 2 the configuration or a schema is wrong (fix, then rerun);
 75 a transient failure (another run holds the lock, a database went away): retry later.
@@ -10,8 +10,9 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from sqlalchemy.exc import OperationalError
 
@@ -23,6 +24,9 @@ from etl.errors import ConfigError, ConnectionNotFound, EtlError, SchemaDriftErr
 from etl.pipeline_tables import ensure_pipeline_tables
 from etl.runner import RunOptions, RunResult, run_flow
 from etl.watermark import parse_since
+
+if TYPE_CHECKING:
+    from etl.report import Window
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -77,7 +81,7 @@ def _project(args: argparse.Namespace) -> Project:
 def cmd_check(args: argparse.Namespace) -> int:
     project = _project(args)
     crosswalks = load_crosswalks(Path(args.mappings) / "crosswalks")
-    print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks in {args.mappings}")
+    print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks, {len(project.reconciliations)} reconciliations in {args.mappings}")
     for flow in project.flows.values():
         print(f"  {flow.flow:<20} {flow.direction:<11} {project.schedule_of(flow) or '-':<14} {flow.source.table} -> {flow.target.table}")
     return 0
@@ -196,6 +200,47 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_window(since: str | None, days: float | None, now: datetime) -> Window:
+    """The report's window: from ``since`` (ISO, UTC unless it has an offset) or ``days`` back,
+    else the last 24 hours, up to ``now``."""
+    from etl.report import Window
+
+    if since:
+        start = datetime.fromisoformat(since)
+        if start.tzinfo is not None:
+            start = start.astimezone(timezone.utc).replace(tzinfo=None)
+    else:
+        start = now - timedelta(days=days if days is not None else 1)
+    if start >= now:
+        raise ValueError(f"the report window starts at {start:%Y-%m-%d %H:%M}, not before now")
+    return Window(start, now)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from etl.mail import send_html
+    from etl.report import build_report, utcnow
+
+    project = _project(args)
+    now = utcnow()
+    window = report_window(args.since, args.days, now)
+    with Connections() as connections:
+        written = build_report(project, connections, Path(args.out), window, generated_at=now)
+    print(written.subject)
+    print(f"report written to {written.path}")
+    if args.send:
+        try:
+            sent = send_html(project.defaults.report, written.subject, written.html)
+        except Exception as exc:  # the provider's own errors: connection missing, server refused
+            print(f"error: the report was written but not sent: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        if sent:
+            print(f"sent to {', '.join(sent)}")
+        else:
+            print(f"not sent: no recipients under report.recipients in {Path(args.mappings) / 'defaults.yaml'}",
+                  file=sys.stderr)
+    return 0
+
+
 def cmd_demo_init(args: argparse.Namespace) -> int:
     from etl.demo.setup import init_demo
 
@@ -256,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     quar.add_argument("--limit", type=int, default=50)
     quar.add_argument("--purge", action="store_true", help="delete released entries older than quarantine_retention_days (mappings/defaults.yaml)")
     quar.set_defaults(func=cmd_quarantine)
+
+    report = sub.add_parser("report", help="write the data-quality report (HTML), optionally mail it")
+    report.add_argument("--out", default=str(REPO_ROOT / ".demo" / "data_quality_report.html"), help="where to write it (default: %(default)s)")
+    window = report.add_mutually_exclusive_group()
+    window.add_argument("--since", help="window start, ISO timestamp in UTC (default: 24 hours ago)")
+    window.add_argument("--days", type=float, help="window: this many days back from now")
+    report.add_argument("--send", action="store_true", help="mail it to report.recipients (mappings/defaults.yaml) through the SMTP connection")
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="the demo factory")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)

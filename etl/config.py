@@ -361,6 +361,50 @@ class Flow(_Model):
         return "master_data" if "master_data" in self.tags else self.direction
 
 
+_EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
+
+
+class ReportSettings(_Model):
+    """The ``report:`` section of mappings/defaults.yaml: who gets the data-quality report and
+    the failure alerts, and through which Airflow SMTP connection. Addresses only: the server,
+    login and password live in that connection (e.g. ``AIRFLOW_CONN_SMTP_DEFAULT``)."""
+
+    #: Nobody listed means the report is only written to a file and no alert is sent.
+    recipients: list[str] = Field(default_factory=list)
+    smtp_connection: str = "smtp_default"
+    #: The From address; empty means the connection's ``from_email`` extra.
+    sender: str | None = None
+    #: A flow is stale when its last success is older than this many schedule intervals.
+    stale_after_intervals: float = Field(default=2.0, gt=0)
+    #: Days of history in each flow's trend chart.
+    trend_days: int = Field(default=14, ge=1, le=90)
+    #: Great Expectations Data Docs (a folder with index.html, relative to the repository or
+    #: absolute); the report links it when it exists.
+    data_docs: str | None = None
+
+    @field_validator("recipients")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _EMAIL.fullmatch(v)]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(repr(b) for b in bad)}")
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.fullmatch(value):
+            raise ValueError(f"not an email address: {value!r}")
+        return value
+
+    @field_validator("smtp_connection")
+    @classmethod
+    def _connection_id(cls, value: str) -> str:
+        if not _CONNECTION_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
+        return value
+
+
 class Defaults(_Model):
     """mappings/defaults.yaml: values every flow inherits unless it sets its own."""
 
@@ -369,6 +413,65 @@ class Defaults(_Model):
     cursor: dict[str, Any] = Field(default_factory=dict)
     #: Released quarantine entries (their payloads are business data) are purged after this many days.
     quarantine_retention_days: int | None = Field(default=None, ge=1)
+    report: ReportSettings = ReportSettings()
+
+
+class Tolerance(_Model):
+    """How far the two sides may differ: within when ``|erp - mes| <= max(absolute, relative * |erp|)``."""
+
+    absolute: float = Field(default=0.0, ge=0)
+    #: A fraction of the ERP value: 0.03 is 3 %.
+    relative: float = Field(default=0.0, ge=0)
+
+
+class ReconciliationQuery(_Model):
+    """One side of a business reconciliation: a read-only query on one connection returning the
+    key columns and a numeric ``value`` column."""
+
+    connection: str
+    sql: str = Field(min_length=1)
+
+    @field_validator("connection")
+    @classmethod
+    def _connection_id(cls, value: str) -> str:
+        if not _CONNECTION_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
+        return value
+
+
+class BusinessReconciliation(_Model):
+    """A business check across the systems: ERP figures against MES figures, key by key."""
+
+    name: str
+    description: str = ""
+    #: Columns both queries return that identify a line (e.g. order_no, material_no).
+    key: list[Identifier] = Field(min_length=1)
+    #: What the value means and its unit, for the report.
+    value: str = "value"
+    erp: ReconciliationQuery
+    mes: ReconciliationQuery
+    tolerance: Tolerance = Tolerance()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _FLOW_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a reconciliation name (lower case, digits, underscore)")
+        return value
+
+
+class ReconciliationFile(_Model):
+    """mappings/reconciliations.yaml."""
+
+    reconciliations: list[BusinessReconciliation] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ReconciliationFile:
+        names = [r.name for r in self.reconciliations]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"reconciliation names used twice: {', '.join(dupes)}")
+        return self
 
 
 class Project(_Model):
@@ -378,6 +481,8 @@ class Project(_Model):
     defaults: Defaults
     mappings_dir: str
     expectations_dir: str = ""
+    #: Business reconciliations from mappings/reconciliations.yaml (none if the file is absent).
+    reconciliations: list[BusinessReconciliation] = Field(default_factory=list)
 
     def flow(self, name: str) -> Flow:
         try:
@@ -590,6 +695,8 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
 
     order, order_problems = _dependency_order(flows, rel_of, invalid)
     problems += order_problems
+    reconciliations, reconciliation_problems = _load_reconciliations(base / RECONCILIATIONS_FILE)
+    problems += reconciliation_problems
     if problems:
         raise ConfigError(problems)
     return Project(
@@ -597,7 +704,25 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         defaults=defaults,
         mappings_dir=str(base),
         expectations_dir=str(suites_dir),
+        reconciliations=reconciliations,
     )
+
+
+RECONCILIATIONS_FILE = "reconciliations.yaml"
+
+
+def _load_reconciliations(path: Path) -> tuple[list[BusinessReconciliation], list[ConfigProblem]]:
+    """The business reconciliations declared in ``path``; none when the file does not exist."""
+    if not path.exists():
+        return [], []
+    rel = display_path(path)
+    raw, problems = _read_yaml(path, rel)
+    if problems:
+        return [], problems
+    try:
+        return ReconciliationFile.model_validate(raw or {}).reconciliations, []
+    except ValidationError as exc:
+        return [], _problems_from_validation(rel, exc, ReconciliationFile)
 
 
 def _crosswalks_used(flow: Flow, col: ColumnSpec) -> list[tuple[str, str]]:

@@ -91,7 +91,8 @@ def _airflow_connection_uri(conn_id: str) -> str | None:
     """The URI of Airflow connection ``conn_id`` when running under Airflow, else None.
 
     Only asks when this process already imported Airflow's task SDK, as a DAG task has:
-    ``python -m etl`` never imports Airflow. Airflow masks the password in task logs itself.
+    ``python -m etl`` imports Airflow only to send mail, after its databases are read. Airflow
+    masks the password in task logs itself.
     """
     if "airflow.sdk" not in sys.modules:
         return None

@@ -17,7 +17,9 @@ see ``source_pools``). A task retries with exponential backoff only for transien
 database went away, a deadlock, another run holds the lock); configuration, schema and data
 errors fail at once. Each task declares its target table as an outlet Asset
 (``x-erpmes://mes_db/work_order``), so the warehouse and report DAGs can schedule on it, and
-returns only the run's counts through XCom, never rows: any executor can run it.
+returns only the run's counts through XCom, never rows: any executor can run it. When a task
+fails for good, its ``on_failure_callback`` mails an alert with the error and the next step to
+``report.recipients`` (etl.alerts); ``data_quality_report`` mails the daily report at 06:00.
 
 Nothing here touches a database at parse time: building the DAGs only reads the YAML.
 """
@@ -34,6 +36,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Asset, AssetAny, Param
 from airflow.sdk.exceptions import AirflowFailException
 
+from etl.alerts import FailureAlert
 from etl.config import DEFAULT_MAPPINGS, ColumnSpec, Flow, Project, load_project
 
 if TYPE_CHECKING:
@@ -245,14 +248,17 @@ def build_dag(project: Project, flow: Flow) -> DAG:
             max_retry_delay=MAX_RETRY_DELAY,
             execution_timeout=EXECUTION_TIMEOUTS.get(flow.schedule_group, timedelta(hours=1)),
             outlets=[target_asset(flow)],
+            # Called once the task has failed for good (retries used up), never on a retry.
+            on_failure_callback=FailureAlert(flow.flow, project.defaults.report),
             doc_md=f"Runs flow `{flow.flow}` once (`python -m etl run {flow.flow}` does the same).",
         )
     return dag
 
 
 def build_dags(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> dict[str, DAG]:
-    """Every sync flow's DAG, and the warehouse DAGs, by DAG id. Reads the YAML only; raises
-    ConfigError on a bad file. Warehouse flows run inside the warehouse DAGs, not on their own."""
+    """Every sync flow's DAG, the warehouse DAGs and the data-quality report DAG, by DAG id.
+    Reads the YAML only; raises ConfigError on a bad file. Warehouse flows run inside the
+    warehouse DAGs, not on their own."""
     project = load_project(mappings_dir)
     dags = {
         dag_id_of(name): build_dag(project, flow)
@@ -260,7 +266,55 @@ def build_dags(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> dict[str, DAG]:
     }
     if any(flow.direction == "warehouse" for flow in project.flows.values()):
         dags.update(build_warehouse_dags(project))
+    dags[REPORT_DAG_ID] = build_report_dag(project)
     return dags
+
+
+REPORT_DAG_ID = "data_quality_report"
+REPORT_TASK_ID = "report"
+REPORT_SCHEDULE = "0 6 * * *"
+REPORT_PATH_ENV = "ETL_REPORT_PATH"
+
+
+def build_report_dag(project: Project) -> DAG:
+    """The daily data-quality report: written to a file, then mailed to ``report.recipients``."""
+    settings = project.defaults.report
+    to = ", ".join(settings.recipients) or "nobody (report.recipients is empty: the file only)"
+    doc = (
+        "### Data-quality report\n\nEvery morning: runs, quarantine, expectations, freshness and the business "
+        f"reconciliations of every flow over the last 24 hours, written to `{REPORT_PATH_ENV}` (default "
+        f"`.demo/data_quality_report.html`) and mailed to {to} through the Airflow connection "
+        f"`{settings.smtp_connection}`. `python -m etl report --send` does the same."
+    )
+    with DAG(
+        dag_id=REPORT_DAG_ID, doc_md=doc, schedule=REPORT_SCHEDULE, start_date=START_DATE, catchup=False,
+        max_active_runs=1, tags=sorted({"data_quality", PROJECT_TAG}),
+    ) as dag:
+        PythonOperator(
+            task_id=REPORT_TASK_ID, python_callable=send_data_quality_report,
+            op_kwargs={"mappings_dir": project.mappings_dir},
+            retries=2, retry_delay=timedelta(minutes=5), execution_timeout=timedelta(minutes=30),
+        )
+    return dag
+
+
+def send_data_quality_report(mappings_dir: str) -> dict[str, Any]:
+    """The report task: write the report of the last 24 hours and mail it; returns its path,
+    subject and recipients (XCom). A mail that cannot be sent fails the task (and retries)."""
+    import os
+
+    from etl.connections import Connections
+    from etl.mail import send_html
+    from etl.report import DEFAULT_REPORT, build_report
+
+    project = load_project(mappings_dir)
+    with Connections() as connections:
+        written = build_report(project, connections, Path(os.environ.get(REPORT_PATH_ENV) or DEFAULT_REPORT))
+    log.info("%s: report written to %s", written.subject, written.path)
+    sent = send_html(project.defaults.report, written.subject, written.html)
+    if not sent:
+        log.info("report not mailed: no recipients under report.recipients")
+    return {"path": str(written.path), "subject": written.subject, "needs_action": written.needs_action, "sent_to": sent}
 
 
 WAREHOUSE_DAG_ID = "warehouse"

@@ -2,7 +2,8 @@
 the demo factory on SQLite and on the real PostgreSQL server.
 
 Airflow reads its configuration once, when first imported, so every Airflow import here
-happens inside a test, after the session fixture ``airflow_home`` has set the environment.
+happens inside a test, after the session fixture ``airflow_home`` (conftest.py) has set the
+environment.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
@@ -30,26 +33,6 @@ from etl.ledger import RunCounts
 
 ORDERS = 120
 LEDGER_COUNTS = {f.name for f in fields(RunCounts)}
-
-
-@pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A throwaway Airflow for the session: its own home, a migrated SQLite metadata database,
-    the DAGs of dags/, no examples."""
-    if "airflow.configuration" in sys.modules:
-        pytest.fail("Airflow was imported before the airflow_home fixture set its environment")
-    from etl.demo.airflow_runs import airflow_environment, migrate_metadata_db
-
-    home = tmp_path_factory.mktemp("airflow_home")
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in airflow_environment(home).items():
-            env.setenv(name, value)
-        # Airflow's task processes import `etl` from the DAG file.
-        env.setenv("PYTHONPATH", str(REPO_ROOT))
-        started = time.perf_counter()
-        migrate_metadata_db()
-        print(f"\nairflow db migrate: {time.perf_counter() - started:.1f}s")
-        yield home
 
 
 @dataclass
@@ -157,7 +140,9 @@ def fresh_parse_seconds() -> float:
 def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
+    from etl.alerts import FailureAlert
     from etl.dag_factory import (
+        REPORT_DAG_ID,
         RETRIES,
         TASK_ID,
         WAREHOUSE_DAG_ID,
@@ -175,7 +160,7 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
     assert bag.import_errors == {}
     project = load_project()
     sync = {name: flow for name, flow in project.flows.items() if flow.direction != "warehouse"}
-    assert set(bag.dags) == {dag_id_of(name) for name in sync} | {WAREHOUSE_DAG_ID, WAREHOUSE_REBUILD_DAG_ID}
+    assert set(bag.dags) == {dag_id_of(name) for name in sync} | {WAREHOUSE_DAG_ID, WAREHOUSE_REBUILD_DAG_ID, REPORT_DAG_ID}
     for name, flow in sync.items():
         dag = bag.dags[dag_id_of(name)]
         dag.check_cycle()
@@ -194,6 +179,8 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
         assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=3)
         assert task.outlets == [target_asset(flow)]
         assert task.outlets[0].uri == f"x-erpmes://{flow.target.connection}/{flow.target.table}"
+        (alert,) = task.on_failure_callback
+        assert isinstance(alert, FailureAlert) and alert.flow == name
     schedules = {bag.dags[dag_id_of(n)].schedule for n in ("materials", "production_orders", "confirmations")}
     assert schedules == {"0 1 * * *", "@hourly", "*/15 * * * *"}
 
@@ -205,6 +192,10 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
     rebuild = bag.dags[WAREHOUSE_REBUILD_DAG_ID]
     assert rebuild.schedule == "0 3 * * *" and rebuild.params["full_rebuild"] is True
     assert warehouse.params["full_rebuild"] is False
+
+    # The data-quality report every morning at 06:00.
+    report = bag.dags[REPORT_DAG_ID]
+    assert report.schedule == "0 6 * * *" and [t.task_id for t in report.tasks] == ["report"]
 
 
 def test_trigger_form_accepts_good_values_and_refuses_bad_ones(airflow_home: Path) -> None:
@@ -431,3 +422,71 @@ def test_the_demo_runs_through_airflow_and_a_rerun_loads_nothing(tmp_path: Path)
     assert int(first["production_orders"][4]) > 0  # loaded
     second = demo_through_airflow()
     assert all(row[4] == "0" and row[6] == "0" for row in second.values())  # loaded, new quarantined
+
+
+@pytest.mark.slow
+def test_a_failed_sync_mails_an_alert_with_the_flow_the_error_and_what_to_do(
+    sqlite_demo: Demo, smtp_server: Any,
+) -> None:
+    from etl.config import ReportSettings
+    from etl.dag_factory import build_dag
+
+    # The ERP renamed a mapped column: the run fails for real, at once, and the alert goes out.
+    with sqlite_demo.erp.begin() as conn:
+        conn.execute(text("ALTER TABLE work_center RENAME COLUMN description TO descr"))
+    recipients = ["it-oncall@plant.example"]
+    defaults = sqlite_demo.project.defaults.model_copy(update={"report": ReportSettings(recipients=recipients)})
+    project = sqlite_demo.project.model_copy(update={"defaults": defaults})
+
+    dag_run, task, _ = run_dag(build_dag(project, project.flow("work_centers")))
+    assert dag_run.state == "failed" and task.try_number == 1
+
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.rcpt_tos == recipients
+    assert mail.subject.startswith("[erp-mes-sync] FAILED: sync_work_centers — SchemaDriftError: ")
+    body = mail.html
+    assert "Sync of flow work_centers failed" in body
+    assert "work_center.description" in body and "did you mean &#x27;descr&#x27;" in body  # the task's error
+    assert dag_run.run_id in body  # the Airflow run
+    with sqlite_demo.mes.connect() as conn:
+        ledger_run = conn.execute(text("SELECT run_id FROM etl_ledger WHERE flow = 'work_centers'")).scalar_one()
+    assert ledger_run in body  # the pipeline's own run, as in etl_ledger
+    assert "A mapped table or column changed in the database" in body  # what to do next
+
+
+@pytest.mark.slow
+def test_a_failed_sync_without_recipients_sends_nothing_and_still_fails_cleanly(
+    sqlite_demo: Demo, smtp_server: Any,
+) -> None:
+    with sqlite_demo.erp.begin() as conn:
+        conn.execute(text("ALTER TABLE work_center RENAME COLUMN description TO descr"))
+    assert sqlite_demo.project.defaults.report.recipients == []  # as mappings/defaults.yaml ships
+    dag_run, task, _ = run_dag(sqlite_demo.dag("work_centers"))
+    assert dag_run.state == "failed" and task.try_number == 1
+    assert smtp_server.wait_for(1, timeout=2) == []
+
+
+@pytest.mark.slow
+def test_the_report_dag_writes_the_report_and_mails_it(
+    sqlite_demo: Demo, smtp_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from etl.dag_factory import REPORT_PATH_ENV, REPORT_TASK_ID, build_report_dag
+
+    run_dag(sqlite_demo.dag("work_centers"))
+    recipients = ["qa-lead@plant.example"]
+    mappings = tmp_path / "mappings"
+    shutil.copytree(REPO_ROOT / "mappings", mappings)
+    shutil.copytree(REPO_ROOT / "expectations", tmp_path / "expectations")
+    defaults = yaml.safe_load((mappings / "defaults.yaml").read_text(encoding="utf-8"))
+    defaults["report"]["recipients"] = recipients
+    (mappings / "defaults.yaml").write_text(yaml.safe_dump(defaults), encoding="utf-8")
+    monkeypatch.setenv(REPORT_PATH_ENV, str(tmp_path / "dq.html"))
+
+    dag_run = build_report_dag(load_project(mappings)).test()
+    assert dag_run.state == "success"
+    result = dag_run.get_task_instance(REPORT_TASK_ID).xcom_pull(task_ids=REPORT_TASK_ID)
+    assert result["sent_to"] == recipients and result["path"] == str(tmp_path / "dq.html")
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.subject == result["subject"] and mail.subject.startswith("[erp-mes-sync] ACTION NEEDED: ")
+    assert "<a href='#flow-work_centers'>work_centers</a>" in mail.html
+    assert mail.html == (tmp_path / "dq.html").read_text(encoding="utf-8")

@@ -488,3 +488,72 @@ def test_source_columns_include_unit_and_cursor_but_key_excludes_unit() -> None:
     flow = Flow.model_validate(data)
     assert flow.source_columns() == ["a", "d", "p", "q", "qty", "uom", "updated_at"]
     assert flow.source_key_columns() == ["a", "qty"]
+
+
+# --- report: and reconciliations.yaml ---------------------------------------------------------
+
+
+def test_the_repo_declares_the_report_settings_and_three_reconciliations() -> None:
+    project = load_project()
+    report = project.defaults.report
+    assert report.recipients == [] and report.smtp_connection == "smtp_default"
+    assert report.stale_after_intervals == 2 and report.trend_days == 14
+    assert [r.name for r in project.reconciliations] == ["order_output", "material_issue", "finished_goods_receipt"]
+    assert all(r.erp.connection == r.mes.connection == "erp_db" for r in project.reconciliations)
+
+
+def test_report_settings_are_validated_in_defaults_with_key_paths(mappings: Mappings) -> None:
+    mappings.write_defaults({"report": {
+        "recipients": ["qa@plant.example", "not an address"], "smtp_conection": "smtp_default",
+        "stale_after_intervals": 0, "smtp_connection": "SMTP!",
+    }})
+    mappings.write("x", flow_dict())
+    problem = mappings.unknown_key("m/defaults.yaml", "report.smtp_conection")
+    assert "did you mean 'smtp_connection'?" in str(problem)
+    messages = mappings.messages()
+    assert "m/defaults.yaml: report.recipients: not an email address: 'not an address'" in messages
+    assert any(m.startswith("m/defaults.yaml: report.stale_after_intervals: ") for m in messages)
+    assert "m/defaults.yaml: report.smtp_connection: 'SMTP!' is not a connection id (lower case, digits, underscore)" in messages
+
+
+def test_a_missing_report_section_means_no_recipients(mappings: Mappings) -> None:
+    mappings.write_defaults({"schedules": {}})
+    mappings.write("x", flow_dict())
+    report = mappings.load().defaults.report
+    assert report.recipients == [] and report.smtp_connection == "smtp_default"
+
+
+def _reconciliation(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "order_output", "key": ["order_no"],
+        "erp": {"connection": "erp_db", "sql": "SELECT order_no, quantity AS value FROM production_order"},
+        "mes": {"connection": "erp_db", "sql": "SELECT order_no, 1 AS value FROM if_confirmation"},
+        "tolerance": {"relative": 0.05},
+    }
+    data.update(overrides)
+    return data
+
+
+def test_reconciliations_yaml_is_validated_with_file_and_key_paths(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict())
+    path = mappings.root / "reconciliations.yaml"
+    path.write_text(yaml.safe_dump({"reconciliations": [
+        _reconciliation(tolerance={"relativ": 0.05}),
+        _reconciliation(name="second", mes={"connection": "mes_db"}, key=[]),
+    ]}), encoding="utf-8")
+    problem = mappings.unknown_key("m/reconciliations.yaml", "reconciliations[0].tolerance.relativ")
+    assert "did you mean 'relative'?" in str(problem)
+    messages = mappings.messages()
+    assert "m/reconciliations.yaml: reconciliations[1].mes.sql: required key is missing" in messages
+    assert any(m.startswith("m/reconciliations.yaml: reconciliations[1].key: ") for m in messages)
+
+    path.write_text(yaml.safe_dump({"reconcilations": []}), encoding="utf-8")
+    mappings.unknown_key("m/reconciliations.yaml", "reconcilations")
+
+    path.write_text(yaml.safe_dump({"reconciliations": [_reconciliation(), _reconciliation()]}), encoding="utf-8")
+    assert mappings.messages() == ["m/reconciliations.yaml: reconciliation names used twice: order_output"]
+
+
+def test_without_reconciliations_yaml_there_are_none(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict())
+    assert mappings.load().reconciliations == []

@@ -1,0 +1,56 @@
+"""Tests for etl.alerts: the failure alert names the flow, the error and the next step by error type."""
+
+from __future__ import annotations
+
+import pytest
+
+from etl.alerts import FailureAlert, failure_alert, next_step
+from etl.config import ReportSettings
+from etl.errors import (
+    ConfigError,
+    ConfigProblem,
+    ReconciliationFailed,
+    SchemaDriftError,
+    SourceUnavailable,
+    StepFailed,
+    ValidationFailed,
+)
+
+
+def _failed(cause: BaseException, flow: str = "confirmations") -> Exception:
+    """As the sync task raises it: an Airflow-style wrapper around StepFailed around the cause."""
+    step = StepFailed(flow, "validate", "run-42", cause)
+    try:
+        try:
+            raise step
+        except StepFailed as exc:
+            raise RuntimeError(f"mappings/flows/{flow}.yaml: {exc}") from exc
+    except RuntimeError as wrapped:
+        return wrapped
+
+
+@pytest.mark.parametrize(("cause", "kind", "advice"), [
+    (ValidationFailed("3 rows fail good_qty_not_negative"), "ValidationFailed", "data-quality report"),
+    (ReconciliationFailed("read 10, loaded 9"), "ReconciliationFailed", "nothing was committed"),
+    (SchemaDriftError("work_center.description is gone"), "SchemaDriftError", "A mapped table or column changed"),
+    (ConfigError([ConfigProblem("f.yaml", "columns[0]", "bad")]), "ConfigError", "python -m etl check"),
+    (SourceUnavailable("connection refused"), "SourceUnavailable", "automatic retries are used up"),
+    (KeyError("boom"), "RuntimeError", "Read the task log"),
+])
+def test_the_next_step_depends_on_the_error_type(cause: BaseException, kind: str, advice: str) -> None:
+    found_kind, found_advice = next_step(_failed(cause))
+    assert found_kind == kind and advice in found_advice
+
+
+def test_the_alert_names_flow_error_and_both_run_ids_escaped() -> None:
+    alert = failure_alert("confirmations", _failed(ValidationFailed("{{ 3 }} rows <b>报工</b> fail")), "manual__2026-11-25")
+    assert alert.subject.startswith("[erp-mes-sync] FAILED: sync_confirmations — ValidationFailed: mappings/flows/")
+    assert "Sync of flow confirmations failed" in alert.html
+    assert "{{ 3 }} rows &lt;b&gt;报工&lt;/b&gt; fail" in alert.html and "<b>" not in alert.html
+    assert "manual__2026-11-25" in alert.html and "run-42" in alert.html
+    assert len(failure_alert("x", "e" * 500).subject) < 200
+
+
+def test_without_recipients_the_callback_does_nothing() -> None:
+    # No connection exists here: a send attempt would raise inside; nothing is attempted.
+    FailureAlert("confirmations", ReportSettings())({"exception": ValueError("x"), "run_id": "r"})
