@@ -224,6 +224,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     now = utcnow()
     window = report_window(args.since, args.days, now)
     with Connections() as connections:
+        if args.data_docs:
+            from etl.data_docs import build_data_docs, data_docs_folder
+
+            site = data_docs_folder(project)
+            if site is None:
+                print("error: --data-docs needs report.data_docs in mappings/defaults.yaml", file=sys.stderr)
+                return EXIT_CONFIG
+            docs = build_data_docs(project, connections, site, now)
+            outside = sorted(f for f, ok in docs.success.items() if not ok)
+            print(f"Data Docs written to {docs.index}" + (f"; outside their suite: {', '.join(outside)}" if outside else ""))
         written = build_report(project, connections, Path(args.out), window, generated_at=now)
     print(written.subject)
     print(f"report written to {written.path}")
@@ -307,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     window = report.add_mutually_exclusive_group()
     window.add_argument("--since", help="window start, ISO timestamp in UTC (default: 24 hours ago)")
     window.add_argument("--days", type=float, help="window: this many days back from now")
+    report.add_argument("--data-docs", action="store_true", help="first run every flow's suite through Great Expectations on its target table and build its Data Docs (report.data_docs), which the report links")
     report.add_argument("--send", action="store_true", help="mail it to report.recipients (mappings/defaults.yaml) through the SMTP connection")
     report.set_defaults(func=cmd_report)
 

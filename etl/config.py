@@ -378,8 +378,8 @@ class ReportSettings(_Model):
     stale_after_intervals: float = Field(default=2.0, gt=0)
     #: Days of history in each flow's trend chart.
     trend_days: int = Field(default=14, ge=1, le=90)
-    #: Great Expectations Data Docs (a folder with index.html, relative to the repository or
-    #: absolute); the report links it when it exists.
+    #: Where Great Expectations Data Docs are built (a folder that gets index.html, relative to
+    #: the repository or absolute; GX's own project goes beside it); the report links it.
     data_docs: str | None = None
 
     @field_validator("recipients")

@@ -309,12 +309,29 @@ def send_data_quality_report(mappings_dir: str) -> dict[str, Any]:
 
     project = load_project(mappings_dir)
     with Connections() as connections:
+        _refresh_data_docs(project, connections)
         written = build_report(project, connections, Path(os.environ.get(REPORT_PATH_ENV) or DEFAULT_REPORT))
     log.info("%s: report written to %s", written.subject, written.path)
     sent = send_html(project.defaults.report, written.subject, written.html)
     if not sent:
         log.info("report not mailed: no recipients under report.recipients")
     return {"path": str(written.path), "subject": written.subject, "needs_action": written.needs_action, "sent_to": sent}
+
+
+def _refresh_data_docs(project: Project, connections: Any) -> None:
+    """Rebuild the GX Data Docs the report links; without them the report still goes out."""
+    from etl.data_docs import build_data_docs, data_docs_folder
+    from etl.report import utcnow
+
+    site = data_docs_folder(project)
+    if site is None:
+        return
+    try:
+        docs = build_data_docs(project, connections, site, utcnow())
+    except Exception:  # GX or a database: the report says less, but it still goes out
+        log.exception("Great Expectations Data Docs could not be built; the report goes out without them")
+        return
+    log.info("Data Docs written to %s", docs.index)
 
 
 WAREHOUSE_DAG_ID = "warehouse"

@@ -289,9 +289,10 @@ def _null(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
 
 
 def _unexpected_rows(t: Table, kw: dict[str, Any], p: Params, quoted_batch: str = "") -> ColumnElement[bool]:
-    # The query is the plant's own SQL (like a view): it must select the batch's rows, e.g.
-    # SELECT * FROM {batch} b WHERE NOT EXISTS (...). Rows are matched on their sequence number.
-    query = str(kw["unexpected_rows_query"]).replace("{batch}", quoted_batch)
+    # The query is the plant's own SQL (like a view) and must select the batch's rows, e.g.
+    # SELECT * FROM {batch} WHERE order_no NOT IN (...). {batch} becomes a subquery with an
+    # alias of its own, as GX substitutes it, so one query serves both. Rows match on _seq.
+    query = str(kw["unexpected_rows_query"]).replace("{batch}", f"(SELECT * FROM {quoted_batch}) AS subselect")
     rows = text(query).columns(column(SEQ)).subquery("unexpected")
     return t.c[SEQ].in_(select(rows.c[SEQ]))
 
