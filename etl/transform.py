@@ -9,6 +9,7 @@ decimals stay exact and integers stay integers.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -246,6 +247,9 @@ def _as_text(value: Any) -> str:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("is not valid UTF-8 text (mixed encodings in the source?)") from None
+    if isinstance(value, (dict, list)):
+        # A json/jsonb value as JSON text, never Python's repr.
+        return json.dumps(value, ensure_ascii=False, default=str)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, float) and value.is_integer():

@@ -66,7 +66,7 @@ class TestParsing:
         message = str(caught.value)
         assert message.startswith('expression "__import__(\'os\')": ')
         assert "function '__import__' is not allowed" in message
-        assert "allowed: coalesce, concat, lower, lpad" in message
+        assert "allowed: coalesce, concat, json_get, lower, lpad" in message
 
     @pytest.mark.parametrize(
         ("text", "complaint"),
