@@ -7,6 +7,9 @@ their parent by name; every value is checked exactly."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -363,3 +366,29 @@ def test_names_with_spaces_and_capitals_on_mariadb_and_a_dst_zone(plant: Plant) 
         "Order No=WO 3": "column Start UTC: 2026-03-29T02:30:00 does not exist in Europe/Berlin (clocks skip it)",
     }
     assert run_flow(project, flow.flow, plant.connections).record.counts.rows_loaded == 0
+
+
+def test_the_guide_commands_work_on_the_products(plant: Plant) -> None:
+    """docs/connecting-a-system.md, section 6: check, dry run, run, quarantine, from the shell."""
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_ERPNEXT_DB": plant.connections.url("erpnext_db").render_as_string(hide_password=False),
+        "AIRFLOW_CONN_ODOO_DB": plant.connections.url("odoo_db").render_as_string(hide_password=False),
+        "ETL_CONNECTIONS_FILE": "/nonexistent",
+    }
+
+    def etl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "etl", "--mappings", str(MAPPINGS), *args],
+                              cwd=MAPPINGS.parent.parent.parent, env=env, capture_output=True, text=True, timeout=300)
+
+    check = etl("check")
+    assert check.returncode == 0 and "4 flows, 2 crosswalks (2 lookups" in check.stdout, check.stderr
+    dry = etl("run", "erpnext_work_orders", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry_run" in dry.stdout
+    assert plant.rows(plant.odoo, "x_erpnext_work_order", "erp_name") == {}
+    real = etl("run", "erpnext_work_orders")
+    assert real.returncode == 0, real.stderr
+    waiting = etl("quarantine", "erpnext_work_orders")
+    assert "crosswalk 'odoo_product' has no MES code for 'FG-OLD-1' (column product_id)" in waiting.stdout
+    assert "1 row(s) waiting" in waiting.stdout
