@@ -279,9 +279,11 @@ class _Compiler:
         code = _text_of(value)
         mapped, _ = self.lookup(name, side, code)
         missing = and_(code.isnot(None), mapped.is_(None))
+        # As etl.transform shows it: text quoted, a number (an id) as written.
+        shown = func.quote_literal(code) if value.kind == "string" else code
         reason = (
             _lit_text(f"crosswalk {name!r} has no {side.upper()} code for ")
-            + func.quote_literal(code) + _lit_text(f" (column {spec.target})")
+            + shown + _lit_text(f" (column {spec.target})")
         )
         if side in self.crosswalks[name].whole_number_sides:
             # Surrogate ids from a lookup: every mapped code is an integer's text.

@@ -97,9 +97,16 @@ def _crosswalk(
     vals = list(values)
     reasons.add(
         missing,
-        lambda i: f"crosswalk {name!r} has no {side.upper()} code for {vals[i]!r} (column {spec.target})",
+        lambda i: f"crosswalk {name!r} has no {side.upper()} code for {_code_shown(vals[i])} (column {spec.target})",
     )
     return codes
+
+
+def _code_shown(code: Any) -> str:
+    """A code in a message: text quoted, a number (an id) as written."""
+    if isinstance(code, (int, Decimal)) and not isinstance(code, bool):
+        return format(code, "f") if isinstance(code, Decimal) else str(code)
+    return repr(code)
 
 
 def _convert_unit(

@@ -392,3 +392,27 @@ def test_the_guide_commands_work_on_the_products(plant: Plant) -> None:
     waiting = etl("quarantine", "erpnext_work_orders")
     assert "crosswalk 'odoo_product' has no MES code for 'FG-OLD-1' (column product_id)" in waiting.stdout
     assert "1 row(s) waiting" in waiting.stdout
+
+
+@pytest.mark.parametrize("path", ["sql", "python"])
+def test_both_paths_translate_ids_back_to_codes_alike(plant: Plant, path: str) -> None:
+    with plant.odoo.begin() as conn:
+        conn.execute(text("CREATE TABLE x_report_check (mo_name varchar(20) PRIMARY KEY, item_code varchar(20))"))
+    flow = Flow.model_validate({
+        "flow": "report_check", "direction": "mes_to_erp",
+        "source": {"connection": "odoo_db", "table": "mrp_production", "where_not": {"state": ["cancel", "draft"]}},
+        "target": {"connection": "odoo_db", "table": "x_report_check"}, "key": ["mo_name"], "load": {"transform": path},
+        "columns": [
+            {"target": "mo_name", "source": "name"},
+            {"target": "item_code", "source": "product_id", "crosswalk": "odoo_product"},
+        ],
+    })
+    project = Project(flows={flow.flow: flow}, defaults=Defaults(), mappings_dir=str(MAPPINGS))
+    assert run_flow(project, flow.flow, plant.connections).record.options["transform"] == path
+    assert plant.rows(plant.odoo, "x_report_check", "mo_name") == {
+        "WH/MO/00001": {"mo_name": "WH/MO/00001", "item_code": "FG-BOLT-M8"},
+        "WH/MO/00003": {"mo_name": "WH/MO/00003", "item_code": "FG-DUP"},
+    }
+    assert plant.waiting(plant.odoo, "report_check") == {
+        "name=WH/MO/00005": "crosswalk 'odoo_product' has no ERP code for 14 (column item_code)",
+    }
