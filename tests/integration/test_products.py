@@ -382,7 +382,7 @@ def test_the_guide_commands_work_on_the_products(plant: Plant) -> None:
                               cwd=MAPPINGS.parent.parent.parent, env=env, capture_output=True, text=True, timeout=300)
 
     check = etl("check")
-    assert check.returncode == 0 and "4 flows, 2 crosswalks (2 lookups" in check.stdout, check.stderr
+    assert check.returncode == 0 and "4 flows, 3 crosswalks (3 lookups" in check.stdout, check.stderr
     dry = etl("run", "erpnext_work_orders", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "dry_run" in dry.stdout
@@ -416,3 +416,14 @@ def test_both_paths_translate_ids_back_to_codes_alike(plant: Plant, path: str) -
     assert plant.waiting(plant.odoo, "report_check") == {
         "name=WH/MO/00005": "crosswalk 'odoo_product' has no ERP code for 14 (column item_code)",
     }
+
+
+def test_a_lookup_on_mariadb_keeps_text_badges_as_text(plant: Plant) -> None:
+    """Badge -> employee from ERPNext's tabEmployee: a lookup on the other database, with text
+    codes on both sides (a badge '0042' is not the number 42), and former employees left out."""
+    resolved, warnings = resolve_lookups(load_crosswalks(MAPPINGS / "crosswalks"), ["erpnext_employee"], plant.connections.engine)
+    employee = resolved["erpnext_employee"]
+    assert warnings == [] and employee.whole_number_sides == frozenset()
+    assert employee.lookup("0042", "erp") == ("HR-EMP-00001", Decimal(1))
+    assert employee.lookup("HR-EMP-00002", "mes") == ("0107", Decimal(1))
+    assert employee.lookup("0099", "erp") is None  # status Left

@@ -2,7 +2,7 @@
 
 ``build_erpnext`` and ``build_odoo`` create the tables (``*/schema.sql``) and the interface
 tables the flows write (``*/interface.sql``), then insert a fixed set of records that each show
-one thing an integration trips over (a draft and a cancelled work order, an item whose Odoo
+one thing an integration trips over (a draft and a cancelled work order, an employee who left, an item whose Odoo
 product is archived, a code shared by an archived and an active product, a unit spelled
 differently on each side), plus ``extra_orders`` random submitted or draft work orders drawn
 from a seeded generator. Datetimes are what each product stores: ERPNext naive Asia/Shanghai,
@@ -88,6 +88,16 @@ def build_erpnext(engine: Engine, extra_orders: int = 0, seed: int = 7) -> None:
         _frappe(code, at, item_code=code, item_name=name, item_group="Products", stock_uom=uom,
                 disabled=int(code == "FG-OLD-1"))
         for code, name, uom in ITEMS
+    ])
+    _insert(engine, "tabEmployee", [
+        _frappe(name, at, naming_series="HR-EMP-", first_name=first, employee_name=full, status=status,
+                company=COMPANY, department="Production - SPC", attendance_device_id=badge,
+                date_of_joining=datetime(2024, 3, 1).date())
+        for name, first, full, status, badge in [
+            ("HR-EMP-00001", "Wei", "Wang Wei", "Active", "0042"),
+            ("HR-EMP-00002", "Li", "Zhang Li", "Active", "0107"),
+            ("HR-EMP-00003", "Jun", "Liu Jun", "Left", "0099"),
+        ]
     ])
     orders = [
         _work_order("MFG-WO-2026-00001", "FG-BOLT-M8", "100", "Units", datetime(2026, 11, 20, 8, 0), 1, "Not Started", at),

@@ -182,3 +182,29 @@ CREATE TABLE `tabStock Entry Detail` (
   KEY `parent` (`parent`),
   KEY `modified` (`modified`)
 ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Employees: `attendance_device_id` holds the badge (biometric / RF tag id) that shop-floor
+-- systems know an operator by.
+CREATE TABLE `tabEmployee` (
+  `name` varchar(140) NOT NULL,
+  `creation` datetime(6) DEFAULT NULL,
+  `modified` datetime(6) DEFAULT NULL,
+  `modified_by` varchar(140) DEFAULT NULL,
+  `owner` varchar(140) DEFAULT NULL,
+  `docstatus` int(1) NOT NULL DEFAULT 0,
+  `idx` int(8) NOT NULL DEFAULT 0,
+  `naming_series` varchar(140) DEFAULT NULL,
+  `first_name` varchar(140) DEFAULT NULL,
+  `last_name` varchar(140) DEFAULT NULL,
+  `employee_name` varchar(140) DEFAULT NULL,
+  `status` varchar(140) DEFAULT 'Active',
+  `company` varchar(140) DEFAULT NULL,
+  `department` varchar(140) DEFAULT NULL,
+  `attendance_device_id` varchar(140) DEFAULT NULL,
+  `date_of_joining` date DEFAULT NULL,
+  `relieving_date` date DEFAULT NULL,
+  PRIMARY KEY (`name`),
+  UNIQUE KEY `attendance_device_id` (`attendance_device_id`),
+  KEY `status` (`status`),
+  KEY `modified` (`modified`)
+) ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
