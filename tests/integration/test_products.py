@@ -333,17 +333,21 @@ def test_a_lookup_on_a_missing_column_stops_the_run_naming_the_crosswalk(plant: 
 def test_names_with_spaces_and_capitals_on_mariadb_and_a_dst_zone(plant: Plant) -> None:
     """The same on MariaDB, source and target, with a plant in a zone that has summer time:
     naive Berlin times become naive UTC with the offset of their date; a time the clocks skip
-    waits in quarantine."""
+    waits in quarantine. MariaDB's JSON type (text underneath) is read by path too."""
     with plant.erpnext.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE `Work Order` (`Order No` varchar(20) PRIMARY KEY, `Item Code` varchar(20), "
-            "`Planned Start` datetime(6), `Last Change` datetime(6) NOT NULL)"
+            "`Planned Start` datetime(6), `Last Change` datetime(6) NOT NULL, `item_names` JSON)"
         )
-        conn.exec_driver_sql("CREATE TABLE `MES Order` (`Order No` varchar(20) PRIMARY KEY, `Product Id` int, `Start UTC` datetime(6))")
         conn.exec_driver_sql(
-            "INSERT INTO `Work Order` VALUES ('WO 1', 'FG-NUT-M8', '2026-07-01 08:00', '2026-11-20 08:00'), "
-            "('WO 2', 'FG-BOLT-M8', '2026-01-15 08:00', '2026-11-20 08:00'), "
-            "('WO 3', 'FG-BOLT-M8', '2026-03-29 02:30', '2026-11-20 08:00')"
+            "CREATE TABLE `MES Order` (`Order No` varchar(20) PRIMARY KEY, `Product Id` int, `Start UTC` datetime(6), "
+            "`Name ZH` varchar(40))"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO `Work Order` VALUES "
+            "('WO 1', 'FG-NUT-M8', '2026-07-01 08:00', '2026-11-20 08:00', '{\"en_US\": \"Nut\", \"zh_CN\": \"螺母\"}'), "
+            "('WO 2', 'FG-BOLT-M8', '2026-01-15 08:00', '2026-11-20 08:00', NULL), "
+            "('WO 3', 'FG-BOLT-M8', '2026-03-29 02:30', '2026-11-20 08:00', '{}')"
         )
     flow = Flow.model_validate({
         "flow": "spaced_mariadb", "direction": "erp_to_mes",
@@ -354,13 +358,14 @@ def test_names_with_spaces_and_capitals_on_mariadb_and_a_dst_zone(plant: Plant) 
             {"target": "Order No", "source": "Order No"},
             {"target": "Product Id", "source": "Item Code", "crosswalk": "odoo_product"},
             {"target": "Start UTC", "source": "Planned Start", "timezone": {"from": "Europe/Berlin", "to": "UTC"}},
+            {"target": "Name ZH", "expr": "json_get(item_names, 'zh_CN')"},
         ],
     })
     project = Project(flows={flow.flow: flow}, defaults=Defaults(), mappings_dir=str(MAPPINGS))
     run_flow(project, flow.flow, plant.connections)
     assert plant.rows(plant.erpnext, "MES Order", "Order No") == {
-        "WO 1": {"Order No": "WO 1", "Product Id": 12, "Start UTC": datetime(2026, 7, 1, 6, 0)},  # CEST, +2
-        "WO 2": {"Order No": "WO 2", "Product Id": 11, "Start UTC": datetime(2026, 1, 15, 7, 0)},  # CET, +1
+        "WO 1": {"Order No": "WO 1", "Product Id": 12, "Start UTC": datetime(2026, 7, 1, 6, 0), "Name ZH": "螺母"},  # CEST, +2
+        "WO 2": {"Order No": "WO 2", "Product Id": 11, "Start UTC": datetime(2026, 1, 15, 7, 0), "Name ZH": None},  # CET, +1
     }
     assert plant.waiting(plant.erpnext, "spaced_mariadb") == {
         "Order No=WO 3": "column Start UTC: 2026-03-29T02:30:00 does not exist in Europe/Berlin (clocks skip it)",
