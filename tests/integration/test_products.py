@@ -432,3 +432,49 @@ def test_a_lookup_on_mariadb_keeps_text_badges_as_text(plant: Plant) -> None:
     assert employee.lookup("0042", "erp") == ("HR-EMP-00001", Decimal(1))
     assert employee.lookup("HR-EMP-00002", "mes") == ("0107", Decimal(1))
     assert employee.lookup("0099", "erp") is None  # status Left
+
+
+def test_json_in_a_text_column_takes_the_python_path_on_postgresql(plant: Plant) -> None:
+    with plant.odoo.begin() as conn:
+        conn.execute(text("CREATE TABLE x_text_json (id integer PRIMARY KEY, names text)"))
+        conn.execute(text("CREATE TABLE x_text_json_copy (id integer PRIMARY KEY, name_zh varchar(20))"))
+        conn.execute(text("""INSERT INTO x_text_json VALUES (1, '{"zh_CN": "螺栓"}'), (2, 'not json'), (3, NULL)"""))
+    flow = _pg_flow("text_json", "x_text_json", "x_text_json_copy",
+                    [{"target": "id", "source": "id"}, {"target": "name_zh", "expr": "json_get(names, 'zh_CN')"}], ["id"])
+    project = Project(flows={flow.flow: flow}, defaults=Defaults(), mappings_dir=str(MAPPINGS))
+    run = run_flow(project, flow.flow, plant.connections)
+    assert run.record.options["transform"] == "python"  # no exact SQL twin for JSON held as text
+    assert plant.rows(plant.odoo, "x_text_json_copy", "id") == {1: {"id": 1, "name_zh": "螺栓"}, 3: {"id": 3, "name_zh": None}}
+    assert plant.waiting(plant.odoo, "text_json") == {
+        "id=2": "column name_zh: json_get(): \"not json\" is not valid JSON in expr \"json_get(names, 'zh_CN')\"",
+    }
+
+
+@pytest.mark.parametrize("path", ["sql", "python"])
+@pytest.mark.parametrize("json_type", ["jsonb", "json"])
+def test_json_paths_read_alike_on_both_paths(plant: Plant, path: str, json_type: str) -> None:
+    with plant.odoo.begin() as conn:
+        conn.execute(text(f"CREATE TABLE x_attrs (id integer PRIMARY KEY, attrs {json_type})"))
+        conn.execute(text("CREATE TABLE x_attrs_copy (id integer PRIMARY KEY, pitch varchar(20), ok varchar(10), second varchar(10))"))
+        conn.execute(text(
+            """INSERT INTO x_attrs VALUES (1, '{"size": {"pitch": 1.25, "list": [3, 4]}, "ok": true}'),
+               (2, '{"size": {"pitch": {"nested": 1}}}'), (3, '{"ok": null}'), (4, NULL)"""
+        ))
+    flow = _pg_flow("attrs", "x_attrs", "x_attrs_copy", [
+        {"target": "id", "source": "id"},
+        {"target": "pitch", "expr": "json_get(attrs, 'size', 'pitch')"},
+        {"target": "ok", "expr": "json_get(attrs, 'ok')"},
+        {"target": "second", "expr": "json_get(attrs, 'size', 'list', '1')"},
+    ], ["id"])
+    flow = flow.model_copy(update={"load": flow.load.model_copy(update={"transform": path})})
+    project = Project(flows={flow.flow: flow}, defaults=Defaults(), mappings_dir=str(MAPPINGS))
+    assert run_flow(project, flow.flow, plant.connections).record.options["transform"] == path
+    assert plant.rows(plant.odoo, "x_attrs_copy", "id") == {
+        1: {"id": 1, "pitch": "1.25", "ok": "true", "second": "4"},
+        3: {"id": 3, "pitch": None, "ok": None, "second": None},
+        4: {"id": 4, "pitch": None, "ok": None, "second": None},
+    }
+    assert plant.waiting(plant.odoo, "attrs") == {
+        "id=2": "column pitch: json_get(): the path leads to an object or array, not a value "
+                "in expr \"json_get(attrs, 'size', 'pitch')\"",
+    }
