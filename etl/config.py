@@ -570,6 +570,12 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> Project:
                     problems.append(
                         ConfigProblem(flow.file, f"columns[{i}].{where}", f"no crosswalk named {name!r}")
                     )
+                elif where == "convert_unit.crosswalk" and crosswalks[name].lookup_spec is not None:
+                    # A lookup pairs codes only; converting with it would silently keep the quantity.
+                    problems.append(ConfigProblem(
+                        flow.file, f"columns[{i}].{where}",
+                        f"crosswalk {name!r} is a lookup and has no unit factors; use a CSV crosswalk with a factor column",
+                    ))
 
     order, order_problems = _dependency_order(flows, rel_of, invalid)
     problems += order_problems

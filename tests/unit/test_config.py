@@ -524,3 +524,18 @@ def test_product_mappings_check_without_connecting() -> None:
         "erpnext_work_orders", "erpnext_work_order_items", "odoo_production_reports", "odoo_item_names",
     }
     assert project.flow("erpnext_work_orders").source.table == "tabWork Order"
+
+
+def test_convert_unit_refuses_a_lookup_crosswalk(mappings: Mappings) -> None:
+    (mappings.root / "crosswalks" / "odoo_uom.yaml").write_text(
+        "crosswalk: odoo_uom\nlookup: {connection: mes_db, table: uom_uom, erp: name, mes: id}\n", encoding="utf-8"
+    )
+    data = flow_dict()
+    data["columns"][2]["convert_unit"] = {"unit_column": "d", "crosswalk": "odoo_uom"}
+    mappings.write("x", data)
+    with pytest.raises(ConfigError) as info:
+        mappings.load()
+    assert [str(p) for p in info.value.problems] == [
+        "m/flows/x.yaml: columns[2].convert_unit.crosswalk: crosswalk 'odoo_uom' is a lookup and has no unit "
+        "factors; use a CSV crosswalk with a factor column"
+    ]
