@@ -32,10 +32,10 @@ from etl.config import (
     Identifier,
     Scalar,
     TableName,
-    closest_name,
     _Model,
-    problems_from_validation,
     check_connection_id,
+    closest_name,
+    problems_from_validation,
 )
 from etl.dialects import dialect_for
 from etl.dialects.base import exclude_filter, scope_filter
@@ -314,7 +314,6 @@ def load_crosswalks(directory: Path) -> dict[str, Crosswalk]:
     return result
 
 
-
 def _code_text(value: Any) -> str:
     """A code read from a lookup table as the text crosswalks compare: ``42`` for an integer id."""
     if isinstance(value, bool):
@@ -358,16 +357,21 @@ def read_lookup(crosswalk: Crosswalk, conn: Connection) -> tuple[Crosswalk, list
     table = _reflect_lookup_table(conn, crosswalk, spec)
     columns = spec.columns()
     stmt = select(*[table.c[c] for c in columns])
-    filters = [f for f in (scope_filter(table, dict(spec.where)), exclude_filter(table, dict(spec.where_not))) if f is not None]
-    if filters:
-        stmt = stmt.where(and_(*filters))
+    filters = [scope_filter(table, dict(spec.where)), exclude_filter(table, dict(spec.where_not))]
+    if any(f is not None for f in filters):
+        stmt = stmt.where(and_(*[f for f in filters if f is not None]))
     rows = conn.execute(stmt).all()
-    frame = pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(columns)}, columns=columns)
+    # Plain Python values (object dtype): an integer id stays an int, never a float.
+    frame = pd.DataFrame(
+        {c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(columns)}, columns=columns
+    )
     erp = parse_expression(spec.erp).evaluate(frame).values
     mes = parse_expression(spec.mes).evaluate(frame).values
     pairs = [(e, m) for e, m in zip(erp, mes) if e is not None and m is not None]
-    maps = {"mes": _one_way(((_code_text(e), _code_text(m)) for e, m in pairs)),
-            "erp": _one_way(((_code_text(m), _code_text(e)) for e, m in pairs))}
+    maps = {
+        "mes": _one_way((_code_text(e), _code_text(m)) for e, m in pairs),
+        "erp": _one_way((_code_text(m), _code_text(e)) for e, m in pairs),
+    }
     warnings = []
     for side, (_, ambiguous) in maps.items():
         if ambiguous:
