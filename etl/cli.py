@@ -81,7 +81,10 @@ def _project(args: argparse.Namespace) -> Project:
 def cmd_check(args: argparse.Namespace) -> int:
     project = _project(args)
     crosswalks = load_crosswalks(Path(args.mappings) / "crosswalks")
-    print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks, {len(project.reconciliations)} reconciliations in {args.mappings}")
+    lookups = sum(1 for c in crosswalks.values() if c.lookup_spec is not None)
+    read_later = f" ({lookups} lookups, read from their databases when a flow runs)" if lookups else ""
+    print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks{read_later}, "
+          f"{len(project.reconciliations)} reconciliations in {args.mappings}")
     for flow in project.flows.values():
         print(f"  {flow.flow:<20} {flow.direction:<11} {project.schedule_of(flow) or '-':<14} {flow.source.table} -> {flow.target.table}")
     return 0

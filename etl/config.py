@@ -63,6 +63,19 @@ def check_table_name(value: str) -> str:
     return value
 
 
+def check_connection_id(value: str) -> str:
+    """Return ``value`` if it is a connection id (``erp_db``), else raise ValueError."""
+    if not isinstance(value, str) or not _CONNECTION_ID.fullmatch(value):
+        raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
+    return value
+
+
+def closest_name(name: str, candidates: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or nothing."""
+    match = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def parse_duration(value: Any) -> timedelta:
     """Parse ``90s``, ``10m``, ``2h``, ``1d`` or a number of seconds into a timedelta."""
     if isinstance(value, timedelta):
@@ -93,15 +106,16 @@ class SourceSpec(_Model):
     table: TableName
     #: Equality / membership filters, e.g. ``{status: [REL, TECO]}``; values are bound parameters.
     where: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
+    #: Exclusions, e.g. ``{state: [cancel, draft]}``: rows holding one of these values are not
+    #: read. A NULL is not one of them, so such rows are read.
+    where_not: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
     #: Source column holding the plant code, so a run can be limited to some plants.
     plant_column: Identifier | None = None
 
     @field_validator("connection")
     @classmethod
     def _connection_id(cls, value: str) -> str:
-        if not _CONNECTION_ID.fullmatch(value):
-            raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
-        return value
+        return check_connection_id(value)
 
 
 class TargetSpec(SourceSpec):
@@ -353,6 +367,13 @@ class Flow(_Model):
             return spec.crosswalk.name, spec.crosswalk.to
         return spec.crosswalk, ("mes" if self.direction == "erp_to_mes" else "erp")
 
+    def crosswalks_used(self) -> set[str]:
+        """Names of every crosswalk a run of this flow may translate with."""
+        names = {name for col in self.columns for name, _ in _crosswalks_used(self, col)}
+        if self.direction == "mes_to_erp" and self.source.plant_column is not None:
+            names.add("plant")  # --plants are ERP codes, translated for an MES source
+        return names
+
     def unit_side(self) -> Side:
         return "mes" if self.direction == "erp_to_mes" else "erp"
 
@@ -541,7 +562,7 @@ def _unknown_key_message(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     return f"unknown key ({hint}expected one of: {', '.join(allowed)})"
 
 
-def _problems_from_validation(file: str, exc: ValidationError, model: type[BaseModel]) -> list[ConfigProblem]:
+def problems_from_validation(file: str, exc: ValidationError, model: type[BaseModel]) -> list[ConfigProblem]:
     problems = []
     for err in exc.errors():
         path = _loc_to_path(err["loc"])
@@ -638,7 +659,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
             try:
                 defaults = Defaults.model_validate(raw)
             except ValidationError as exc:
-                problems += _problems_from_validation(display_path(defaults_path), exc, Defaults)
+                problems += problems_from_validation(display_path(defaults_path), exc, Defaults)
 
     flows: dict[str, Flow] = {}
     rel_of: dict[str, str] = {}
@@ -661,7 +682,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         try:
             flow = Flow.model_validate({**_merge_defaults(raw, defaults), "file": rel})
         except ValidationError as exc:
-            problems += _problems_from_validation(rel, exc, Flow)
+            problems += problems_from_validation(rel, exc, Flow)
             invalid.add(str(raw.get("flow", path.stem)))
             continue
         if flow.flow in flows:
@@ -684,6 +705,12 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
                     problems.append(
                         ConfigProblem(flow.file, f"columns[{i}].{where}", f"no crosswalk named {name!r}")
                     )
+                elif where == "convert_unit.crosswalk" and crosswalks[name].lookup_spec is not None:
+                    # A lookup pairs codes only; converting with it would silently keep the quantity.
+                    problems.append(ConfigProblem(
+                        flow.file, f"columns[{i}].{where}",
+                        f"crosswalk {name!r} is a lookup and has no unit factors; use a CSV crosswalk with a factor column",
+                    ))
 
     suites_dir = Path(expectations_dir) if expectations_dir is not None else base.parent / "expectations"
     for flow in flows.values():
@@ -722,7 +749,7 @@ def _load_reconciliations(path: Path) -> tuple[list[BusinessReconciliation], lis
     try:
         return ReconciliationFile.model_validate(raw or {}).reconciliations, []
     except ValidationError as exc:
-        return [], _problems_from_validation(rel, exc, ReconciliationFile)
+        return [], problems_from_validation(rel, exc, ReconciliationFile)
 
 
 def _crosswalks_used(flow: Flow, col: ColumnSpec) -> list[tuple[str, str]]:

@@ -5,21 +5,42 @@ A crosswalk is a table of pairs (CSV columns ``erp,mes`` plus optional ``factor`
 rebuild the other side), or both: the table wins where it knows a code, the rule covers the
 rest. One definition serves both directions. A ``factor`` turns a quantity in the ERP unit into
 the MES unit (KG -> g: 1000); going back divides by it.
+
+A crosswalk can also be a ``lookup``: its pairs are read from a table on one of the databases
+(a product table's ``default_code`` and ``id``, a unit's name and id), at the start of each run
+that uses it, once, and serve both directions for that run. :func:`load_crosswalks` only checks
+its definition (``python -m etl check`` connects to nothing); :func:`resolve_lookups` reads it.
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from pydantic import Field, ValidationError, field_validator
+from sqlalchemy import Connection, Engine, MetaData, Table, and_, select
+from sqlalchemy.exc import NoSuchTableError
 
-from etl.errors import ConfigError, ConfigProblem, display_path
+from etl.config import (
+    Identifier,
+    Scalar,
+    TableName,
+    _Model,
+    check_connection_id,
+    closest_name,
+    problems_from_validation,
+)
+from etl.dialects import dialect_for
+from etl.dialects.base import exclude_filter, scope_filter
+from etl.errors import ConfigError, ConfigProblem, CrosswalkNotLoaded, SchemaDriftError, display_path
+from etl.expressions import ExpressionError, parse_expression
 
 SIDES = ("erp", "mes")
 _FORMAT_FIELD = re.compile(r"\{(\w+)\}")
@@ -41,6 +62,40 @@ class RuleSide:
         return _FORMAT_FIELD.sub(lambda m: groups[m.group(1)], self.format)
 
 
+class LookupSpec(_Model):
+    """Where a lookup crosswalk reads its pairs: one table on one connection.
+
+    ``erp`` and ``mes`` are expressions over the table's columns (usually a column name, or
+    e.g. ``json_get(name, 'en_US')``); ``where`` / ``where_not`` filter the rows like a flow's
+    source (values bound), e.g. ``{active: true}`` to leave archived duplicates out.
+    """
+
+    connection: str
+    table: TableName
+    erp: str
+    mes: str
+    where: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
+    where_not: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+    @field_validator("connection")
+    @classmethod
+    def _connection_id(cls, value: str) -> str:
+        return check_connection_id(value)
+
+    @field_validator("erp", "mes")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        try:
+            parse_expression(value)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def columns(self) -> list[str]:
+        """The table's columns the lookup reads, in a stable order."""
+        return sorted(parse_expression(self.erp).columns | parse_expression(self.mes).columns)
+
+
 @dataclass(frozen=True)
 class Crosswalk:
     """Code translation in both directions; ``to_mes[code] = (mes_code, factor)``."""
@@ -49,9 +104,22 @@ class Crosswalk:
     to_mes: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     to_erp: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
     rule: dict[str, RuleSide] | None = None
+    #: Set for a lookup crosswalk: its pairs come from this table, read by resolve_lookups.
+    lookup_spec: LookupSpec | None = None
+    #: False for a lookup not read yet; translating with it then raises CrosswalkNotLoaded.
+    loaded: bool = True
+    #: Sides whose codes are all whole numbers (surrogate ids): they arrive as integers.
+    whole_number_sides: frozenset[str] = frozenset()
+    #: File the crosswalk is defined in, for messages.
+    file: str = ""
 
     def lookup(self, code: Any, to: str) -> tuple[str, Decimal] | None:
         """The counterpart of ``code`` on side ``to`` and the quantity factor, or None."""
+        if not self.loaded:
+            raise CrosswalkNotLoaded(
+                f"{self.file}: crosswalk {self.name!r} is a lookup and has not been read from "
+                f"{self.lookup_spec.connection if self.lookup_spec else '?'} (resolve_lookups)"
+            )
         if code is None or (isinstance(code, float) and code != code):
             return None
         code = str(code)
@@ -174,15 +242,18 @@ def _load_yaml_crosswalk(path: Path, problems: list[ConfigProblem]) -> tuple[Cro
     if not isinstance(raw, dict):
         problems.append(ConfigProblem(rel, "", "expected a mapping"))
         return None, None
-    unknown = set(raw) - {"crosswalk", "description", "table", "rule"}
+    unknown = set(raw) - {"crosswalk", "description", "table", "rule", "lookup"}
     for key in sorted(unknown):
-        problems.append(ConfigProblem(rel, key, "unknown key"))
+        hint = closest_name(str(key), ["crosswalk", "description", "table", "rule", "lookup"])
+        problems.append(ConfigProblem(rel, str(key), f"unknown key{hint}"))
     name = raw.get("crosswalk")
     if name != path.stem:
         problems.append(ConfigProblem(rel, "crosswalk", f"must be {path.stem!r}, the file's name"))
         return None, None
+    if "lookup" in raw:
+        return _lookup_crosswalk(name, raw, rel, problems), None
     if "table" not in raw and "rule" not in raw:
-        problems.append(ConfigProblem(rel, "", "needs a table, a rule, or both"))
+        problems.append(ConfigProblem(rel, "", "needs a table, a rule, a lookup, or a table and a rule"))
         return None, None
     to_mes: dict = {}
     to_erp: dict = {}
@@ -195,6 +266,24 @@ def _load_yaml_crosswalk(path: Path, problems: list[ConfigProblem]) -> tuple[Cro
             to_mes, to_erp = _read_table(table_path, display_path(table_path), problems)
     rule = _read_rule(raw["rule"], rel, problems) if "rule" in raw else None
     return Crosswalk(name, to_mes, to_erp, rule), table_path
+
+
+def _lookup_crosswalk(name: str, raw: dict[str, Any], rel: str, problems: list[ConfigProblem]) -> Crosswalk | None:
+    """A lookup crosswalk's definition, checked without connecting; its pairs come at run time."""
+    for other in ("table", "rule"):
+        if other in raw:
+            problems.append(ConfigProblem(rel, other, "a lookup crosswalk takes its pairs from the lookup; remove this key"))
+    if not isinstance(raw["lookup"], dict):
+        problems.append(ConfigProblem(rel, "lookup", "expected a mapping (connection, table, erp, mes, where)"))
+        return None
+    try:
+        spec = LookupSpec.model_validate(raw["lookup"])
+    except ValidationError as exc:
+        for problem in problems_from_validation(rel, exc, LookupSpec):
+            path = f"lookup.{problem.path}" if problem.path else "lookup"
+            problems.append(replace(problem, path=path))
+        return None
+    return Crosswalk(name, lookup_spec=spec, loaded=False, file=rel)
 
 
 def load_crosswalks(directory: Path) -> dict[str, Crosswalk]:
@@ -224,3 +313,113 @@ def load_crosswalks(directory: Path) -> dict[str, Crosswalk]:
         raise ConfigError(problems)
     return result
 
+
+def _code_text(value: Any) -> str:
+    """A code read from a lookup table as the text crosswalks compare: ``42`` for an integer id."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def _is_whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _reflect_lookup_table(conn: Connection, crosswalk: Crosswalk, spec: LookupSpec) -> Table:
+    schema, _, name = spec.table.rpartition(".")
+    where = f"{crosswalk.file}: lookup of crosswalk {crosswalk.name!r} on {spec.connection}"
+    try:
+        table = Table(name, MetaData(), schema=schema or None, autoload_with=conn)
+    except NoSuchTableError:
+        raise SchemaDriftError(f"{where}: table {spec.table!r} does not exist") from None
+    known = list(table.columns.keys())
+    missing = [c for c in spec.columns() + list(spec.where) + list(spec.where_not) if c not in known]
+    if missing:
+        raise SchemaDriftError(
+            f"{where}: " + "; ".join(f"column {spec.table}.{c} not found{closest_name(c, known)}" for c in missing)
+        )
+    return table
+
+
+def read_lookup(crosswalk: Crosswalk, conn: Connection) -> tuple[Crosswalk, list[str]]:
+    """Read a lookup crosswalk's pairs through ``conn``; returns the loaded crosswalk and warnings.
+
+    Rows with NULL on either side, or whose expression fails, are left out. A code that the
+    rows pair with two different counterparts is ambiguous: it is left out of that direction,
+    so rows holding it wait in quarantine, and a warning names it.
+    """
+    spec = crosswalk.lookup_spec
+    assert spec is not None
+    table = _reflect_lookup_table(conn, crosswalk, spec)
+    columns = spec.columns()
+    stmt = select(*[table.c[c] for c in columns])
+    filters = [scope_filter(table, dict(spec.where)), exclude_filter(table, dict(spec.where_not))]
+    if any(f is not None for f in filters):
+        stmt = stmt.where(and_(*[f for f in filters if f is not None]))
+    rows = conn.execute(stmt).all()
+    # Plain Python values (object dtype): an integer id stays an int, never a float.
+    frame = pd.DataFrame(
+        {c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(columns)}, columns=columns
+    )
+    erp = parse_expression(spec.erp).evaluate(frame).values
+    mes = parse_expression(spec.mes).evaluate(frame).values
+    pairs = [(e, m) for e, m in zip(erp, mes) if e is not None and m is not None]
+    maps = {
+        "mes": _one_way((_code_text(e), _code_text(m)) for e, m in pairs),
+        "erp": _one_way((_code_text(m), _code_text(e)) for e, m in pairs),
+    }
+    warnings = []
+    for side, (_, ambiguous) in maps.items():
+        if ambiguous:
+            shown = ", ".join(repr(c) for c in sorted(ambiguous)[:5]) + (" ..." if len(ambiguous) > 5 else "")
+            other = "ERP" if side == "mes" else "MES"
+            warnings.append(
+                f"crosswalk {crosswalk.name!r}: {len(ambiguous)} {other} code(s) match more than one row of "
+                f"{spec.table} ({shown}); rows with them wait in quarantine (narrow the lookup's where)"
+            )
+    whole = frozenset(
+        side for side, values in (("erp", [e for e, _ in pairs]), ("mes", [m for _, m in pairs]))
+        if values and all(_is_whole_number(v) for v in values)
+    )
+    loaded = replace(
+        crosswalk, to_mes=maps["mes"][0], to_erp=maps["erp"][0], loaded=True, whole_number_sides=whole,
+    )
+    return loaded, warnings
+
+
+def _one_way(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, tuple[str, Decimal]], set[str]]:
+    mapping: dict[str, tuple[str, Decimal]] = {}
+    ambiguous: set[str] = set()
+    for code, counterpart in pairs:
+        known = mapping.get(code)
+        if known is not None and known[0] != counterpart:
+            ambiguous.add(code)
+        mapping[code] = (counterpart, Decimal(1))
+    for code in ambiguous:
+        del mapping[code]
+    return mapping, ambiguous
+
+
+def resolve_lookups(
+    crosswalks: dict[str, Crosswalk], names: Iterable[str], engine_for: Callable[[str], Engine],
+) -> tuple[dict[str, Crosswalk], list[str]]:
+    """A copy of ``crosswalks`` with the lookups among ``names`` read from their databases, each
+    once, in a read-only transaction; plus warnings. The caller's dictionary is left as it was,
+    so the next run reads the lookup afresh."""
+    resolved = dict(crosswalks)
+    warnings: list[str] = []
+    for name in sorted(set(names)):
+        crosswalk = resolved.get(name)
+        if crosswalk is None or crosswalk.loaded or crosswalk.lookup_spec is None:
+            continue
+        with engine_for(crosswalk.lookup_spec.connection).connect() as conn:
+            conn.begin()
+            dialect_for(conn).begin_read(conn)
+            resolved[name], found = read_lookup(crosswalk, conn)
+            conn.rollback()
+        warnings += found
+    return resolved, warnings

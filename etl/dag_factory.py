@@ -191,6 +191,8 @@ def flow_doc(flow: Flow, schedule: str | None) -> str:
     source = f"`{flow.source.connection}` · `{flow.source.table}`"
     if flow.source.where:
         source += f" where {_filter_text(flow.source.where)}"
+    if flow.source.where_not:
+        source += f" except {_filter_text(flow.source.where_not)}"
     if flow.source.plant_column:
         source += f" (plant column `{flow.source.plant_column}`)"
     lines = [

@@ -42,6 +42,10 @@ class ConfigError(EtlError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class CrosswalkNotLoaded(EtlError):
+    """A lookup crosswalk was used before its pairs were read from its database."""
+
+
 class SchemaDriftError(EtlError):
     """A mapped column or table does not exist in the database (renamed or dropped upstream)."""
 

@@ -7,6 +7,7 @@ A column mapping may derive its value from source columns::
     expr: "lpad(step_no, 4, '0')"
     expr: "upper(trim(batch))"
     expr: "coalesce(lot_no, '')"
+    expr: "json_get(name, 'zh_CN')"
 
 The text is parsed with :mod:`ast` and only these forms are accepted: column
 names (plain identifiers), text and number literals, ``+ - * /``, unary ``-``
@@ -50,6 +51,7 @@ Row errors
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import (
@@ -502,6 +504,50 @@ def _coalesce(ctx: _Context, args: list[Value]) -> Value:
     return result
 
 
+def _json_document(value: object) -> object:
+    """The parsed document of a JSON cell: drivers hand PostgreSQL json/jsonb over already
+    parsed; MariaDB's JSON (a LONGTEXT) and text columns arrive as text."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8")
+    if not isinstance(value, str):
+        return value
+    try:
+        # Decimal keeps a number's digits as written, as PostgreSQL's ->> prints them.
+        return json.loads(value, parse_float=Decimal)
+    except ValueError:
+        raise _RowError(f"json_get(): {_quote(value[:40])} is not valid JSON") from None
+
+
+def _json_text(leaf: object) -> str | None:
+    """A JSON leaf as text, the way PostgreSQL's ``#>>`` prints it."""
+    if leaf is None:
+        return None
+    if isinstance(leaf, bool):
+        return "true" if leaf else "false"
+    if isinstance(leaf, (dict, list)):
+        raise _RowError("json_get(): the path leads to an object or array, not a value")
+    return _to_text(leaf)
+
+
+def _json_get_cell(value: object, path: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    node = _json_document(value)
+    for key in path:
+        if isinstance(node, dict):
+            node = node.get(key)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return None
+    return _json_text(node)
+
+
+def _json_get(ctx: _Context, args: list[Value]) -> Value:
+    path = tuple(str(arg) for arg in args[1:])
+    return _elementwise(ctx, lambda v: _json_get_cell(v, path), args[0])
+
+
 def _round_cell(value: object, exponent: Decimal) -> Decimal | None:
     if value is None:
         return None
@@ -531,6 +577,10 @@ def _whole_number(low: int, high: int | None) -> Callable[[object], bool]:
 
 def _one_character(value: object) -> bool:
     return isinstance(value, str) and len(value) == 1
+
+
+def _path_key(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 100
 
 
 @dataclass(frozen=True)
@@ -582,6 +632,13 @@ FUNCTIONS: dict[str, Function] = {
         {1: _LiteralParam("ndigits", "a whole number from 0 to 20", _whole_number(0, 20))},
     ),
     "str": Function("str(value)", 1, 1, _text),
+    "json_get": Function(
+        "json_get(value, key, ...)",
+        2,
+        9,
+        _json_get,
+        {i: _LiteralParam("key", "a text literal such as 'zh_CN'", _path_key) for i in range(1, 9)},
+    ),
     "string": Function("string(value)", 1, 1, _text),
 }
 """The whitelist. NULL semantics per function:
@@ -603,8 +660,15 @@ FUNCTIONS: dict[str, Function] = {
   rounded half away from zero (floats are read through their repr, so
   ``round(2.675, 2)`` is ``2.68``); NULL stays NULL; text is a row error.
 - ``str``/``string(value)``: the value's text; NULL stays NULL.
+- ``json_get(value, key, ...)``: the text at a path of keys in a JSON document
+  (PostgreSQL json/jsonb, MariaDB JSON, or text holding JSON), e.g. a translated
+  name ``json_get(name, 'zh_CN')`` or ``json_get(attrs, 'size', 'width')``; a
+  digit key indexes an array. Text values come unquoted, numbers as written,
+  booleans as ``true``/``false``. NULL when the value is NULL or the path is
+  absent or JSON ``null``; a row error when the text is not JSON or the path
+  ends at an object or array.
 
-``width``, ``fill``, ``start``, ``length`` and ``ndigits`` must be literals.
+``width``, ``fill``, ``start``, ``length``, ``ndigits`` and the keys of ``json_get`` must be literals.
 """
 
 _ALLOWED_FUNCTIONS = ", ".join(sorted(FUNCTIONS))
@@ -811,6 +875,8 @@ class _Builder:
         self.check_arity(name, function, len(node.args))
         args = tuple(self.build(arg, depth + 1) for arg in node.args)
         for position, param in function.literals.items():
+            if position >= len(args):
+                continue
             built = args[position]
             if not (isinstance(built, _Literal) and param.accepts(built.value)):
                 raise self.fail(

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Connection, Select, Table, and_, func, select
 
 from etl.config import Flow
-from etl.dialects.base import scope_filter
+from etl.dialects.base import exclude_filter, scope_filter
 from etl.watermark import CursorValue, Window, window_filter
 
 
@@ -47,6 +47,9 @@ class TableSource:
         scoped = scope_filter(self.table, dict(self.flow.source.where))
         if scoped is not None:
             clauses.append(scoped)
+        excluded = exclude_filter(self.table, dict(self.flow.source.where_not))
+        if excluded is not None:
+            clauses.append(excluded)
         if self.plants and self.flow.source.plant_column:
             clauses.append(self.table.c[self.flow.source.plant_column].in_(self.plants))
         return clauses

@@ -44,6 +44,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -190,6 +191,8 @@ class _Compiler:
             padded = func.lpad(body, width, fill) if name == "lpad" else func.rpad(body, width, fill)
             # SQL's lpad cuts longer text to the width; ours never cuts.
             return Value(case((func.char_length(body) >= width, body), else_=padded), "string", head.failures)
+        if name == "json_get":
+            return self._json_get(self.expression(nodes[0], spec), [str(k) for k in literal_args], spec)
         args = [self.expression(n, spec) for n in nodes]
         failures = [f for a in args for f in a.failures]
         if name == "concat":
@@ -210,6 +213,22 @@ class _Compiler:
                 raise Unsupported("coalesce of values of different kinds")
             return Value(func.coalesce(*[a.sql for a in args]), kinds.pop(), failures)
         raise Unsupported(f"function {name}")
+
+    def _json_get(self, document: Value, keys: list[str], spec: ColumnSpec) -> Value:
+        """``#>>`` on a json/jsonb column; JSON held in a text column is parsed in Python only."""
+        if document.kind != "json":
+            raise Unsupported(f"json_get on a {document.kind} value (only json/jsonb columns have a SQL twin)")
+        binary = isinstance(document.sql.type, postgresql.JSONB)
+        path = [_lit_text(k) for k in keys]
+        extract, extract_text, typeof = (
+            (func.jsonb_extract_path, func.jsonb_extract_path_text, func.jsonb_typeof) if binary
+            else (func.json_extract_path, func.json_extract_path_text, func.json_typeof)
+        )
+        nested = typeof(extract(document.sql, *path)).in_(["object", "array"])
+        reason = _lit_text(
+            f"column {spec.target}: json_get(): the path leads to an object or array, not a value in expr {spec.expr!r}"
+        )
+        return Value(extract_text(document.sql, *path), "string", document.failures + [(nested, reason)])
 
     def column(self, spec: ColumnSpec) -> Value:
         """The target value of one column and its failures, mirroring etl.transform step by step."""
@@ -260,10 +279,15 @@ class _Compiler:
         code = _text_of(value)
         mapped, _ = self.lookup(name, side, code)
         missing = and_(code.isnot(None), mapped.is_(None))
+        # As etl.transform shows it: text quoted, a number (an id) as written.
+        shown = func.quote_literal(code) if value.kind == "string" else code
         reason = (
             _lit_text(f"crosswalk {name!r} has no {side.upper()} code for ")
-            + func.quote_literal(code) + _lit_text(f" (column {spec.target})")
+            + shown + _lit_text(f" (column {spec.target})")
         )
+        if side in self.crosswalks[name].whole_number_sides:
+            # Surrogate ids from a lookup: every mapped code is an integer's text.
+            return Value(cast(mapped, BigInteger), "integer", value.failures + [(missing, reason)])
         return Value(mapped, "string", value.failures + [(missing, reason)])
 
     def _convert_unit(self, spec: ColumnSpec, value: Value) -> Value:

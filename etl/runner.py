@@ -33,7 +33,7 @@ from etl import ledger, pushdown, quarantine, reconciliation, state, validation
 from etl import watermark as wm
 from etl.config import Flow, Project
 from etl.connections import Connections
-from etl.crosswalk import Crosswalk, load_crosswalks
+from etl.crosswalk import Crosswalk, load_crosswalks, resolve_lookups
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
 from etl.errors import (
@@ -141,6 +141,10 @@ def run_flow(
         enter("connect")
         target_engine = connections.engine(flow.target.connection)
         source_engine = connections.engine(flow.source.connection)
+        if any(not crosswalks[n].loaded for n in flow.crosswalks_used() if n in crosswalks):
+            enter("read_lookups")  # once per run, fresh: the lookup's table may have changed
+            crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
+            result.warnings += found
         with target_engine.begin() as conn:
             ensure_pipeline_tables(conn)
         with source_engine.connect() as sconn, target_engine.connect() as tconn:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import NoSuchTableError
 from etl.config import Flow
 from etl.errors import SchemaDriftError
 
-Kind = Literal["string", "integer", "decimal", "float", "timestamp", "date", "boolean", "other"]
+Kind = Literal["string", "integer", "decimal", "float", "timestamp", "date", "boolean", "json", "other"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class ColumnType:
 
 def column_type(sqltype: types.TypeEngine, nullable: bool = True) -> ColumnType:
     """Classify a reflected SQLAlchemy type."""
+    if isinstance(sqltype, types.JSON):
+        return ColumnType("json", nullable=nullable)
     if isinstance(sqltype, types.Boolean):
         return ColumnType("boolean", nullable=nullable)
     if isinstance(sqltype, types.DateTime):
@@ -97,7 +99,8 @@ def check_flow_schema(flow: Flow, source: Table, target: Table) -> SchemaReport:
             problems.append(
                 f"target column {target.name}.{col.target} not found{_closest(col.target, target_cols)}"
             )
-    for name in list(flow.source.where) + ([flow.source.plant_column] if flow.source.plant_column else []):
+    filters = list(flow.source.where) + list(flow.source.where_not)
+    for name in filters + ([flow.source.plant_column] if flow.source.plant_column else []):
         if name not in source_cols:
             problems.append(f"source filter column {source.name}.{name} not found{_closest(name, source_cols)}")
     if flow.deletes.column and flow.deletes.column not in target_cols:

@@ -9,6 +9,7 @@ decimals stay exact and integers stay integers.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -96,9 +97,16 @@ def _crosswalk(
     vals = list(values)
     reasons.add(
         missing,
-        lambda i: f"crosswalk {name!r} has no {side.upper()} code for {vals[i]!r} (column {spec.target})",
+        lambda i: f"crosswalk {name!r} has no {side.upper()} code for {_code_shown(vals[i])} (column {spec.target})",
     )
     return codes
+
+
+def _code_shown(code: Any) -> str:
+    """A code in a message: text quoted, a number (an id) as written."""
+    if isinstance(code, (int, Decimal)) and not isinstance(code, bool):
+        return format(code, "f") if isinstance(code, Decimal) else str(code)
+    return repr(code)
 
 
 def _convert_unit(
@@ -246,6 +254,9 @@ def _as_text(value: Any) -> str:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("is not valid UTF-8 text (mixed encodings in the source?)") from None
+    if isinstance(value, (dict, list)):
+        # A json/jsonb value as JSON text, never Python's repr.
+        return json.dumps(value, ensure_ascii=False, default=str)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, float) and value.is_integer():

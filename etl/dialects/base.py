@@ -53,6 +53,17 @@ def scope_filter(table: Table, scope: dict[str, Scalar | list[Scalar]]) -> Any:
     return and_(*clauses) if clauses else None
 
 
+def exclude_filter(table: Table, excluded: dict[str, Scalar | list[Scalar]]) -> Any:
+    """``(col IS NULL OR col NOT IN (values))`` for each entry: rows holding an excluded value
+    are left out, rows with NULL are kept (plain NOT IN would drop them too)."""
+    clauses = []
+    for name, value in excluded.items():
+        column = table.c[name]
+        values = value if isinstance(value, list) else [value]
+        clauses.append(or_(column.is_(None), column.not_in(values)))
+    return and_(*clauses) if clauses else None
+
+
 class Dialect:
     """Portable implementation; subclasses replace the parts their database does better."""
 

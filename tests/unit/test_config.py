@@ -557,3 +557,54 @@ def test_reconciliations_yaml_is_validated_with_file_and_key_paths(mappings: Map
 def test_without_reconciliations_yaml_there_are_none(mappings: Mappings) -> None:
     mappings.write("x", flow_dict())
     assert mappings.load().reconciliations == []
+
+
+def test_where_not_parsed_with_bound_values(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(source={"connection": "erp_db", "table": "src", "where_not": {"state": ["cancel", "draft"]}}))
+    assert dict(mappings.load().flow("x").source.where_not) == {"state": ["cancel", "draft"]}
+
+
+def test_where_not_column_checked_as_an_identifier(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(source={"connection": "erp_db", "table": "src", "where_not": {"state; --": "x"}}))
+    with pytest.raises(ConfigError) as info:
+        mappings.load()
+    assert any(p.path.startswith("source.where_not") for p in info.value.problems)
+
+
+def test_flow_using_an_unknown_lookup_crosswalk_is_located(mappings: Mappings) -> None:
+    data = flow_dict()
+    data["columns"][1]["crosswalk"] = "odoo_product"
+    mappings.write("x", data)
+    with pytest.raises(ConfigError) as info:
+        mappings.load()
+    assert [str(p) for p in info.value.problems] == ["m/flows/x.yaml: columns[1].crosswalk: no crosswalk named 'odoo_product'"]
+
+
+def test_crosswalks_used_by_a_flow() -> None:
+    data = flow_dict(direction="mes_to_erp", source={"connection": "mes_db", "table": "src", "plant_column": "d"})
+    data["columns"][1]["crosswalk"] = "odoo_product"
+    data["columns"][2]["convert_unit"] = {"unit_column": "d"}
+    assert Flow.model_validate(data).crosswalks_used() == {"odoo_product", "unit", "plant"}
+
+
+def test_product_mappings_check_without_connecting() -> None:
+    project = load_project(Path(__file__).resolve().parent.parent / "products" / "mappings")
+    assert set(project.flows) == {
+        "erpnext_work_orders", "erpnext_work_order_items", "odoo_production_reports", "odoo_item_names",
+    }
+    assert project.flow("erpnext_work_orders").source.table == "tabWork Order"
+
+
+def test_convert_unit_refuses_a_lookup_crosswalk(mappings: Mappings) -> None:
+    (mappings.root / "crosswalks" / "odoo_uom.yaml").write_text(
+        "crosswalk: odoo_uom\nlookup: {connection: mes_db, table: uom_uom, erp: name, mes: id}\n", encoding="utf-8"
+    )
+    data = flow_dict()
+    data["columns"][2]["convert_unit"] = {"unit_column": "d", "crosswalk": "odoo_uom"}
+    mappings.write("x", data)
+    with pytest.raises(ConfigError) as info:
+        mappings.load()
+    assert [str(p) for p in info.value.problems] == [
+        "m/flows/x.yaml: columns[2].convert_unit.crosswalk: crosswalk 'odoo_uom' is a lookup and has no unit "
+        "factors; use a CSV crosswalk with a factor column"
+    ]

@@ -11,7 +11,7 @@ import pytest
 
 from etl.config import DEFAULT_MAPPINGS
 from etl.crosswalk import Crosswalk, load_crosswalks
-from etl.errors import ConfigError, ConfigProblem
+from etl.errors import ConfigError, ConfigProblem, CrosswalkNotLoaded
 
 REPO_CROSSWALKS = DEFAULT_MAPPINGS / "crosswalks"
 
@@ -313,3 +313,82 @@ def test_round_trip_rules(real: dict[str, Crosswalk], name: str, erp: str) -> No
     mes, _ = real[name].lookup(erp, "mes")
     assert mes != erp
     assert real[name].lookup(mes, "erp") == (erp, Decimal(1))
+
+
+# --- lookups ----------------------------------------------------------------------------------
+
+PRODUCT_LOOKUP = """\
+crosswalk: odoo_product
+lookup:
+  connection: odoo_db
+  table: product_product
+  erp: default_code
+  mes: id
+  where: {active: true}
+  where_not: {default_code: [TEST]}
+"""
+
+
+def test_lookup_definition_is_checked_without_connecting(folder: Path) -> None:
+    write(folder, odoo_product__yaml=PRODUCT_LOOKUP)
+    crosswalk = load_crosswalks(folder)["odoo_product"]
+    assert not crosswalk.loaded
+    assert crosswalk.lookup_spec is not None
+    assert crosswalk.lookup_spec.columns() == ["default_code", "id"]
+    assert dict(crosswalk.lookup_spec.where) == {"active": True}
+
+
+def test_lookup_not_read_refuses_to_translate(folder: Path) -> None:
+    write(folder, odoo_product__yaml=PRODUCT_LOOKUP)
+    crosswalk = load_crosswalks(folder)["odoo_product"]
+    with pytest.raises(CrosswalkNotLoaded, match="xw/odoo_product.yaml: crosswalk 'odoo_product' is a lookup"):
+        crosswalk.lookup("FG-1", "mes")
+
+
+def test_lookup_sides_may_be_expressions(folder: Path) -> None:
+    write(folder, odoo_uom__yaml=(
+        "crosswalk: odoo_uom\n"
+        "lookup: {connection: odoo_db, table: uom_uom, erp: \"lower(json_get(name, 'en_US'))\", mes: id}\n"
+    ))
+    assert load_crosswalks(folder)["odoo_uom"].lookup_spec.columns() == ["id", "name"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("lookup", "expected"),
+    [
+        ("{connection: Odoo-DB, table: t, erp: a, mes: b}", "lookup.connection: 'Odoo-DB' is not a connection id"),
+        ("{connection: odoo_db, table: 't; drop table x', erp: a, mes: b}", "lookup.table: 't; drop table x' is not a valid identifier"),
+        ("{connection: odoo_db, table: t, erp: 'a.b', mes: b}", "lookup.erp: expression \"a.b\": attribute access"),
+        ("{connection: odoo_db, table: t, erp: a}", "lookup.mes: required key is missing"),
+        ("{connection: odoo_db, table: t, erp: a, mes: b, wher: {x: 1}}", "lookup.wher: unknown key (did you mean 'where'?"),
+        ("{connection: odoo_db, table: t, erp: a, mes: b, where: {'a;b': 1}}", "lookup.where.a;b"),
+        ("{connection: odoo_db, table: t, erp: a, mes: b, where_not: {state: {x: 1}}}", "lookup.where_not.state"),
+        ("[odoo_db, t]", "lookup: expected a mapping"),
+    ],
+)
+def test_bad_lookup_named_by_file_and_key(folder: Path, lookup: str, expected: str) -> None:
+    write(folder, odoo_product__yaml=f"crosswalk: odoo_product\nlookup: {lookup}\n")
+    messages = messages_of(folder)
+    assert any(m.startswith(f"xw/odoo_product.yaml: {expected}") for m in messages), messages
+
+
+def test_lookup_cannot_be_combined_with_a_table_or_rule(folder: Path) -> None:
+    write(folder, odoo_product__yaml=PRODUCT_LOOKUP + "table: odoo_product.csv\n")
+    assert messages_of(folder) == [
+        "xw/odoo_product.yaml: table: a lookup crosswalk takes its pairs from the lookup; remove this key"
+    ]
+
+
+def test_misspelt_top_level_key_suggests_lookup(folder: Path) -> None:
+    write(folder, odoo_product__yaml=PRODUCT_LOOKUP.replace("lookup:", "lokup:"))
+    messages = messages_of(folder)
+    assert "xw/odoo_product.yaml: lokup: unknown key (did you mean 'lookup'?)" in messages
+
+
+def test_loaded_lookup_translates_integer_ids_both_ways() -> None:
+    crosswalk = Crosswalk(
+        "odoo_product", to_mes={"FG-1": ("11", Decimal(1))}, to_erp={"11": ("FG-1", Decimal(1))},
+        whole_number_sides=frozenset({"mes"}),
+    )
+    assert crosswalk.lookup("FG-1", "mes") == ("11", Decimal(1))
+    assert crosswalk.lookup(11, "erp") == ("FG-1", Decimal(1))

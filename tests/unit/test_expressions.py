@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import numpy as np
@@ -66,7 +67,7 @@ class TestParsing:
         message = str(caught.value)
         assert message.startswith('expression "__import__(\'os\')": ')
         assert "function '__import__' is not allowed" in message
-        assert "allowed: coalesce, concat, lower, lpad" in message
+        assert "allowed: coalesce, concat, json_get, lower, lpad" in message
 
     @pytest.mark.parametrize(
         ("text", "complaint"),
@@ -496,3 +497,54 @@ class TestSpeed:
         result = parse_expression(text).evaluate(big_frame)
         assert len(result.values) == SPEED_ROWS
         assert result.errors.isna().all()
+
+
+class TestJsonGet:
+    """json_get reads a value by path from PostgreSQL json/jsonb (a dict from the driver),
+    MariaDB JSON and text columns (text), and bytes."""
+
+    @pytest.fixture
+    def names(self) -> pd.DataFrame:
+        return pd.DataFrame({"name": pd.Series([
+            {"en_US": "Bolt", "zh_CN": "螺栓"},
+            '{"en_US": "Nut", "zh_CN": "螺母", "size": {"d": 8, "pitch": 1.25, "ok": true, "list": [3, 4]}}',
+            '{"zh_CN": "垫圈"}'.encode(),
+            None,
+            "{not json",
+        ], dtype=object)})
+
+    def test_translated_name_by_language(self, names: pd.DataFrame) -> None:
+        result = parse_expression("json_get(name, 'zh_CN')").evaluate(names)
+        assert list(result.values) == ["螺栓", "螺母", "垫圈", None, None]
+        assert list(result.errors)[:4] == [None, None, None, None]
+        assert result.errors.iloc[4] == 'json_get(): "{not json" is not valid JSON'
+
+    def test_missing_key_is_null(self, names: pd.DataFrame) -> None:
+        assert parse_expression("json_get(name, 'de_DE')").evaluate(names.iloc[:3]).values.tolist() == [None, None, None]
+
+    def test_nested_path_numbers_as_written_booleans_and_array_index(self, names: pd.DataFrame) -> None:
+        row = names.iloc[[1]]
+        assert parse_expression("json_get(name, 'size', 'd')").evaluate(row).values.iloc[0] == "8"
+        assert parse_expression("json_get(name, 'size', 'pitch')").evaluate(row).values.iloc[0] == "1.25"
+        assert parse_expression("json_get(name, 'size', 'ok')").evaluate(row).values.iloc[0] == "true"
+        assert parse_expression("json_get(name, 'size', 'list', '1')").evaluate(row).values.iloc[0] == "4"
+
+    def test_path_ending_at_an_object_is_a_row_error(self, names: pd.DataFrame) -> None:
+        result = parse_expression("json_get(name, 'size')").evaluate(names.iloc[[1]])
+        assert result.values.iloc[0] is None
+        assert result.errors.iloc[0] == "json_get(): the path leads to an object or array, not a value"
+
+    def test_composes_with_other_functions(self, names: pd.DataFrame) -> None:
+        assert parse_expression("upper(json_get(name, 'en_US'))").evaluate(names.iloc[:1]).values.iloc[0] == "BOLT"
+
+    @pytest.mark.parametrize(
+        ("text", "complaint"),
+        [
+            ("json_get(name)", "json_get() takes 2 to 9 arguments"),
+            ("json_get(name, lang)", "json_get() key must be a text literal such as 'zh_CN', got 'lang'"),
+            ("json_get(name, 1)", "json_get() key must be a text literal"),
+        ],
+    )
+    def test_keys_must_be_text_literals(self, text: str, complaint: str) -> None:
+        with pytest.raises(ExpressionError, match=re.escape(complaint)):
+            parse_expression(text)

@@ -419,3 +419,28 @@ def test_real_flow_production_orders(crosswalks: dict[str, Crosswalk]) -> None:
         "unit": "g", "planned_start_utc": datetime(2026, 3, 1, 0), "planned_end_utc": datetime(2026, 3, 1, 8),
         "status": "READY", "is_deleted": False, SOURCE_KEY: "order_no=1000456",
     }
+
+
+def test_lookup_ids_arrive_as_integers_and_a_miss_names_the_lookup() -> None:
+    lookups = {"odoo_product": Crosswalk(
+        "odoo_product", to_mes={"FG-1": ("11", Decimal(1))}, to_erp={"11": ("FG-1", Decimal(1))},
+        whole_number_sides=frozenset({"mes"}),
+    )}
+    result = run(
+        lookups, frame(k=[1, 2], item=["FG-1", "FG-OLD"]),
+        [{"target": "k", "source": "k"}, {"target": "product_id", "source": "item", "crosswalk": "odoo_product"}],
+        {"product_id": ColumnType("integer")},
+    )
+    assert result.rows["product_id"].tolist() == [11] and type(result.rows["product_id"].iloc[0]) is int
+    (reject,) = result.rejects
+    assert reject.reason == "crosswalk 'odoo_product' has no MES code for 'FG-OLD' (column product_id)"
+    back = run(
+        lookups, frame(k=[1], product_id=[11]),
+        [{"target": "k", "source": "k"}, {"target": "item", "source": "product_id", "crosswalk": "odoo_product"}],
+        {"item": ColumnType("string", length=20)}, direction="mes_to_erp",
+    )
+    assert back.rows["item"].tolist() == ["FG-1"]
+
+
+def test_json_value_into_a_text_column_is_json_text() -> None:
+    assert coerce_value({"en_US": "Bolt", "zh_CN": "螺栓"}, ColumnType("string")) == '{"en_US": "Bolt", "zh_CN": "螺栓"}'
