@@ -36,7 +36,7 @@ from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
 from etl.errors import EtlError, FlowBusy, SchemaDriftError, SourceUnavailable, StepFailed
 from etl.extract import TableSource, frame_from_rows
-from etl.load import ParentCheck, resolve_duplicates
+from etl.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
 from etl.pipeline_tables import ensure_pipeline_tables
 from etl.schema import ColumnType, check_flow_schema, column_type, has_unique_key, reflect_table
 from etl.transform import Reject, is_null, transform
@@ -222,10 +222,11 @@ def _run(
     result.new_source_columns = report.new_source_columns
     if report.new_source_columns:
         log.info("flow %s: source columns not mapped: %s", flow.flow, ", ".join(report.new_source_columns))
-    if not has_unique_key(tconn, target_table, flow.key):
+    if flow.load.match == "unique_key" and not has_unique_key(tconn, target_table, flow.key):
         raise SchemaDriftError(
             f"{flow.file}: flow {flow.flow!r}: target {flow.target.table} has no primary key or unique "
-            f"index on ({', '.join(flow.key)}); upserts by natural key need one"
+            f"index on ({', '.join(flow.key)}); upserts by natural key need one, or set "
+            "load.match: natural_key"
         )
     parent_tables = {p.table: reflect_table(tconn, p.table, role="parent", flow=flow) for p in flow.parents}
     types = _target_types(target_table)
@@ -246,7 +247,7 @@ def _run(
         run.window_to = None if window.upper is None else str(window.upper)
 
     enter("stage")
-    staging = dialect.create_staging(tconn, target_table, columns, flow.flow)
+    staging = dialect.create_staging(tconn, target_table, columns + insert_only_columns(flow), flow.flow)
     now = clock()
     empty_source = window is not None and window.upper is None and not window.include_null
     sql_path = pushdown.unsupported_reason(
@@ -301,7 +302,7 @@ def _run(
         run.counts.rows_new_in_quarantine += counts.new
 
     enter("merge")
-    loaded = dialect.merge(tconn, staging, target_table, flow.key, columns, flow.load.mode)
+    loaded = merge_rows(tconn, dialect, flow, staging, target_table, columns)
     run.counts.rows_loaded = loaded
     # Staged rows not written were equal to the target's, or identical copies of another row.
     run.counts.rows_unchanged = max(seq - len(conflicts) - loaded, 0)

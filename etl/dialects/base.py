@@ -134,6 +134,32 @@ class Dialect:
         written += conn.execute(target.insert().from_select(columns, missing)).rowcount or 0
         return written
 
+    def merge_by_natural_key(
+        self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str],
+        mode: LoadMode, insert_only: list[str] | None = None,
+    ) -> int:
+        """Write staging into a target that has no unique index on ``key``; returns rows
+        inserted or changed.
+
+        One UPDATE ... FROM staging for rows whose key exists and whose values differ, then one
+        INSERT ... SELECT for keys the target lacks. Without a unique index nothing in the
+        database stops a second writer from inserting the same key in between: the flow's lock,
+        held for the whole run, does. ``insert_only`` columns (a document number) are written
+        with new rows and never updated. Columns the target generates are simply not listed.
+        """
+        stg = staging.c
+        nonkey = [c for c in columns if c not in key]
+        match = and_(*[target.c[k] == stg[k] for k in key])
+        written = 0
+        if mode != "append" and nonkey:
+            differs = or_(*[target.c[c].is_distinct_from(stg[c]) for c in nonkey])
+            changed = update(target).where(match, differs).values({c: stg[c] for c in nonkey})
+            written += conn.execute(changed).rowcount or 0
+        inserted = columns + list(insert_only or [])
+        missing = select(*[stg[c] for c in inserted]).where(not_(exists(select(1).select_from(target).where(match))))
+        written += conn.execute(target.insert().from_select(inserted, missing)).rowcount or 0
+        return written
+
     def delete_missing(
         self, conn: Connection, target: Table, keys: Table, key: list[str],
         scope: dict[str, Any], action: str, column: str | None, value: Any,
