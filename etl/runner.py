@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ from etl.connections import Connections
 from etl.crosswalk import Crosswalk, load_crosswalks
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
+from etl.documents import DocumentLines
 from etl.errors import EtlError, FlowBusy, SchemaDriftError, SourceUnavailable, StepFailed
 from etl.extract import TableSource, frame_from_rows
 from etl.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
@@ -209,6 +211,16 @@ def _run(
     options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
     enter: Callable[[str], None],
 ) -> None:
+    # Connections a step opens beside sconn/tconn (a flow's lines reader) close however the run ends.
+    with ExitStack() as cleanup:
+        _run_steps(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter, cleanup)
+
+
+def _run_steps(
+    flow: Flow, project: Project, sconn: Connection, tconn: Connection, crosswalks: dict[str, Crosswalk],
+    options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
+    enter: Callable[[str], None], cleanup: ExitStack,
+) -> None:
     dialect = dialect_for(tconn)
     enter("lock")
     if not dialect.try_lock(tconn, flow.flow):
@@ -229,6 +241,10 @@ def _run(
             "load.match: natural_key"
         )
     parent_tables = {p.table: reflect_table(tconn, p.table, role="parent", flow=flow) for p in flow.parents}
+    lines = None
+    if flow.lines is not None:
+        lines = DocumentLines(flow, sconn, tconn, dialect, target_table, crosswalks)
+        cleanup.callback(lines.close_reader)
     types = _target_types(target_table)
     columns = [c.target for c in flow.columns]
 
@@ -283,7 +299,7 @@ def _run(
         for number, frame in enumerate(chunks):
             enter("stage_chunk" if number else "stage_first_chunk")
             run.counts.rows_read += len(frame)
-            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now, lines)
 
         enter("retry_quarantine")
         for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size):
@@ -291,7 +307,7 @@ def _run(
             cols = flow.source_columns()
             frame = frame_from_rows([[p.get(c) for c in cols] for p in payloads], cols)
             run.counts.rows_retried += len(frame)
-            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
+            seq = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now, lines)
 
     enter("resolve_duplicates")
     conflicts = resolve_duplicates(tconn, staging, flow.key, columns, retried=run.counts.rows_retried > 0)
@@ -306,6 +322,10 @@ def _run(
     run.counts.rows_loaded = loaded
     # Staged rows not written were equal to the target's, or identical copies of another row.
     run.counts.rows_unchanged = max(seq - len(conflicts) - loaded, 0)
+    if lines is not None:
+        # Lines written count as loaded rows; unchanged counts documents.
+        run.counts.rows_loaded += lines.merge(tconn, staging)
+        lines.drop_staging(tconn)
     run.counts.rows_released = quarantine.release_loaded(tconn, flow.flow, run.run_id, staging, now)
 
     enter("deletes")
@@ -359,7 +379,7 @@ def _source_plants(
 def _stage_frame(
     frame: pd.DataFrame, flow: Flow, crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
     parents: ParentCheck, dialect: Dialect, tconn: Connection, staging: Table, seq: int, retry: bool,
-    run: ledger.RunRecord, now: datetime,
+    run: ledger.RunRecord, now: datetime, lines: DocumentLines | None = None,
 ) -> int:
     """Transform one chunk, quarantine what fails, stage the rest; returns the next sequence number."""
     frame = frame.reset_index(drop=True)
@@ -373,6 +393,13 @@ def _stage_frame(
                 payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
                 rejects.append(Reject(rows.at[label, SOURCE_KEY], payload, reason))
             rows = rows.drop(index=list(missing))
+    if lines is not None:
+        # A document whose lines fail waits whole, as its header's source row.
+        failed = lines.stage_for(tconn, frame, rows)
+        for label, reason in failed.items():
+            payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
+            rejects.append(Reject(rows.at[label, SOURCE_KEY], payload, reason))
+        rows = rows.drop(index=list(failed))
     if rejects:
         counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now)
         run.counts.rows_quarantined += counts.touched

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,9 @@ CREATE TABLE if_goods_movement (
   posting_key VARCHAR(80) PRIMARY KEY, order_no VARCHAR(20) NOT NULL, material_no VARCHAR(20) NOT NULL,
   movement_type VARCHAR(3) NOT NULL, quantity NUMERIC(12,3) NOT NULL)
 """
+
+
+T = datetime(2026, 11, 20, 8, 0)
 
 
 @dataclass
@@ -147,3 +152,34 @@ def make_site(request: pytest.FixtureRequest, kind: str) -> Iterator[Site]:
     site.create(site.source, SOURCE)
     yield site
     connections.dispose()
+
+
+def write_orders(site: Site, rows: list[tuple[str, str, str]], at: datetime = T) -> None:
+    """Write MES orders (order_no, material_no, quantity), replacing rows of the same number."""
+    site.write(site.source, "mes_order", [
+        {"order_no": o, "material_no": m, "quantity": Decimal(q), "updated_at": at} for o, m, q in rows
+    ], replace_on="order_no")
+
+
+def odoo_order_flow(**load: Any) -> dict[str, Any]:
+    """MES orders into Odoo's mrp_production: id generated, named from ir_sequence, keyed on origin."""
+    return {
+        "flow": "odoo_orders",
+        "source": {"connection": "mes_db", "table": "mes_order"},
+        "target": {
+            "connection": "erp_db", "table": "mrp_production", "generated_key": "id",
+            "document_number": {
+                "column": "name", "format": "WH/MO/{n:05d}",
+                "sequence": {"table": "ir_sequence", "key": {"code": "mrp.production"}, "counter": "number_next"},
+            },
+        },
+        "key": ["origin"],
+        "cursor": {"column": "updated_at"},
+        "load": {"match": "natural_key", **load},
+        "columns": [
+            {"target": "origin", "source": "order_no"},
+            {"target": "product_ref", "source": "material_no"},
+            {"target": "product_qty", "source": "quantity"},
+            {"target": "state", "value": "confirmed"},
+        ],
+    }
