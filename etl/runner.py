@@ -28,7 +28,7 @@ import pandas as pd
 from sqlalchemy import Connection, Table, false, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from etl import ledger, pushdown, quarantine, state
+from etl import ledger, postings, pushdown, quarantine, state
 from etl import watermark as wm
 from etl.config import Flow, Project
 from etl.connections import Connections
@@ -317,11 +317,17 @@ def _run_steps(
         run.counts.rows_quarantined += counts.touched
         run.counts.rows_new_in_quarantine += counts.new
 
+    deltas = postings.apply_deltas(tconn, flow, staging, target_table)
+    if deltas.rejects:
+        counts = quarantine.record(tconn, flow.flow, run.run_id, deltas.rejects, now, quarantine.TARGET_PAYLOAD)
+        run.counts.rows_quarantined += counts.touched
+        run.counts.rows_new_in_quarantine += counts.new
+
     enter("merge")
     loaded = merge_rows(tconn, dialect, flow, staging, target_table, columns)
     run.counts.rows_loaded = loaded
     # Staged rows not written were equal to the target's, or identical copies of another row.
-    run.counts.rows_unchanged = max(seq - len(conflicts) - loaded, 0)
+    run.counts.rows_unchanged = max(seq - len(conflicts) - len(deltas.rejects) - loaded, 0)
     if lines is not None:
         # Lines written count as loaded rows; unchanged counts documents.
         run.counts.rows_loaded += lines.merge(tconn, staging)
