@@ -119,12 +119,22 @@ class SequenceRow(_Model):
 
 
 class DocumentNumber(_Model):
-    """A target column filled, for new rows only, from the product's own number series."""
+    """A target column filled, for new rows only, from the product's own number series: a
+    counter row (``sequence``) or a database sequence (``database_sequence``), exactly one."""
 
     column: Identifier
-    sequence: SequenceRow
+    sequence: SequenceRow | None = None
+    #: A sequence object of the target database (Odoo's ``ir_sequence_NNN`` for series with
+    #: implementation "standard"); PostgreSQL, MariaDB and SQL Server.
+    database_sequence: TableName | None = None
     #: Python format with ``n``, the allocated number: ``WH/MO/{n:05d}``.
     format: str = "{n}"
+
+    @model_validator(mode="after")
+    def _one_series(self) -> DocumentNumber:
+        if (self.sequence is None) == (self.database_sequence is None):
+            raise ValueError("give exactly one of sequence (a counter row) or database_sequence")
+        return self
 
     @field_validator("format")
     @classmethod

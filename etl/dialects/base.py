@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 
 from etl.config import Scalar
+from etl.errors import EtlError
 from etl.pipeline_tables import SOURCE_KEY_LENGTH
 
 SEQ = "_seq"
@@ -42,6 +43,12 @@ def lock_key(flow: str) -> int:
     """A stable signed 64-bit number for ``flow``, for database advisory locks."""
     digest = hashlib.sha256(f"erp-mes-sync:{flow}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def quoted_name(conn: Connection, name: str) -> str:
+    """``name`` or ``schema.name`` quoted for this database (parts already checked by config)."""
+    quote = conn.dialect.identifier_preparer.quote
+    return ".".join(quote(part) for part in name.split("."))
 
 
 def scope_filter(table: Table, scope: dict[str, Scalar | list[Scalar]]) -> Any:
@@ -159,6 +166,10 @@ class Dialect:
         missing = select(*[stg[c] for c in inserted]).where(not_(exists(select(1).select_from(target).where(match))))
         written += conn.execute(target.insert().from_select(inserted, missing)).rowcount or 0
         return written
+
+    def next_values(self, conn: Connection, sequence: str, count: int) -> list[int]:
+        """Draw ``count`` values from the database sequence ``sequence`` (``name`` or ``schema.name``)."""
+        raise EtlError(f"database sequences are not available on {conn.dialect.name}; use a counter row (sequence:)")
 
     def delete_missing(
         self, conn: Connection, target: Table, keys: Table, key: list[str],

@@ -123,3 +123,34 @@ def test_erpnext_document_number_is_the_primary_key_and_the_counter_holds_the_la
     assert site.scalar('SELECT current FROM "tabSeries"') == 43
     assert site.run("erpnext_receipts", full_refresh=True).record.counts.rows_loaded == 0
     assert site.scalar('SELECT current FROM "tabSeries"') == 43
+
+
+@pytest.mark.parametrize("site", ["postgresql", "mariadb"], indirect=True)
+def test_a_database_sequence_numbers_new_rows_once(site: Site) -> None:
+    # Odoo's "standard" series draw from a sequence object, not from ir_sequence.number_next.
+    site.create(site.target, ODOO)
+    site.execute(site.target, ["CREATE SEQUENCE ir_sequence_001 START WITH 20"])
+    flow = odoo_order_flow()
+    flow["target"]["document_number"] = {"column": "name", "database_sequence": "ir_sequence_001", "format": "WH/MO/{n:05d}"}
+    site.add(flow)
+    write_orders(site, [("WO-1", "M-1", "5"), ("WO-2", "M-2", "7")])
+    site.run("odoo_orders")
+    site.run("odoo_orders", full_refresh=True)
+    write_orders(site, [("WO-3", "M-3", "1")], at=datetime(2026, 11, 20, 9, 0))
+    site.run("odoo_orders")
+    assert [(r["origin"], r["name"]) for r in site.rows("mrp_production", "id")] == [
+        ("WO-1", "WH/MO/00020"), ("WO-2", "WH/MO/00021"), ("WO-3", "WH/MO/00022"),
+    ]
+
+
+@pytest.mark.parametrize("site", ["sqlite"], indirect=True)
+def test_a_database_sequence_where_the_database_has_none_stops_the_run(site: Site) -> None:
+    site.create(site.target, ODOO)
+    flow = odoo_order_flow()
+    flow["target"]["document_number"] = {"column": "name", "database_sequence": "ir_sequence_001"}
+    site.add(flow)
+    write_orders(site, [("WO-1", "M-1", "5")])
+    with pytest.raises(StepFailed) as failed:
+        site.run("odoo_orders")
+    assert "database sequences are not available on sqlite" in str(failed.value)
+    assert site.rows("mrp_production", "id") == []

@@ -148,3 +148,16 @@ def test_load_match_is_checked(mappings: Mappings) -> None:
     mappings.write("x", flow_dict(load={"match": "natual_key"}))
     (problem,) = mappings.problems()
     assert problem.path == "load.match" and "'unique_key' or 'natural_key'" in problem.message
+
+
+@pytest.mark.parametrize("series", [{}, {"database_sequence": "ir_sequence_001"}])
+def test_document_number_needs_exactly_one_series(mappings: Mappings, series: dict[str, Any]) -> None:
+    data = _product_flow()
+    number = data["target"]["document_number"]
+    if not series:
+        del number["sequence"]
+    number.update(series)
+    mappings.write("x", data)
+    assert mappings.messages() == [
+        f"{FILE}: target.document_number: give exactly one of sequence (a counter row) or database_sequence"
+    ]

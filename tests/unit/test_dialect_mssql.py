@@ -192,3 +192,22 @@ def test_natural_key_merge_in_append_mode_only_inserts() -> None:
     MSSQLDialect().merge_by_natural_key(conn, staging, target, ["k"], ["k", "v"], "append")  # type: ignore[arg-type]
     (inserted,) = conn.statements
     assert inserted.startswith("INSERT INTO t (k, v) SELECT")
+
+
+def test_database_sequence_values_are_drawn_with_next_value_for() -> None:
+    drawn = iter([7, 8])
+
+    class Sequenced(_Recording):
+        def execute(self, statement, params=None):  # noqa: ANN001, ANN202
+            super().execute(statement, params)
+
+            class Result:
+                @staticmethod
+                def scalar_one() -> int:
+                    return next(drawn)
+
+            return Result()
+
+    conn = Sequenced()
+    assert MSSQLDialect().next_values(conn, "dbo.Order Numbers", 2) == [7, 8]  # type: ignore[arg-type]
+    assert conn.statements == ["SELECT NEXT VALUE FOR dbo.[Order Numbers]"] * 2
