@@ -333,6 +333,9 @@ class LinesSpec(_Model):
     #: Natural key of a line within its document, as target column names.
     key: list[Identifier] = Field(min_length=1)
     columns: list[ColumnSpec] = Field(min_length=1)
+    #: Target lines of a document this run loads whose key the source no longer has: keep
+    #: them, or delete them (for products whose lines may be deleted while the document is a draft).
+    missing: Literal["keep", "delete"] = "keep"
 
     @model_validator(mode="after")
     def _consistent(self) -> LinesSpec:

@@ -162,8 +162,9 @@ class DocumentLines:
                 match = tuple_(*[stg[self.header_keys[k]] for k in keys]).in_(batch)
             conn.execute(delete(self.staging).where(match))
 
-    def merge(self, conn: Connection, header_staging: Table) -> int:
-        """Merge the staged lines of the headers still staged; returns lines inserted or changed."""
+    def merge(self, conn: Connection, header_staging: Table) -> tuple[int, int]:
+        """Merge the staged lines of the headers still staged; returns (lines inserted or
+        changed, lines deleted because the source no longer has them)."""
         stg = self.staging.c
         hdr = header_staging.c
         same_header = and_(*[hdr[k] == stg[name] for k, name in self.header_keys.items()])
@@ -179,7 +180,22 @@ class DocumentLines:
         conn.execute(update(self.staging).values({self.spec.target.header_id_column: header_id}))
         key = [self.spec.target.header_id_column, *self.spec.key]
         mode = "append" if self.flow.load.mode == "append" else "upsert"
-        return self.dialect.merge_by_natural_key(conn, self.staging, self.target, key, self.columns, mode)
+        written = self.dialect.merge_by_natural_key(conn, self.staging, self.target, key, self.columns, mode)
+        deleted = self._delete_missing(conn, header_staging, key) if self.spec.missing == "delete" else 0
+        return written, deleted
+
+    def _delete_missing(self, conn: Connection, header_staging: Table, key: list[str]) -> int:
+        """Delete target lines of this run's documents whose key no staged line has."""
+        target = self.header_target
+        generated = self.flow.target.generated_key
+        assert generated is not None
+        documents = select(target.c[generated]).select_from(
+            target.join(header_staging, and_(*[target.c[k] == header_staging.c[k] for k in self.flow.key]))
+        )
+        lines = self.target.c
+        staged = exists(select(1).select_from(self.staging).where(and_(*[self.staging.c[k] == lines[k] for k in key])))
+        stmt = delete(self.target).where(lines[self.spec.target.header_id_column].in_(documents), not_(staged))
+        return conn.execute(stmt).rowcount or 0
 
     def drop_staging(self, conn: Connection) -> None:
         self.dialect.drop_staging(conn, self.staging)

@@ -330,7 +330,9 @@ def _run_steps(
     run.counts.rows_unchanged = max(seq - len(conflicts) - len(deltas.rejects) - loaded, 0)
     if lines is not None:
         # Lines written count as loaded rows; unchanged counts documents.
-        run.counts.rows_loaded += lines.merge(tconn, staging)
+        written, removed = lines.merge(tconn, staging)
+        run.counts.rows_loaded += written
+        run.counts.rows_deleted += removed
         lines.drop_staging(tconn)
     run.counts.rows_released = quarantine.release_loaded(tconn, flow.flow, run.run_id, staging, now)
 

@@ -196,3 +196,22 @@ def test_erpnext_lines_point_at_the_document_name(site: Site) -> None:
     assert key == "order_no=WO-2" and "item_code is NULL" in reason
     assert site.run("erpnext_receipts", full_refresh=True).record.counts.rows_loaded == 0
     assert site.scalar('SELECT current FROM "tabSeries"') == 42
+
+
+def test_lines_gone_from_the_source_are_kept_or_deleted_as_configured(site: Site) -> None:
+    site.create(site.target, ODOO)
+    flow = _odoo_with_lines()
+    site.add(flow)
+    write_orders(site, [("WO-1", "FG-1", "5"), ("WO-2", "FG-2", "1")])
+    _components(site, [("WO-1", 10, "M-A", "1", "pcs"), ("WO-1", 20, "M-B", "2", "pcs"), ("WO-2", 10, "M-A", "1", "pcs")])
+    site.run("odoo_orders")
+    site.execute(site.source, ["DELETE FROM mes_order_component WHERE order_no = 'WO-1' AND item_no = 20"])
+
+    kept = site.run("odoo_orders", full_refresh=True)
+    assert kept.record.counts.rows_deleted == 0 and len(_moves(site)) == 3
+
+    flow["lines"]["missing"] = "delete"
+    site.add(flow)
+    removed = site.run("odoo_orders", full_refresh=True)
+    assert removed.record.counts.rows_deleted == 1
+    assert [(m[1], m[2]) for m in _moves(site)] == [(1, 10), (2, 10)]
