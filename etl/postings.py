@@ -82,7 +82,7 @@ def apply_deltas(conn: Connection, flow: Flow, staging: Table, target: Table) ->
         group = tuple(row[g] for g in delta.group_by)
         cumulative = row[spec.target]
         total = running.get(group) or 0
-        difference = None if cumulative is None else cumulative - total
+        difference = None if cumulative is None else _minus(cumulative, total)
         if difference is None or difference == 0:
             dropped.append(row[SEQ])
             outcome.unchanged += 1
@@ -95,6 +95,13 @@ def apply_deltas(conn: Connection, flow: Flow, staging: Table, target: Table) ->
         postings.append({"b_seq": row[SEQ], "b_value": difference})
     _rewrite(conn, staging, spec.target, postings, dropped)
     return outcome
+
+
+def _minus(cumulative: Any, total: Any) -> Any:
+    """``cumulative - total``, exact for decimals; a float column on either side makes it float."""
+    if isinstance(cumulative, float) or isinstance(total, float):
+        return float(cumulative) - float(total)
+    return cumulative - total
 
 
 def _reason(delta: DeltaSpec, spec: ColumnSpec, group: tuple[Any, ...], total: Any, cumulative: Any) -> str:

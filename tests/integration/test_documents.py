@@ -101,7 +101,8 @@ def test_lines_are_updated_in_place_and_a_fixed_document_leaves_quarantine(site:
         "UPDATE mes_order_component SET quantity = 7 WHERE order_no = 'WO-1' AND item_no = 20",
         "UPDATE mes_order_component SET unit = 'pcs' WHERE order_no = 'WO-2' AND item_no = 20",
     ])
-    write_orders(site, [("WO-1", "FG-1", "5")], at=LATER)  # the header's cursor moves with its lines
+    # The header's cursor moves with its lines; WO-2 is read afresh and retried from quarantine.
+    write_orders(site, [("WO-1", "FG-1", "5"), ("WO-2", "FG-2", "1")], at=LATER)
 
     fixed = site.run("odoo_orders")
     assert fixed.record.counts.rows_released == 1 and _waiting(site) == []
@@ -215,3 +216,12 @@ def test_lines_gone_from_the_source_are_kept_or_deleted_as_configured(site: Site
     removed = site.run("odoo_orders", full_refresh=True)
     assert removed.record.counts.rows_deleted == 1
     assert [(m[1], m[2]) for m in _moves(site)] == [(1, 10), (2, 10)]
+
+
+def test_a_document_without_lines_loads_its_header(site: Site) -> None:
+    site.create(site.target, ODOO)
+    site.add(_odoo_with_lines())
+    write_orders(site, [("WO-1", "FG-1", "5")])
+    result = site.run("odoo_orders")
+    assert result.record.counts.rows_loaded == 1
+    assert [r["origin"] for r in site.rows("mrp_production", "id")] == ["WO-1"] and _moves(site) == []
