@@ -159,13 +159,19 @@ class Dialect:
         match = and_(*[target.c[k] == stg[k] for k in key])
         written = 0
         if mode != "append" and nonkey:
-            differs = or_(*[target.c[c].is_distinct_from(stg[c]) for c in nonkey])
-            changed = update(target).where(match, differs).values({c: stg[c] for c in nonkey})
-            written += conn.execute(changed).rowcount or 0
+            written += self.update_changed(conn, staging, target, key, nonkey)
         inserted = columns + list(insert_only or [])
         missing = select(*[stg[c] for c in inserted]).where(not_(exists(select(1).select_from(target).where(match))))
         written += conn.execute(target.insert().from_select(inserted, missing)).rowcount or 0
         return written
+
+    def update_changed(self, conn: Connection, staging: Table, target: Table, key: list[str], nonkey: list[str]) -> int:
+        """``UPDATE target ... FROM staging`` on ``key`` where a ``nonkey`` column differs; returns rows changed."""
+        stg = staging.c
+        match = and_(*[target.c[k] == stg[k] for k in key])
+        differs = or_(*[target.c[c].is_distinct_from(stg[c]) for c in nonkey])
+        changed = update(target).where(match, differs).values({c: stg[c] for c in nonkey})
+        return conn.execute(changed).rowcount or 0
 
     def next_values(self, conn: Connection, sequence: str, count: int) -> list[int]:
         """Draw ``count`` values from the database sequence ``sequence`` (``name`` or ``schema.name``)."""
