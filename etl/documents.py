@@ -115,8 +115,7 @@ class DocumentLines:
         parent_column = self.spec.source.parent_column
         for reject in out.rejects:
             failed.setdefault(reject.payload[parent_column], f"line {reject.source_key}: {reject.reason}")
-        rows = out.rows
-        rows[_HEADER] = lines.loc[rows.index, parent_column]
+        rows = out.rows.assign(**{_HEADER: lines.loc[out.rows.index, parent_column]})
         for parent, key in self._repeated_keys(rows):
             failed.setdefault(parent, f"line key ({key}) appears more than once in the document")
         rows = rows[~rows[_HEADER].isin(list(failed))]
