@@ -162,3 +162,18 @@ def test_negative_post_writes_a_reversal(site: Site) -> None:
     ]
     assert site.run("fg_receipts", full_refresh=True).record.counts.rows_loaded == 0
     assert _posted(site, "WO-1") == Decimal("9")
+
+
+@pytest.mark.parametrize("site", ["sqlite"], indirect=True)
+def test_the_total_can_come_from_another_table_and_column(site: Site) -> None:
+    # The ERP books its own copy of each movement; that ledger holds the total that counts.
+    site.execute(site.target, [
+        "CREATE TABLE stock_ledger (order_no VARCHAR(20), material_no VARCHAR(20), movement_type VARCHAR(3), booked_qty NUMERIC(12,3))",
+        "INSERT INTO stock_ledger VALUES ('WO-1', 'FG-1', '101', 4), ('WO-1', 'FG-1', '102', 1)",
+    ])
+    flow = _flow()
+    flow["columns"][4]["delta"]["posted"] = {"table": "stock_ledger", "sum": "booked_qty", "where": {"movement_type": "101"}}
+    site.add(flow)
+    _report(site, 1, "WO-1", "10", 0)
+    site.run("fg_receipts")
+    assert [(p[0], p[3]) for p in _postings(site)] == [("MES-1", Decimal("6.000"))]
