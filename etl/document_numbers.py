@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, exists, not_, select,
 from etl.config import DocumentNumber, Flow
 from etl.dialects import dialect_for
 from etl.dialects.base import SEQ
-from etl.errors import EtlError
+from etl.errors import SchemaDriftError
 from etl.schema import reflect_table
 
 _BATCH = 1000
@@ -32,7 +32,7 @@ def new_row_seqs(conn: Connection, staging: Table, target: Table, key: list[str]
 def reserve(conn: Connection, flow: Flow, spec: DocumentNumber, count: int) -> list[int]:
     """Draw ``count`` numbers, in ascending order, from the flow's series.
 
-    Raises EtlError naming the flow when not exactly one counter row matches.
+    Raises SchemaDriftError naming the flow when not exactly one counter row matches.
     """
     if spec.database_sequence is not None:
         # A database sequence is not transactional: a failed run leaves a gap, as the product's own would.
@@ -45,7 +45,7 @@ def reserve(conn: Connection, flow: Flow, spec: DocumentNumber, count: int) -> l
     # UPDATE first, read after: the row lock is ours before the value is read.
     matched = conn.execute(update(table).where(row).values({sequence.counter: counter + count})).rowcount
     if matched != 1:
-        raise EtlError(
+        raise SchemaDriftError(
             f"{flow.file}: flow {flow.flow!r}: target.document_number.sequence: {matched} rows of "
             f"{sequence.table} match {dict(sequence.key)}; exactly one must"
         )

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from etl.config import Scalar
-from etl.errors import EtlError
+from etl.errors import SchemaDriftError
 from etl.pipeline_tables import SOURCE_KEY_LENGTH
 
 SEQ = "_seq"
@@ -175,7 +175,7 @@ class Dialect:
 
     def next_values(self, conn: Connection, sequence: str, count: int) -> list[int]:
         """Draw ``count`` values from the database sequence ``sequence`` (``name`` or ``schema.name``)."""
-        raise EtlError(f"database sequences are not available on {conn.dialect.name}; use a counter row (sequence:)")
+        raise SchemaDriftError(f"database sequences are not available on {conn.dialect.name}; use a counter row (sequence:)")
 
     def delete_missing(
         self, conn: Connection, target: Table, keys: Table, key: list[str],

@@ -89,6 +89,7 @@ def test_a_counter_row_that_is_not_unique_stops_the_run(site: Site) -> None:
     write_orders(site, [("WO-1", "M-1", "5")])
     with pytest.raises(StepFailed) as failed:
         site.run("odoo_orders")
+    assert isinstance(failed.value.__cause__, SchemaDriftError)  # a configuration to fix: CLI exit 2
     assert "2 rows of ir_sequence match {'code': 'mrp.production'}; exactly one must" in str(failed.value.__cause__)
     assert site.rows("mrp_production", "id") == []
 
@@ -152,5 +153,6 @@ def test_a_database_sequence_where_the_database_has_none_stops_the_run(site: Sit
     write_orders(site, [("WO-1", "M-1", "5")])
     with pytest.raises(StepFailed) as failed:
         site.run("odoo_orders")
+    assert isinstance(failed.value.__cause__, SchemaDriftError)
     assert "database sequences are not available on sqlite" in str(failed.value)
     assert site.rows("mrp_production", "id") == []
