@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import string
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -118,8 +119,56 @@ class SourceSpec(_Model):
         return check_connection_id(value)
 
 
+class SequenceRow(_Model):
+    """A counter kept in one row of a table the product owns (Odoo ``ir_sequence``, ERPNext
+    ``tabSeries``): the row is found by ``key`` and its ``counter`` column is advanced."""
+
+    table: TableName
+    #: Column = value pairs that pick the one counter row, e.g. ``{code: mrp.production}``.
+    key: dict[Identifier, Scalar] = Field(min_length=1)
+    counter: Identifier
+    #: ``next``: the counter holds the next number to use (Odoo ``number_next``).
+    #: ``last``: it holds the last number used (ERPNext ``current``).
+    holds: Literal["next", "last"] = "next"
+
+
+class DocumentNumber(_Model):
+    """A target column filled, for new rows only, from the product's own number series: a
+    counter row (``sequence``) or a database sequence (``database_sequence``), exactly one."""
+
+    column: Identifier
+    sequence: SequenceRow | None = None
+    #: A sequence object of the target database (Odoo's ``ir_sequence_NNN`` for series with
+    #: implementation "standard"); PostgreSQL, MariaDB and SQL Server.
+    database_sequence: TableName | None = None
+    #: Python format with ``n``, the allocated number: ``WH/MO/{n:05d}``.
+    format: str = "{n}"
+
+    @model_validator(mode="after")
+    def _one_series(self) -> DocumentNumber:
+        if (self.sequence is None) == (self.database_sequence is None):
+            raise ValueError("give exactly one of sequence (a counter row) or database_sequence")
+        return self
+
+    @field_validator("format")
+    @classmethod
+    def _uses_n(cls, value: str) -> str:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+            value.format(n=1)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise ValueError(f"{value!r} is not a number format (example: WH/MO/{{n:05d}}): {exc}") from None
+        if fields != {"n"}:
+            raise ValueError(f"{value!r}: the format must use {{n}} and no other field")
+        return value
+
+
 class TargetSpec(SourceSpec):
     """Where a flow writes. The pipeline's own tables live on the same connection."""
+
+    #: The target's own id column (serial / auto-increment): never written, lines point at it.
+    generated_key: Identifier | None = None
+    document_number: DocumentNumber | None = None
 
 
 class CursorSpec(_Model):
@@ -168,6 +217,28 @@ class TimezoneRule(_Model):
 Cast = Literal["string", "integer", "decimal", "timestamp", "date", "boolean"]
 
 
+class PostedTotal(_Model):
+    """Where the target's already-posted total of a delta column is summed."""
+
+    #: Defaults to the flow's target table.
+    table: TableName | None = None
+    #: Column summed; defaults to the delta column itself.
+    sum: Identifier | None = None
+    #: Only postings of this kind count, e.g. ``{movement_type: "101"}``.
+    where: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+
+class DeltaSpec(_Model):
+    """The source holds a cumulative value; the target receives only what it does not yet hold."""
+
+    #: Target columns that identify one running total, e.g. ``[order_no, material_no]``.
+    group_by: list[Identifier] = Field(min_length=1)
+    posted: PostedTotal = PostedTotal()
+    #: A cumulative value below the posted total: wait in quarantine, or post the negative
+    #: difference (a reversal) for targets that take signed quantities.
+    negative: Literal["quarantine", "post"] = "quarantine"
+
+
 class ColumnSpec(_Model):
     """How one target column is computed from the source row.
 
@@ -188,6 +259,7 @@ class ColumnSpec(_Model):
     timezone: TimezoneRule | None = None
     default: Scalar | None = None
     required: bool = False
+    delta: DeltaSpec | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> ColumnSpec:
@@ -250,6 +322,57 @@ class DeleteSpec(_Model):
         return self
 
 
+class LinesSource(_Model):
+    """Where the lines of each document are read: the same connection as the header."""
+
+    table: TableName
+    #: Column of the line naming its header, e.g. ``order_no``.
+    parent_column: Identifier
+    #: Column of the header source table that ``parent_column`` refers to.
+    header_column: Identifier
+    where: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+
+class LinesTarget(_Model):
+    table: TableName
+    #: Column of the line that receives the header's generated id.
+    header_id_column: Identifier
+
+
+class LinesSpec(_Model):
+    """Line rows written with their header in the same transaction, all or nothing per document."""
+
+    source: LinesSource
+    target: LinesTarget
+    #: Natural key of a line within its document, as target column names.
+    key: list[Identifier] = Field(min_length=1)
+    columns: list[ColumnSpec] = Field(min_length=1)
+    #: Target lines of a document this run loads whose key the source no longer has: keep
+    #: them, or delete them (for products whose lines may be deleted while the document is a draft).
+    missing: Literal["keep", "delete"] = "keep"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LinesSpec:
+        targets = [c.target for c in self.columns]
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"columns: mapped twice: {', '.join(dupes)}")
+        missing = [k for k in self.key if k not in targets]
+        if missing:
+            raise ValueError(f"key: not among the line columns: {', '.join(missing)}")
+        if self.target.header_id_column in targets:
+            raise ValueError(f"target.header_id_column: {self.target.header_id_column!r} is filled from the header; do not map it")
+        if any(c.delta is not None for c in self.columns):
+            raise ValueError("columns: delta is not supported on lines")
+        return self
+
+    def source_columns(self) -> list[str]:
+        cols: set[str] = {self.source.parent_column}
+        for spec in self.columns:
+            cols |= spec.source_columns()
+        return sorted(cols)
+
+
 class LoadSpec(_Model):
     #: upsert: insert or update by key. append: insert new keys only, never update.
     #: snapshot_replace: upsert, then delete target rows (within scope) the source no longer has.
@@ -258,6 +381,11 @@ class LoadSpec(_Model):
     #: Where the column rules run. auto: in the target database when source and target are
     #: both PostgreSQL and every rule has an exact SQL twin, else in Python. python / sql: force.
     transform: Literal["auto", "python", "sql"] = "auto"
+    #: How staged rows find their target row. unique_key: the target has a primary key or unique
+    #: index on the flow's key (one INSERT ... ON CONFLICT / MERGE). natural_key: it need not;
+    #: UPDATE ... FROM staging on the key, then INSERT ... WHERE NOT EXISTS, made safe by the
+    #: flow's lock (for product tables whose own id is generated).
+    match: Literal["unique_key", "natural_key"] = "unique_key"
 
 
 OnFailure = Literal["quarantine", "critical", "warning"]
@@ -305,6 +433,7 @@ class Flow(_Model):
     deletes: DeleteSpec = DeleteSpec()
     parents: list[ParentSpec] = Field(default_factory=list)
     columns: list[ColumnSpec] = Field(min_length=1)
+    lines: LinesSpec | None = None
     expectations: ExpectationsSpec | None = None
     #: File the flow was read from; set by the loader, not written in YAML.
     file: str = Field(default="", exclude=True)
@@ -328,6 +457,7 @@ class Flow(_Model):
         for parent in self.parents:
             if parent.column not in targets:
                 raise ValueError(f"parents: column {parent.column!r} is not a mapped column")
+        self._check_load_options(targets)
         for col in self.columns:
             if isinstance(col.crosswalk, str) and self.direction == "warehouse":
                 raise ValueError(
@@ -335,6 +465,38 @@ class Flow(_Model):
                     "({name: ..., to: erp|mes})"
                 )
         return self
+
+    def _check_load_options(self, targets: list[str]) -> None:
+        """Generated keys, document numbers, delta postings and lines fit together. Each
+        message starts with the key path it is about."""
+        generated = self.target.generated_key
+        number = self.target.document_number
+        if generated is not None and generated in targets:
+            raise ValueError(f"target.generated_key: {generated!r} is generated by the target; do not map it")
+        if generated is not None and generated in self.key:
+            raise ValueError(f"target.generated_key: {generated!r} cannot be part of the natural key")
+        if number is not None:
+            if number.column in targets:
+                raise ValueError(f"target.document_number.column: {number.column!r} is allocated; do not map it")
+            if self.load.match != "natural_key":
+                raise ValueError("target.document_number: needs load.match: natural_key")
+        deltas = [(i, c) for i, c in enumerate(self.columns) if c.delta is not None]
+        if len(deltas) > 1:
+            raise ValueError(f"columns[{deltas[1][0]}].delta: at most one delta column per flow")
+        for i, col in deltas:
+            assert col.delta is not None
+            if col.target in self.key:
+                raise ValueError(f"columns[{i}].delta: a delta column cannot be part of the key")
+            unknown = [g for g in col.delta.group_by if g not in targets]
+            if unknown:
+                raise ValueError(f"columns[{i}].delta.group_by: not mapped: {', '.join(unknown)}")
+            if self.load.mode == "snapshot_replace" or self.lines is not None:
+                raise ValueError(f"columns[{i}].delta: needs load.mode upsert or append, and no lines")
+        if self.lines is not None:
+            if generated is None:
+                raise ValueError("lines: need target.generated_key, the header column the lines point at")
+            if self.load.transform == "sql":
+                raise ValueError("lines: run on the Python path; remove load.transform: sql")
 
     @property
     def column_map(self) -> dict[str, ColumnSpec]:
@@ -357,6 +519,8 @@ class Flow(_Model):
             cols |= spec.source_columns()
         if self.cursor is not None:
             cols.add(self.cursor.column)
+        if self.lines is not None:
+            cols.add(self.lines.source.header_column)
         return sorted(cols)
 
     def crosswalk_side(self, spec: ColumnSpec) -> tuple[str, Side] | None:
@@ -699,16 +863,17 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
     except ConfigError as exc:
         problems += exc.problems
     for flow in flows.values():
-        for i, col in enumerate(flow.columns):
+        located = [(f"columns[{i}]", col) for i, col in enumerate(flow.columns)]
+        if flow.lines is not None:
+            located += [(f"lines.columns[{i}]", col) for i, col in enumerate(flow.lines.columns)]
+        for at, col in located:
             for name, where in _crosswalks_used(flow, col):
                 if name not in crosswalks:
-                    problems.append(
-                        ConfigProblem(flow.file, f"columns[{i}].{where}", f"no crosswalk named {name!r}")
-                    )
+                    problems.append(ConfigProblem(flow.file, f"{at}.{where}", f"no crosswalk named {name!r}"))
                 elif where == "convert_unit.crosswalk" and crosswalks[name].lookup_spec is not None:
                     # A lookup pairs codes only; converting with it would silently keep the quantity.
                     problems.append(ConfigProblem(
-                        flow.file, f"columns[{i}].{where}",
+                        flow.file, f"{at}.{where}",
                         f"crosswalk {name!r} is a lookup and has no unit factors; use a CSV crosswalk with a factor column",
                     ))
 

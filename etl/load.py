@@ -1,6 +1,7 @@
-"""Checks that need the target before rows are merged: parents present, keys unique.
+"""Checks that need the target before rows are merged (parents present, keys unique), and the
+choice of merge for a flow.
 
-Both run inside the run's transaction. Parent lookups are batched per chunk and cached for the
+All run inside the run's transaction. Parent lookups are batched per chunk and cached for the
 run; duplicate keys are resolved on the staging table, so memory does not grow with the batch.
 """
 
@@ -12,8 +13,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, Table, and_, delete, exists, func, select
 
+from etl import document_numbers
 from etl.config import Flow, ParentSpec
-from etl.dialects.base import RETRY, SEQ, SOURCE_KEY
+from etl.dialects.base import RETRY, SEQ, SOURCE_KEY, Dialect
 from etl.transform import is_null
 
 _IN_BATCH = 500
@@ -115,3 +117,22 @@ def resolve_duplicates(
         conn.execute(delete(staging).where(stg[SEQ].in_(drop_seqs[start:start + _IN_BATCH])))
     return conflicts
 
+
+
+def insert_only_columns(flow: Flow) -> list[str]:
+    """Target columns staged but written only with new rows (the document number)."""
+    number = flow.target.document_number
+    return [number.column] if number is not None else []
+
+
+def merge_rows(conn: Connection, dialect: Dialect, flow: Flow, staging: Table, target: Table, columns: list[str]) -> int:
+    """Merge staging into the flow's target as ``load.match`` says; returns rows inserted or changed.
+
+    With ``natural_key`` the new rows first receive their document numbers, if the flow has them.
+    """
+    if flow.load.match == "unique_key":
+        return dialect.merge(conn, staging, target, flow.key, columns, flow.load.mode)
+    document_numbers.allocate(conn, flow, staging, target)
+    return dialect.merge_by_natural_key(
+        conn, staging, target, list(flow.key), columns, flow.load.mode, insert_only_columns(flow),
+    )

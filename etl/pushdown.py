@@ -400,6 +400,8 @@ def unsupported_reason(
     """Why ``flow`` cannot take the SQL path, or None if it can."""
     if flow.load.transform == "python":
         return "the flow asks for the Python path"
+    if flow.lines is not None:
+        return "a flow with lines stages each document together with its lines, in Python"
     if source_dialect != "postgresql" or target_dialect != "postgresql":
         return "the SQL path needs PostgreSQL on both sides"
     raw = raw_table(flow, source)

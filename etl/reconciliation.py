@@ -3,7 +3,7 @@
 Two checks, both recorded in ``etl_check`` with the run:
 - ``rows_balance``: every row read (fresh or retried from quarantine) is either staged or
   quarantined while staging, and every staged row ends loaded, unchanged, quarantined by an
-  expectation or a key conflict, or skipped as a copy of another row.
+  expectation, a key conflict or a negative delta posting, or skipped as a copy of another row.
 - ``target_matches_batch``: after the merge, every staged row's natural key is on the target
   and, unless the flow only appends, the target row holds exactly the staged values. This is
   the key-and-value comparison of the window against the source (after mapping), done in the
@@ -37,18 +37,24 @@ class RowTally:
     skipped_copies: int
     loaded: int
     unchanged: int
+    #: Delta postings whose cumulative value went down (etl.postings).
+    quarantined_as_negative_deltas: int = 0
 
 
 def rows_balance(t: RowTally) -> CheckResult:
     took_in = t.read + t.retried
     staged_ok = t.quarantined_while_staging + t.staged == took_in
-    ended = t.key_conflicts + t.quarantined_by_expectations + t.skipped_copies + t.loaded + t.unchanged
+    ended = (
+        t.key_conflicts + t.quarantined_by_expectations + t.quarantined_as_negative_deltas
+        + t.skipped_copies + t.loaded + t.unchanged
+    )
     ended_ok = ended == t.staged and min(t.skipped_copies, t.unchanged) >= 0
     detail = (
         f"read {took_in} (fresh {t.read}, from quarantine {t.retried}) = quarantined while staging "
         f"{t.quarantined_while_staging} + staged {t.staged}; staged {t.staged} = loaded {t.loaded} + "
         f"unchanged {t.unchanged} + quarantined by expectations {t.quarantined_by_expectations} + key "
         f"conflicts {t.key_conflicts} + copies of another row {t.skipped_copies}"
+        + (f" + negative deltas {t.quarantined_as_negative_deltas}" if t.quarantined_as_negative_deltas else "")
     )
     failed = abs(took_in - t.quarantined_while_staging - t.staged) + abs(t.staged - ended)
     if not ended_ok and failed == 0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,18 +30,19 @@ import pandas as pd
 from sqlalchemy import Connection, Table, false, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from etl import ledger, pushdown, quarantine, reconciliation, state, validation
+from etl import ledger, postings, pushdown, quarantine, reconciliation, state, validation
 from etl import watermark as wm
 from etl.config import Flow, Project
 from etl.connections import Connections
 from etl.crosswalk import Crosswalk, load_crosswalks, resolve_lookups
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
+from etl.documents import DocumentLines
 from etl.errors import (
     EtlError, FlowBusy, ReconciliationFailed, SchemaDriftError, SourceUnavailable, StepFailed, ValidationFailed,
 )
 from etl.extract import TableSource, frame_from_rows
-from etl.load import ParentCheck, resolve_duplicates
+from etl.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
 from etl.pipeline_tables import ensure_pipeline_tables
 from etl.schema import ColumnType, check_flow_schema, column_type, has_unique_key, reflect_table
 from etl.transform import Reject, is_null, transform
@@ -217,6 +219,16 @@ def _run(
     options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
     enter: Callable[[str], None],
 ) -> None:
+    # Connections a step opens beside sconn/tconn (a flow's lines reader) close however the run ends.
+    with ExitStack() as cleanup:
+        _run_steps(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter, cleanup)
+
+
+def _run_steps(
+    flow: Flow, project: Project, sconn: Connection, tconn: Connection, crosswalks: dict[str, Crosswalk],
+    options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
+    enter: Callable[[str], None], cleanup: ExitStack,
+) -> None:
     dialect = dialect_for(tconn)
     enter("lock")
     if not dialect.try_lock(tconn, flow.flow):
@@ -230,12 +242,17 @@ def _run(
     result.new_source_columns = report.new_source_columns
     if report.new_source_columns:
         log.info("flow %s: source columns not mapped: %s", flow.flow, ", ".join(report.new_source_columns))
-    if not has_unique_key(tconn, target_table, flow.key):
+    if flow.load.match == "unique_key" and not has_unique_key(tconn, target_table, flow.key):
         raise SchemaDriftError(
             f"{flow.file}: flow {flow.flow!r}: target {flow.target.table} has no primary key or unique "
-            f"index on ({', '.join(flow.key)}); upserts by natural key need one"
+            f"index on ({', '.join(flow.key)}); upserts by natural key need one, or set "
+            "load.match: natural_key"
         )
     parent_tables = {p.table: reflect_table(tconn, p.table, role="parent", flow=flow) for p in flow.parents}
+    lines = None
+    if flow.lines is not None:
+        lines = DocumentLines(flow, sconn, tconn, dialect, target_table, crosswalks)
+        cleanup.callback(lines.close_reader)
     types = _target_types(target_table)
     columns = [c.target for c in flow.columns]
 
@@ -254,7 +271,7 @@ def _run(
         run.window_to = None if window.upper is None else str(window.upper)
 
     enter("stage")
-    staging = dialect.create_staging(tconn, target_table, columns, flow.flow)
+    staging = dialect.create_staging(tconn, target_table, columns + insert_only_columns(flow), flow.flow)
     now = clock()
     empty_source = window is not None and window.upper is None and not window.include_null
     sql_path = pushdown.unsupported_reason(
@@ -292,7 +309,9 @@ def _run(
         for number, frame in enumerate(chunks):
             enter("stage_chunk" if number else "stage_first_chunk")
             run.counts.rows_read += len(frame)
-            seq, rejected = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+            seq, rejected = _stage_frame(
+                frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now, lines,
+            )
             rejected_while_staging += rejected
 
         enter("retry_quarantine")
@@ -301,7 +320,9 @@ def _run(
             cols = flow.source_columns()
             frame = frame_from_rows([[p.get(c) for c in cols] for p in payloads], cols)
             run.counts.rows_retried += len(frame)
-            seq, rejected = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now)
+            seq, rejected = _stage_frame(
+                frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now, lines,
+            )
             rejected_while_staging += rejected
 
     enter("resolve_duplicates")
@@ -319,18 +340,24 @@ def _run(
     if flow.expectations is not None:
         failed_expectations = _validate(flow, project, tconn, staging, columns, run, now)
 
+    deltas = postings.apply_deltas(tconn, flow, staging, target_table)
+    if deltas.rejects:
+        counts = quarantine.record(tconn, flow.flow, run.run_id, deltas.rejects, now, quarantine.TARGET_PAYLOAD)
+        run.counts.rows_quarantined += counts.touched
+        run.counts.rows_new_in_quarantine += counts.new
+
     enter("merge")
-    loaded = dialect.merge(tconn, staging, target_table, flow.key, columns, flow.load.mode)
+    loaded = merge_rows(tconn, dialect, flow, staging, target_table, columns)
     run.counts.rows_loaded = loaded
-    # Staged rows not written were equal to the target's.
-    run.counts.rows_unchanged = after_duplicates - failed_expectations - loaded
+    # Staged rows not written were equal to the target's (or, for delta postings, posted before).
+    run.counts.rows_unchanged = after_duplicates - failed_expectations - len(deltas.rejects) - loaded
 
     enter("reconcile")
     tally = reconciliation.RowTally(
         read=run.counts.rows_read, retried=run.counts.rows_retried,
         quarantined_while_staging=rejected_while_staging, staged=seq, key_conflicts=len(conflicts),
-        quarantined_by_expectations=failed_expectations, skipped_copies=seq - len(conflicts) - after_duplicates,
-        loaded=loaded, unchanged=run.counts.rows_unchanged,
+        quarantined_by_expectations=failed_expectations, quarantined_as_negative_deltas=len(deltas.rejects),
+        skipped_copies=seq - len(conflicts) - after_duplicates, loaded=loaded, unchanged=run.counts.rows_unchanged,
     )
     checks = [
         reconciliation.rows_balance(tally),
@@ -345,6 +372,12 @@ def _run(
             f"flow {flow.flow!r}: reconciliation failed, nothing was committed: "
             + "; ".join(f"{c.name}: {c.detail}" + (f" (e.g. {', '.join(c.sample_keys[:3])})" if c.sample_keys else "") for c in mismatches)
         )
+    if lines is not None:
+        # Lines written count as loaded rows; unchanged counts documents.
+        written, removed = lines.merge(tconn, staging)
+        run.counts.rows_loaded += written
+        run.counts.rows_deleted += removed
+        lines.drop_staging(tconn)
     run.counts.rows_released = quarantine.release_loaded(tconn, flow.flow, run.run_id, staging, now)
 
     enter("deletes")
@@ -417,7 +450,7 @@ def _source_plants(
 def _stage_frame(
     frame: pd.DataFrame, flow: Flow, crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
     parents: ParentCheck, dialect: Dialect, tconn: Connection, staging: Table, seq: int, retry: bool,
-    run: ledger.RunRecord, now: datetime,
+    run: ledger.RunRecord, now: datetime, lines: DocumentLines | None = None,
 ) -> tuple[int, int]:
     """Transform one chunk, quarantine what fails, stage the rest; returns the next sequence number
     and the number of rows quarantined."""
@@ -432,6 +465,13 @@ def _stage_frame(
                 payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
                 rejects.append(Reject(rows.at[label, SOURCE_KEY], payload, reason))
             rows = rows.drop(index=list(missing))
+    if lines is not None:
+        # A document whose lines fail waits whole, as its header's source row.
+        failed = lines.stage_for(tconn, frame, rows)
+        for label, reason in failed.items():
+            payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
+            rejects.append(Reject(rows.at[label, SOURCE_KEY], payload, reason))
+        rows = rows.drop(index=list(failed))
     if rejects:
         counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now)
         run.counts.rows_quarantined += counts.touched

@@ -103,6 +103,9 @@ def check_flow_schema(flow: Flow, source: Table, target: Table) -> SchemaReport:
     for name in filters + ([flow.source.plant_column] if flow.source.plant_column else []):
         if name not in source_cols:
             problems.append(f"source filter column {source.name}.{name} not found{_closest(name, source_cols)}")
+    for option, name in _load_option_columns(flow):
+        if name not in target_cols:
+            problems.append(f"{option} {target.name}.{name} not found{_closest(name, target_cols)}")
     if flow.deletes.column and flow.deletes.column not in target_cols:
         problems.append(f"deletes.column {target.name}.{flow.deletes.column} not found")
     for name in flow.deletes.scope:
@@ -122,6 +125,16 @@ def check_flow_schema(flow: Flow, source: Table, target: Table) -> SchemaReport:
     used = set(flow.source_columns())
     new_cols = [c for c in source_cols if c not in used]
     return SchemaReport(new_source_columns=new_cols, warnings=warnings)
+
+
+def _load_option_columns(flow: Flow) -> list[tuple[str, str]]:
+    """(option, target column) of the load options that name target columns."""
+    named = []
+    if flow.target.generated_key:
+        named.append(("target.generated_key", flow.target.generated_key))
+    if flow.target.document_number:
+        named.append(("target.document_number.column", flow.target.document_number.column))
+    return named
 
 
 def has_unique_key(conn: Connection, table: Table, key: list[str]) -> bool:

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 
 from etl.config import Scalar
+from etl.errors import SchemaDriftError
 from etl.pipeline_tables import SOURCE_KEY_LENGTH
 
 SEQ = "_seq"
@@ -42,6 +43,12 @@ def lock_key(flow: str) -> int:
     """A stable signed 64-bit number for ``flow``, for database advisory locks."""
     digest = hashlib.sha256(f"erp-mes-sync:{flow}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def quoted_name(conn: Connection, name: str) -> str:
+    """``name`` or ``schema.name`` quoted for this database (parts already checked by config)."""
+    quote = conn.dialect.identifier_preparer.quote
+    return ".".join(quote(part) for part in name.split("."))
 
 
 def scope_filter(table: Table, scope: dict[str, Scalar | list[Scalar]]) -> Any:
@@ -144,6 +151,42 @@ class Dialect:
         missing = select(*[stg[c] for c in columns]).where(not_(exists(select(1).select_from(target).where(match))))
         written += conn.execute(target.insert().from_select(columns, missing)).rowcount or 0
         return written
+
+    def merge_by_natural_key(
+        self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str],
+        mode: LoadMode, insert_only: list[str] | None = None,
+    ) -> int:
+        """Write staging into a target that has no unique index on ``key``; returns rows
+        inserted or changed.
+
+        One UPDATE ... FROM staging for rows whose key exists and whose values differ, then one
+        INSERT ... SELECT for keys the target lacks. Without a unique index nothing in the
+        database stops a second writer from inserting the same key in between: the flow's lock,
+        held for the whole run, does. ``insert_only`` columns (a document number) are written
+        with new rows and never updated. Columns the target generates are simply not listed.
+        """
+        stg = staging.c
+        nonkey = [c for c in columns if c not in key]
+        match = and_(*[target.c[k] == stg[k] for k in key])
+        written = 0
+        if mode != "append" and nonkey:
+            written += self.update_changed(conn, staging, target, key, nonkey)
+        inserted = columns + list(insert_only or [])
+        missing = select(*[stg[c] for c in inserted]).where(not_(exists(select(1).select_from(target).where(match))))
+        written += conn.execute(target.insert().from_select(inserted, missing)).rowcount or 0
+        return written
+
+    def update_changed(self, conn: Connection, staging: Table, target: Table, key: list[str], nonkey: list[str]) -> int:
+        """``UPDATE target ... FROM staging`` on ``key`` where a ``nonkey`` column differs; returns rows changed."""
+        stg = staging.c
+        match = and_(*[target.c[k] == stg[k] for k in key])
+        differs = or_(*[target.c[c].is_distinct_from(stg[c]) for c in nonkey])
+        changed = update(target).where(match, differs).values({c: stg[c] for c in nonkey})
+        return conn.execute(changed).rowcount or 0
+
+    def next_values(self, conn: Connection, sequence: str, count: int) -> list[int]:
+        """Draw ``count`` values from the database sequence ``sequence`` (``name`` or ``schema.name``)."""
+        raise SchemaDriftError(f"database sequences are not available on {conn.dialect.name}; use a counter row (sequence:)")
 
     def delete_missing(
         self, conn: Connection, target: Table, keys: Table, key: list[str],

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Table, text
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.schema import CreateTable
 
-from etl.dialects.base import SEQ, Dialect, LoadMode, lock_key
+from etl.dialects.base import SEQ, Dialect, LoadMode, lock_key, quoted_name
 
 
 def merge_statement(
@@ -76,6 +76,10 @@ class MSSQLDialect(Dialect):
     def drop_staging(self, conn: Connection, staging: Table) -> None:
         quoted = conn.dialect.identifier_preparer.quote(staging.name)
         conn.execute(text(f"IF OBJECT_ID('tempdb..{staging.name}') IS NOT NULL DROP TABLE {quoted}"))
+
+    def next_values(self, conn: Connection, sequence: str, count: int) -> list[int]:
+        statement = text(f"SELECT NEXT VALUE FOR {quoted_name(conn, sequence)}")
+        return [int(conn.execute(statement).scalar_one()) for _ in range(count)]
 
     def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
         sql = merge_statement(conn.dialect, target.name, staging.name, key, columns, mode, target.schema)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, func, or_, select, text
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-from etl.dialects.base import Dialect, LoadMode, lock_key
+from etl.dialects.base import Dialect, LoadMode, lock_key, quoted_name
 
 _TIMESTAMP = re.compile(r"\bTIMESTAMP\b", re.IGNORECASE)
 
@@ -63,6 +63,11 @@ class MySQLDialect(Dialect):
             stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in nonkey})
         conn.execute(stmt)
         return written
+
+    def next_values(self, conn: Connection, sequence: str, count: int) -> list[int]:
+        # MariaDB 10.3+ sequences; one value per statement, as NEXTVAL has no set-returning form.
+        statement = text(f"SELECT NEXTVAL({quoted_name(conn, sequence)})")
+        return [int(conn.execute(statement).scalar_one()) for _ in range(count)]
 
     def staging_table_options(self) -> dict[str, Any]:
         return {"mysql_engine": "InnoDB"}

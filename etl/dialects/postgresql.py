@@ -12,7 +12,7 @@ import pandas as pd
 from sqlalchemy import Connection, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from etl.dialects.base import SEQ, OnConflictDialect, iter_records, lock_key
+from etl.dialects.base import SEQ, OnConflictDialect, iter_records, lock_key, quoted_name
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
@@ -66,4 +66,9 @@ class PostgresDialect(OnConflictDialect):
 
     def insert(self, table: Table) -> Any:
         return pg_insert(table)
+
+    def next_values(self, conn: Connection, sequence: str, count: int) -> list[int]:
+        # nextval takes the name as text; quoting keeps its case and spaces.
+        drawn = select(func.nextval(quoted_name(conn, sequence))).select_from(func.generate_series(1, count))
+        return [int(v) for v in conn.execute(drawn).scalars()]
 

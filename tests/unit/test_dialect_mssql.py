@@ -158,3 +158,56 @@ def test_staging_lifecycle_and_merge_statements_in_order() -> None:
     assert drop == drop_again == "IF OBJECT_ID('tempdb..#etl_stg_production_orders') IS NOT NULL DROP TABLE [#etl_stg_production_orders]"
     assert create.strip().startswith("CREATE TABLE [#etl_stg_production_orders]")
     assert merge.startswith("MERGE INTO work_order WITH (HOLDLOCK) AS t")
+
+
+def test_natural_key_merge_updates_changed_rows_from_staging_then_inserts_missing_keys() -> None:
+    target = Table(
+        "Production Order", MetaData(),
+        Column("id", Integer, primary_key=True), Column("origin", mssql.NVARCHAR(32)),
+        Column("qty", Numeric(18, 3)), Column("name", mssql.NVARCHAR(32)), schema="dbo",
+    )
+    conn = _Recording(rowcount=2)
+    dialect = MSSQLDialect()
+    staging = dialect.staging_table(target, ["origin", "qty", "name"], "mo")
+    written = dialect.merge_by_natural_key(conn, staging, target, ["origin"], ["origin", "qty"], "upsert", ["name"])  # type: ignore[arg-type]
+    assert written == 4
+    changed, inserted = conn.statements
+    assert changed == (
+        "UPDATE dbo.[Production Order] SET qty=[#etl_stg_mo].qty FROM dbo.[Production Order], [#etl_stg_mo] "
+        "WHERE dbo.[Production Order].origin = [#etl_stg_mo].origin "
+        "AND NOT EXISTS (SELECT dbo.[Production Order].qty INTERSECT SELECT [#etl_stg_mo].qty)"
+    )
+    assert inserted == (
+        "INSERT INTO dbo.[Production Order] (origin, qty, name) "
+        "SELECT [#etl_stg_mo].origin, [#etl_stg_mo].qty, [#etl_stg_mo].name \nFROM [#etl_stg_mo] \n"
+        "WHERE NOT (EXISTS (SELECT 1 \nFROM dbo.[Production Order] \nWHERE dbo.[Production Order].origin = [#etl_stg_mo].origin))"
+    )
+    assert "id" not in inserted.split("SELECT")[0]  # the target generates its own id
+
+
+def test_natural_key_merge_in_append_mode_only_inserts() -> None:
+    target = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("k", Integer), Column("v", Integer))
+    conn = _Recording()
+    staging = MSSQLDialect().staging_table(target, ["k", "v"], "t")
+    MSSQLDialect().merge_by_natural_key(conn, staging, target, ["k"], ["k", "v"], "append")  # type: ignore[arg-type]
+    (inserted,) = conn.statements
+    assert inserted.startswith("INSERT INTO t (k, v) SELECT")
+
+
+def test_database_sequence_values_are_drawn_with_next_value_for() -> None:
+    drawn = iter([7, 8])
+
+    class Sequenced(_Recording):
+        def execute(self, statement, params=None):  # noqa: ANN001, ANN202
+            super().execute(statement, params)
+
+            class Result:
+                @staticmethod
+                def scalar_one() -> int:
+                    return next(drawn)
+
+            return Result()
+
+    conn = Sequenced()
+    assert MSSQLDialect().next_values(conn, "dbo.Order Numbers", 2) == [7, 8]  # type: ignore[arg-type]
+    assert conn.statements == ["SELECT NEXT VALUE FOR dbo.[Order Numbers]"] * 2
