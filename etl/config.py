@@ -339,6 +339,18 @@ class LinesTarget(_Model):
     header_id_column: Identifier
 
 
+def _mapped_once(columns: list[ColumnSpec], key: list[str]) -> list[str]:
+    """The target columns, each mapped once, the key among them; ValueError otherwise."""
+    targets = [c.target for c in columns]
+    dupes = sorted({t for t in targets if targets.count(t) > 1})
+    if dupes:
+        raise ValueError(f"target columns mapped twice: {', '.join(dupes)}")
+    missing = [k for k in key if k not in targets]
+    if missing:
+        raise ValueError(f"key columns not among the mapped columns: {', '.join(missing)}")
+    return targets
+
+
 class LinesSpec(_Model):
     """Line rows written with their header in the same transaction, all or nothing per document."""
 
@@ -353,13 +365,7 @@ class LinesSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> LinesSpec:
-        targets = [c.target for c in self.columns]
-        dupes = sorted({t for t in targets if targets.count(t) > 1})
-        if dupes:
-            raise ValueError(f"columns: mapped twice: {', '.join(dupes)}")
-        missing = [k for k in self.key if k not in targets]
-        if missing:
-            raise ValueError(f"key: not among the line columns: {', '.join(missing)}")
+        targets = _mapped_once(self.columns, self.key)
         if self.target.header_id_column in targets:
             raise ValueError(f"target.header_id_column: {self.target.header_id_column!r} is filled from the header; do not map it")
         if any(c.delta is not None for c in self.columns):
@@ -447,13 +453,7 @@ class Flow(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Flow:
-        targets = [c.target for c in self.columns]
-        dupes = sorted({t for t in targets if targets.count(t) > 1})
-        if dupes:
-            raise ValueError(f"target columns mapped twice: {', '.join(dupes)}")
-        missing = [k for k in self.key if k not in targets]
-        if missing:
-            raise ValueError(f"key columns not among the mapped columns: {', '.join(missing)}")
+        targets = _mapped_once(self.columns, self.key)
         for parent in self.parents:
             if parent.column not in targets:
                 raise ValueError(f"parents: column {parent.column!r} is not a mapped column")

@@ -92,7 +92,7 @@ def test_line_key_must_be_a_line_column(mappings: Mappings) -> None:
     data = _product_flow()
     data["lines"]["key"] = ["nope"]
     mappings.write("x", data)
-    assert mappings.messages() == [f"{FILE}: lines: key: not among the line columns: nope"]
+    assert mappings.messages() == [f"{FILE}: lines: key columns not among the mapped columns: nope"]
 
 
 def test_unknown_crosswalk_of_a_line_column_is_located(mappings: Mappings) -> None:
