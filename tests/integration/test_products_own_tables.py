@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import delete, text
 from sqlalchemy.engine import URL
 
@@ -293,3 +294,14 @@ def test_the_data_quality_report_lists_what_waits_on_both_products(plant: Plant,
         "<td>crosswalk &#x27;odoo_product&#x27; has no MES code for &#x27;FG-OLD-1&#x27; (column product_id)</td>"
     ) in html
     assert "<td>required column work_order is NULL</td>" in html
+
+
+@pytest.mark.parametrize("flow", [ORDERS, COMPLETIONS])
+def test_the_guide_shows_the_flows_as_shipped(flow: str) -> None:
+    """docs/connecting-a-system.md prints both flows in full: the same keys and values as the
+    files these tests run (the guide leaves out the description and comments)."""
+    guide = (MAPPINGS.parent.parent.parent / "docs" / "connecting-a-system.md").read_text(encoding="utf-8")
+    block = next(b for b in guide.split("```yaml\n")[1:] if b.startswith(f"flow: {flow}\n")).split("```")[0]
+    shipped = yaml.safe_load((MAPPINGS / "flows" / f"{flow}.yaml").read_text(encoding="utf-8"))
+    shipped.pop("description")
+    assert yaml.safe_load(block) == shipped
