@@ -56,6 +56,14 @@ def _orders(plant: Plant) -> list[tuple[Any, ...]]:
     ))
 
 
+def _order_details(plant: Plant, origin: str) -> tuple[Any, ...]:
+    (row,) = _query(plant.odoo, (
+        "SELECT product_tmpl_id, product_uom_qty, qty_producing, location_src_id, location_dest_id, create_date, write_date "
+        "FROM mrp_production WHERE origin = :origin"
+    ), origin=origin)
+    return row
+
+
 def _moves(plant: Plant) -> list[tuple[Any, ...]]:
     return _query(plant.odoo, (
         "SELECT id, raw_material_production_id, sequence, origin, name, product_id, product_uom_qty, product_uom, "
@@ -93,7 +101,9 @@ def test_work_orders_become_odoo_manufacturing_orders_with_their_raw_moves(plant
         (10, "WH/MO/00011", "MFG-WO-2026-10001", 11, Decimal("188.000000000"), 1, "confirmed",
          datetime(2026, 12, 18, 10, 15), datetime(2026, 12, 18, 18, 15), 1),
     ]
-    at = datetime(2026, 11, 19, 1, 0)  # the lines' last change, 09:00 in Shanghai
+    at = datetime(2026, 11, 19, 1, 0)  # the last change in ERPNext, 09:00 in Shanghai
+    assert _order_details(plant, "MFG-WO-2026-00001") == (1, Decimal("100.000000000"), Decimal("0"), 8, 8, at, at)
+    assert _order_details(plant, "MFG-WO-2026-00006")[0] == 6  # the active template, not the archived 5
     assert _moves(plant) == [
         (1, 5, 1, "MFG-WO-2026-00001", "Steel Rod Ø10", 13, Decimal("5.200000000"), 3, Decimal("5.200000000"),
          "confirmed", at, 1, 8, 15),
@@ -112,7 +122,9 @@ def test_work_orders_become_odoo_manufacturing_orders_with_their_raw_moves(plant
     assert _sequence(plant) == 11
     # MFG-WO-2026-00005's item has only an archived Odoo product: neither it nor its line is written.
     assert plant.waiting(plant.odoo, ORDERS) == {
-        "name=MFG-WO-2026-00005": "crosswalk 'odoo_product' has no MES code for 'FG-OLD-1' (column product_id)",
+        "name=MFG-WO-2026-00005":
+            "crosswalk 'odoo_product' has no MES code for 'FG-OLD-1' (column product_id); "
+            "crosswalk 'odoo_product_template' has no MES code for 'FG-OLD-1' (column product_tmpl_id)",
     }
     counts = first.record.counts
     assert (counts.rows_read, counts.rows_loaded, counts.rows_new_in_quarantine) == (7, 6 + 6, 1)
@@ -290,8 +302,10 @@ def test_the_data_quality_report_lists_what_waits_on_both_products(plant: Plant,
         assert f"<li><a href='#flow-{flow}'>{flow}</a>: 1 row(s) waiting in quarantine</li>" in html
     # The reason with its code masked, then the example with the code and the lookup's name.
     assert (
-        "<td class=num>1</td><td>crosswalk &#x27;odoo_product&#x27; has no MES code for &#x27;…&#x27; (column product_id)</td>"
-        "<td>crosswalk &#x27;odoo_product&#x27; has no MES code for &#x27;FG-OLD-1&#x27; (column product_id)</td>"
+        "<td class=num>1</td><td>crosswalk &#x27;odoo_product&#x27; has no MES code for &#x27;…&#x27; (column product_id); "
+        "crosswalk &#x27;odoo_product_template&#x27; has no MES code for &#x27;…&#x27; (column product_tmpl_id)</td>"
+        "<td>crosswalk &#x27;odoo_product&#x27; has no MES code for &#x27;FG-OLD-1&#x27; (column product_id); "
+        "crosswalk &#x27;odoo_product_template&#x27; has no MES code for &#x27;FG-OLD-1&#x27; (column product_tmpl_id)</td>"
     ) in html
     assert "<td>required column work_order is NULL</td>" in html
 
