@@ -174,7 +174,8 @@ def _column_steps(flow: Flow, spec: ColumnSpec) -> str:
 
 
 def _load_option_lines(flow: Flow) -> list[str]:
-    """Doc lines for the options that write into a product's own tables (docs/load-options.md)."""
+    """Doc lines for the options that write into a product's own tables (docs/connecting-a-system.md,
+    section "Writing into a product's own tables")."""
     out = []
     if flow.load.match == "natural_key":
         out.append("- **Matched on**: the natural key, without a unique index (load.match natural_key)")

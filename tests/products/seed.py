@@ -53,6 +53,8 @@ ITEMS = [
     ("FG-OLD-1", "Old bracket", "Units"),
     ("FG-DUP", "Hinge", "Units"),
     ("SA-SHAFT", "Shaft", "Kg"),
+    # Stocked in grams in ERPNext and in kilograms in Odoo: quantities must be converted.
+    ("RM-ZINC-PRIMER", "Zinc primer", "Gram"),
 ]
 
 
@@ -83,7 +85,7 @@ def build_erpnext(engine: Engine, extra_orders: int = 0, seed: int = 7) -> None:
     apply_sql(engine, HERE / "erpnext" / "schema.sql")
     apply_sql(engine, HERE / "erpnext" / "interface.sql")
     at = datetime(2026, 11, 19, 9, 0)
-    _insert(engine, "tabUOM", [_frappe(u, at, uom_name=u, must_be_whole_number=int(u != "Kg")) for u in ("Kg", "Units", "Nos")])
+    _insert(engine, "tabUOM", [_frappe(u, at, uom_name=u, must_be_whole_number=int(u != "Kg")) for u in ("Kg", "Gram", "Units", "Nos")])
     _insert(engine, "tabItem", [
         _frappe(code, at, item_code=code, item_name=name, item_group="Products", stock_uom=uom,
                 disabled=int(code == "FG-OLD-1"))
@@ -111,13 +113,14 @@ def build_erpnext(engine: Engine, extra_orders: int = 0, seed: int = 7) -> None:
     lines = [
         _required_item("8f3a1c0e21", "MFG-WO-2026-00001", 1, "RM-STEEL-ROD", "5.2", "Kg", 1, at),
         _required_item("8f3a1c0e22", "MFG-WO-2026-00001", 2, "FG-NUT-M8", "100", "Units", 1, at),
+        _required_item("8f3a1c0e23", "MFG-WO-2026-00001", 3, "RM-ZINC-PRIMER", "250", "Gram", 1, at),
         _required_item("9b71d44a03", "MFG-WO-2026-00002", 1, "RM-STEEL-ROD", "12.525", "Kg", 1, at),
         _required_item("c2e0f7b914", "MFG-WO-2026-00003", 1, "RM-STEEL-ROD", "1", "Kg", 0, at),
         _required_item("d5a9e3c705", "MFG-WO-2026-00005", 1, "RM-STEEL-ROD", "1", "Kg", 1, at),
     ]
     rng = random.Random(seed)
     for n in range(extra_orders):
-        code, _, uom = rng.choice([i for i in ITEMS if i[0] not in ("FG-OLD-1", "RM-STEEL-ROD")])
+        code, _, uom = rng.choice([i for i in ITEMS if i[0] not in ("FG-OLD-1", "RM-STEEL-ROD", "RM-ZINC-PRIMER")])
         start = datetime(2026, 12, 1, 6, 0) + timedelta(minutes=15 * rng.randrange(0, 2000))
         submitted = rng.random() < 0.8
         name = f"MFG-WO-2026-{10000 + n:05d}"
@@ -127,6 +130,20 @@ def build_erpnext(engine: Engine, extra_orders: int = 0, seed: int = 7) -> None:
                                     int(submitted), at + timedelta(minutes=n)))
     _insert(engine, "tabWork Order", orders)
     _insert(engine, "tabWork Order Item", lines)
+    # Stock entries numbered from the series "MAT-STE-.YYYY.-": tabSeries holds the last number used.
+    _insert(engine, "tabSeries", [{"name": "MAT-STE-2026-", "current": 17}])
+    posted = datetime(2026, 11, 21, 16, 0)
+    _insert(engine, "tabStock Entry", [
+        _frappe(name, posted, docstatus=docstatus, naming_series="MAT-STE-.YYYY.-", stock_entry_type=purpose,
+                purpose=purpose, work_order="MFG-WO-2026-00002", company=COMPANY, posting_date=posted.date(),
+                fg_completed_qty=Decimal(qty), remarks=remarks)
+        for name, purpose, qty, docstatus, remarks in [
+            ("MAT-STE-2026-00015", "Material Transfer for Manufacture", "250.5", 1, "material to WIP"),
+            # Production booked by hand in ERPNext before the sync ran: it counts towards what is posted.
+            ("MAT-STE-2026-00016", "Manufacture", "50", 1, "first shift, booked by hand"),
+            ("MAT-STE-2026-00017", "Manufacture", "20", 2, "booked twice by mistake, cancelled"),
+        ]
+    ])
 
 
 def _name(en: str, zh: str | None = None) -> str:
@@ -134,8 +151,13 @@ def _name(en: str, zh: str | None = None) -> str:
     return json.dumps({"en_US": en, **({"zh_CN": zh} if zh else {})}, ensure_ascii=False)
 
 
-def build_odoo(engine: Engine) -> None:
-    """Create the Odoo MRP tables and interface tables on ``engine`` (PostgreSQL) and fill them."""
+def build_odoo(engine: Engine, synced_orders: bool = True) -> None:
+    """Create the Odoo MRP tables and interface tables on ``engine`` (PostgreSQL) and fill them.
+
+    With ``synced_orders`` false, Odoo holds no manufacturing order made from an ERPNext work
+    order yet (only one of its own, a draft without origin): the state before a first sync into
+    ``mrp_production``.
+    """
     apply_sql(engine, HERE / "odoo" / "schema.sql")
     apply_sql(engine, HERE / "odoo" / "interface.sql")
     at = datetime(2026, 11, 19, 1, 0)
@@ -160,6 +182,7 @@ def build_odoo(engine: Engine) -> None:
         (5, "FG-DUP", "Hinge (old)", None, 1, False),
         (6, "FG-DUP", "Hinge", "铰链", 1, True),
         (7, "SA-SHAFT", "Shaft", None, 3, True),
+        (8, "RM-ZINC-PRIMER", "Zinc primer", "锌底漆", 3, True),
     ]
     _insert(engine, "product_template", [
         {"id": t, "name": {"en_US": en, **({"zh_CN": zh} if zh else {})}, "default_code": code,
@@ -175,6 +198,10 @@ def build_odoo(engine: Engine) -> None:
     with engine.begin() as conn:
         for table in ("uom_uom", "product_template", "product_product"):
             conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+    # Odoo's default ("standard") series draw from a database sequence named after the row's id;
+    # number_next only reports it.
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SEQUENCE ir_sequence_001 INCREMENT BY 1 START WITH 6"))
     _insert(engine, "ir_sequence", [{
         "id": 1, "name": "Production", "code": "mrp.production", "implementation": "standard", "active": True,
         "prefix": "WH/MO/", "number_next": 6, "number_increment": 1, "padding": 5, "company_id": 1,
@@ -188,6 +215,8 @@ def build_odoo(engine: Engine) -> None:
         (4, "WH/MO/00004", None, 13, "8", 3, "0", "draft", datetime(2026, 11, 24, 1, 0), None),
         (5, "WH/MO/00005", "MFG-WO-2026-00005", 14, "5", 1, "5", "done", datetime(2026, 11, 23, 0, 0), datetime(2026, 11, 23, 6, 0)),
     ]
+    if not synced_orders:
+        productions = [p for p in productions if p[2] is None]
     _insert(engine, "mrp_production", [
         {"id": i, "name": name, "priority": "0", "origin": origin, "product_id": product,
          "product_tmpl_id": product - 10, "product_qty": Decimal(qty), "product_uom_id": uom,
@@ -196,6 +225,10 @@ def build_odoo(engine: Engine) -> None:
          "write_date": (finished or start) + timedelta(seconds=5)}
         for i, name, origin, product, qty, uom, producing, state, start, finished in productions
     ])
+    with engine.begin() as conn:
+        conn.execute(text("SELECT setval(pg_get_serial_sequence('mrp_production', 'id'), (SELECT max(id) FROM mrp_production))"))
+    if not synced_orders:
+        return
     _insert(engine, "stock_move", [{
         "name": "WH/MO/00001", "reference": "WH/MO/00001", "sequence": 1, "date": done, "company_id": 1,
         "product_id": 13, "product_uom_qty": Decimal("5.2"), "product_uom": 3, "quantity": Decimal("5.2"),

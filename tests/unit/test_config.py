@@ -591,8 +591,12 @@ def test_product_mappings_check_without_connecting() -> None:
     project = load_project(Path(__file__).resolve().parent.parent / "products" / "mappings")
     assert set(project.flows) == {
         "erpnext_work_orders", "erpnext_work_order_items", "odoo_production_reports", "odoo_item_names",
+        "erpnext_manufacturing_orders", "odoo_completions",
     }
     assert project.flow("erpnext_work_orders").source.table == "tabWork Order"
+    orders = project.flow("erpnext_manufacturing_orders")
+    assert (orders.target.table, orders.target.generated_key, orders.load.match) == ("mrp_production", "id", "natural_key")
+    assert orders.lines is not None and orders.lines.target.header_id_column == "raw_material_production_id"
 
 
 def test_convert_unit_refuses_a_lookup_crosswalk(mappings: Mappings) -> None:

@@ -2,9 +2,10 @@
 -- plant's ERPNext site holds for work orders, their required items, items, units and the stock
 -- entries that post production back. Modelled on ERPNext / Frappe v15 (doctypes Work Order,
 -- Work Order Item, Item, UOM, Stock Entry, Stock Entry Detail in erpnext/manufacturing and
--- erpnext/stock); the standard Frappe columns (name, creation, modified, modified_by, owner,
--- docstatus, idx, child-table parent/parentfield/parenttype) are kept, with the fields that
--- matter for a sync and a few realistic extras. Not every field of each doctype is here.
+-- erpnext/stock, and Frappe's naming series table tabSeries); the standard Frappe columns
+-- (name, creation, modified, modified_by, owner, docstatus, idx, child-table parent /
+-- parentfield / parenttype) are kept, with the fields that matter for a sync and a few
+-- realistic extras. Not every field of each doctype is here.
 --
 -- What an integrator must know, read from these tables:
 --   * every table is named "tab" + the doctype name, spaces and capitals included;
@@ -13,7 +14,8 @@
 --   * `modified` is the change cursor; datetimes are naive local time of the site (e.g.
 --     Asia/Shanghai), stored DATETIME(6);
 --   * child rows (Work Order Item) point to their parent by name (`parent`), not by a foreign key;
---   * quantities are DECIMAL(21,9); units are referenced by UOM name (`stock_uom`).
+--   * quantities are DECIMAL(21,9); units are referenced by UOM name (`stock_uom`);
+--   * documents are named from naming series whose counters live in `tabSeries`.
 
 CREATE TABLE `tabUOM` (
   `name` varchar(140) NOT NULL,
@@ -149,6 +151,9 @@ CREATE TABLE `tabStock Entry` (
   `fg_completed_qty` decimal(21,9) NOT NULL DEFAULT 0.000000000,
   `remarks` text DEFAULT NULL,
   `amended_from` varchar(140) DEFAULT NULL,
+  -- A Custom Field added for the integration (Frappe prefixes custom fields with "custom_"):
+  -- which Odoo report a stock entry posts, so a rerun finds it. No index: it is not unique.
+  `custom_odoo_ref` varchar(140) DEFAULT NULL,
   PRIMARY KEY (`name`),
   KEY `work_order` (`work_order`),
   KEY `posting_date` (`posting_date`),
@@ -181,6 +186,14 @@ CREATE TABLE `tabStock Entry Detail` (
   KEY `item_code` (`item_code`),
   KEY `parent` (`parent`),
   KEY `modified` (`modified`)
+) ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Naming series counters (Frappe's own table, no doctype): one row per series prefix, e.g.
+-- "MAT-STE-2026-" for stock entries named "MAT-STE-.YYYY.-"; `current` is the last number used.
+CREATE TABLE `tabSeries` (
+  `name` varchar(100) NOT NULL,
+  `current` int(10) NOT NULL DEFAULT 0,
+  PRIMARY KEY (`name`)
 ) ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 -- Employees: `attendance_device_id` holds the badge (biometric / RF tag id) that shop-floor
