@@ -533,7 +533,8 @@ class Flow(_Model):
 
     def crosswalks_used(self) -> set[str]:
         """Names of every crosswalk a run of this flow may translate with."""
-        names = {name for col in self.columns for name, _ in _crosswalks_used(self, col)}
+        columns = [*self.columns, *(self.lines.columns if self.lines is not None else [])]
+        names = {name for col in columns for name, _ in _crosswalks_used(self, col)}
         if self.direction == "mes_to_erp" and self.source.plant_column is not None:
             names.add("plant")  # --plants are ERP codes, translated for an MES source
         return names

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from etl.config import Flow
 from tests.unit.test_config import Mappings, flow_dict
 
 
@@ -161,3 +162,10 @@ def test_document_number_needs_exactly_one_series(mappings: Mappings, series: di
     assert mappings.messages() == [
         f"{FILE}: target.document_number: give exactly one of sequence (a counter row) or database_sequence"
     ]
+
+
+def test_a_crosswalk_used_only_by_lines_is_among_those_a_run_reads() -> None:
+    data = _product_flow()
+    data["lines"]["columns"].append({"target": "product_id", "source": "item", "crosswalk": "odoo_product"})
+    flow = Flow.model_validate(data)
+    assert "odoo_product" in flow.crosswalks_used()
