@@ -1,6 +1,6 @@
 """Benchmark: the whole pipeline against PostgreSQL's own COPY, side by side, in one run.
 
-    python bench/benchmark.py [--rows 1000000] [--repeats 3] [--pandas-rows 100000]
+    python bench/benchmark.py [--rows 1000000] [--repeats 3] [--pandas-rows 100000] [--skip pandas,gx_sql]
 
 Builds the workload (MES operation confirmations, 14 columns: numeric(18,3) with 18-digit
 values, timestamptz with microseconds, Chinese text, empty strings and NULLs) in throwaway
@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pandas-rows", type=int, default=100_000)
+    parser.add_argument("--skip", default="", help="comma-separated optional paths to leave out "
+                        "(pandas, rerun, gx_pandas, gx_sql, unchecked), e.g. for a 5M-row run")
     parser.add_argument("--child")
     parser.add_argument("--src")
     parser.add_argument("--dst")
@@ -248,8 +250,12 @@ def main() -> None:
         print(f"workload: {args.rows:,} rows built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         env = {"BENCH_PANDAS_ROWS": str(min(args.pandas_rows, args.rows))}
 
+        skipped = {p.strip() for p in args.skip.split(",") if p.strip()}
+
         def repeat(path: str, rows: int, before: str | None = None, check: bool = False) -> None:
             """Time ``path`` --repeats times, running ``before`` on the target database first."""
+            if path in skipped:
+                return
             times, rss = [], []
             differ = None
             for _ in range(args.repeats):
