@@ -51,7 +51,6 @@ def data_docs_folder(project: Project) -> Path | None:
 def build_data_docs(project: Project, connections: Connections, site: Path, now_utc: datetime) -> DataDocs:
     """Validate each sync flow's target table with its suite through GX and build Data Docs
     into ``site``."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
