@@ -28,13 +28,15 @@ $(STAMP): requirements.txt constraints.txt
 	touch $(STAMP)
 
 # Builds the demo databases once (SQLite under .demo/), then syncs every flow through Airflow
-# (each flow's DAG once, with dag.test()), brings the warehouse's material history up to date
-# and writes the dashboard (.demo/dashboard.html). Run it again: nothing changes.
+# (each flow's DAG once, with dag.test()), brings the warehouse's material history up to date,
+# writes the dashboard (.demo/dashboard.html) and the data-quality report with its Great
+# Expectations Data Docs (.demo/data_quality_report.html). Run it again: nothing changes.
 # `make demo-reset` rebuilds the demo from scratch.
 demo: demo-data
 	$(BIN)/python -m etl warehouse build
 	$(AIRFLOW_ENV) $(BIN)/python -m etl demo airflow
 	$(BIN)/python -m etl dashboard
+	$(BIN)/python -m etl report --data-docs
 
 demo-data: venv
 	test -f .demo/connections.json || $(BIN)/python -m etl demo init --orders $(ORDERS)

@@ -236,7 +236,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 return EXIT_CONFIG
             docs = build_data_docs(project, connections, site, now)
             outside = sorted(f for f, ok in docs.success.items() if not ok)
-            print(f"Data Docs written to {docs.index}" + (f"; outside their suite: {', '.join(outside)}" if outside else ""))
+            print(f"Data Docs written to {docs.index}" + (f"; flows with a failed expectation, warnings included: {', '.join(outside)}" if outside else ""))
         written = build_report(project, connections, Path(args.out), window, generated_at=now)
     print(written.subject)
     print(f"report written to {written.path}")

@@ -4,9 +4,10 @@ Order of a run, all on the target inside ONE transaction (the source is read in 
 read-only transaction):
   lock -> check schemas -> read watermark -> ceiling -> stage fresh rows (transform, parents,
   quarantine rejects) -> stage quarantine retries -> resolve duplicate keys -> validate with the
-  flow's expectation suite (quarantine failing rows, or block the batch) -> merge -> reconcile
-  counts and target against the batch -> release loaded quarantine entries -> delete detection
-  -> new watermark -> ledger row -> commit.
+  flow's expectation suite (quarantine failing rows, or block the batch) -> delta postings (the
+  difference from the target's own total) -> merge -> reconcile counts and target against the
+  batch -> document lines -> release loaded quarantine entries -> delete detection -> new
+  watermark -> ledger row -> commit.
 A crash anywhere before the commit leaves the old state; nothing is half-loaded. A failed run
 writes its ledger row in a transaction of its own.
 
