@@ -586,9 +586,7 @@ class ReportSettings(_Model):
     @field_validator("smtp_connection")
     @classmethod
     def _connection_id(cls, value: str) -> str:
-        if not _CONNECTION_ID.fullmatch(value):
-            raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
-        return value
+        return check_connection_id(value)
 
 
 class Defaults(_Model):
@@ -620,9 +618,7 @@ class ReconciliationQuery(_Model):
     @field_validator("connection")
     @classmethod
     def _connection_id(cls, value: str) -> str:
-        if not _CONNECTION_ID.fullmatch(value):
-            raise ValueError(f"{value!r} is not a connection id (lower case, digits, underscore)")
-        return value
+        return check_connection_id(value)
 
 
 class BusinessReconciliation(_Model):

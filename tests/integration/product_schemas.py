@@ -161,6 +161,29 @@ def write_orders(site: Site, rows: list[tuple[str, str, str]], at: datetime = T)
     ], replace_on="order_no")
 
 
+def erpnext_receipt_flow() -> dict[str, Any]:
+    """MES orders -> ERPNext ``tabStock Entry``, named from the ``tabSeries`` counter (it holds the last number)."""
+    return {
+        "flow": "erpnext_receipts",
+        "source": {"connection": "mes_db", "table": "mes_order"},
+        "target": {
+            "connection": "erp_db", "table": "tabStock Entry", "generated_key": "name",
+            "document_number": {
+                "column": "name", "format": "MAT-STE-2026-{n:05d}",
+                "sequence": {"table": "tabSeries", "key": {"name": "MAT-STE-2026-"}, "counter": "current", "holds": "last"},
+            },
+        },
+        "key": ["custom_mes_ref"],
+        "cursor": {"column": "updated_at"},
+        "load": {"match": "natural_key"},
+        "columns": [
+            {"target": "custom_mes_ref", "source": "order_no"},
+            {"target": "stock_entry_type", "value": "Manufacture"},
+            {"target": "fg_completed_qty", "source": "quantity"},
+        ],
+    }
+
+
 def odoo_order_flow(**load: Any) -> dict[str, Any]:
     """MES orders into Odoo's mrp_production: id generated, named from ir_sequence, keyed on origin."""
     return {

@@ -87,6 +87,42 @@ class DevTools:
             self.events.append(json.loads(self.socket.recv(timeout=max(0.1, deadline - time.monotonic()))))
         return next(e for e in self.events if e.get("method") == method)
 
+    def open(self, page: Path) -> str:
+        """Load ``page`` in a new 1300-pixel-wide tab; returns its session id."""
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable", session)
+        self.call("Emulation.setDeviceMetricsOverride", session, width=1300, height=900, deviceScaleFactor=1, mobile=False)
+        self.call("Page.navigate", session, url=page.as_uri())
+        self.wait_for("Page.loadEventFired")
+        return session
+
+    def screenshot(self, session: str, name: str) -> tuple[Path, dict[str, Any]]:
+        """The whole page as ARTIFACTS/<name>.png, for a person to look at; returns it and the page size."""
+        size = self.call("Page.getLayoutMetrics", session)["cssContentSize"]
+        shot = self.call(
+            "Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        path.write_bytes(base64.b64decode(shot["data"]))
+        print(f"{name} screenshot: {path}")
+        return path, size
+
+    def problems(self) -> list[dict[str, Any]]:
+        """Exceptions, console errors and log errors the page produced."""
+        return [
+            e["params"] for e in self.events
+            if e.get("method") == "Runtime.exceptionThrown"
+            or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+        ]
+
+    def requested(self) -> list[str]:
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[DevTools]:
@@ -123,31 +159,10 @@ def _demo_dashboard(folder: Path) -> Path:
 
 def test_the_dashboard_renders_offline_without_console_errors(browser: DevTools, tmp_path: Path) -> None:
     page = _demo_dashboard(tmp_path)
-    target = browser.call("Target.createTarget", url="about:blank")["targetId"]
-    session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        browser.call(f"{domain}.enable", session)
-    browser.call("Emulation.setDeviceMetricsOverride", session, width=1300, height=900, deviceScaleFactor=1, mobile=False)
-    browser.call("Page.navigate", session, url=page.as_uri())
-    browser.wait_for("Page.loadEventFired")
+    session = browser.open(page)
+    screenshot, size = browser.screenshot(session, "dashboard")
 
-    size = browser.call("Page.getLayoutMetrics", session)["cssContentSize"]
-    shot = browser.call(
-        "Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-        clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-    )
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    screenshot = ARTIFACTS / "dashboard.png"
-    screenshot.write_bytes(base64.b64decode(shot["data"]))
-    print(f"dashboard screenshot: {screenshot}")
-
-    problems = [
-        e["params"] for e in browser.events
-        if e.get("method") == "Runtime.exceptionThrown"
-        or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-    ]
-    assert problems == []
-    requested = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+    assert browser.problems() == []
+    requested = browser.requested()
     assert requested and all(url.startswith(("file:", "data:")) for url in requested), requested
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and size["height"] > 1500

@@ -6,7 +6,6 @@ headless Chromium (screenshot: .pytest_cache/artifacts/data_quality_report.png).
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import subprocess
@@ -26,7 +25,6 @@ from test_dashboard import DevTools, browser  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.postgres]
 
-ARTIFACTS = REPO_ROOT / ".pytest_cache" / "artifacts"
 RECIPIENTS = ["qa-lead@plant.example", "it-oncall@plant.example"]
 EXPECTED_ITEMS = "1 flow failing, 2 flows stale, 3 rows in quarantine, 2 failed checks, 6 reconciliation mismatches"
 
@@ -118,33 +116,13 @@ def test_the_report_renders_in_chromium_without_console_errors(
     with Connections({f"{n}_db": u for n, u in urls.items()}) as connections:
         page = build_report(project, connections, tmp_path / "data_quality_report.html", generated_at=history.now).path
 
-    target = browser.call("Target.createTarget", url="about:blank")["targetId"]
-    session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        browser.call(f"{domain}.enable", session)
-    browser.call("Emulation.setDeviceMetricsOverride", session, width=1300, height=900, deviceScaleFactor=1, mobile=False)
-    browser.call("Page.navigate", session, url=page.as_uri())
-    browser.wait_for("Page.loadEventFired")
+    session = browser.open(page)
     title = browser.call("Runtime.evaluate", session, expression="document.querySelector('h1').textContent")
     assert title["result"]["value"] == "Data-quality report · 数据质量报告"  # decoded as UTF-8
 
-    size = browser.call("Page.getLayoutMetrics", session)["cssContentSize"]
-    shot = browser.call(
-        "Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
-        clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-    )
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    screenshot = ARTIFACTS / "data_quality_report.png"
-    screenshot.write_bytes(base64.b64decode(shot["data"]))
-    print(f"data-quality report screenshot: {screenshot}")
+    screenshot, size = browser.screenshot(session, "data_quality_report")
 
-    problems = [
-        e["params"] for e in browser.events
-        if e.get("method") == "Runtime.exceptionThrown"
-        or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-        or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-    ]
-    assert problems == []
-    requested = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+    assert browser.problems() == []
+    requested = browser.requested()
     assert requested and all(url.startswith(("file:", "data:")) for url in requested), requested
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and size["height"] > 1000

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from etl.errors import StepFailed
 from etl.pipeline_tables import quarantine
-from tests.integration.product_schemas import ERPNEXT, ODOO, Site, make_site, odoo_order_flow, write_orders
+from tests.integration.product_schemas import ERPNEXT, ODOO, Site, erpnext_receipt_flow, make_site, odoo_order_flow, write_orders
 
 pytestmark = pytest.mark.slow
 
@@ -153,23 +153,7 @@ def test_a_line_key_given_twice_sends_the_document_to_quarantine(site: Site) -> 
 def test_erpnext_lines_point_at_the_document_name(site: Site) -> None:
     site.create(site.target, ERPNEXT)
     site.add({
-        "flow": "erpnext_receipts",
-        "source": {"connection": "mes_db", "table": "mes_order"},
-        "target": {
-            "connection": "erp_db", "table": "tabStock Entry", "generated_key": "name",
-            "document_number": {
-                "column": "name", "format": "MAT-STE-2026-{n:05d}",
-                "sequence": {"table": "tabSeries", "key": {"name": "MAT-STE-2026-"}, "counter": "current", "holds": "last"},
-            },
-        },
-        "key": ["custom_mes_ref"],
-        "cursor": {"column": "updated_at"},
-        "load": {"match": "natural_key"},
-        "columns": [
-            {"target": "custom_mes_ref", "source": "order_no"},
-            {"target": "stock_entry_type", "value": "Manufacture"},
-            {"target": "fg_completed_qty", "source": "quantity"},
-        ],
+        **erpnext_receipt_flow(),
         "lines": {
             "source": {"table": "mes_order_component", "parent_column": "order_no", "header_column": "order_no"},
             "target": {"table": "tabStock Entry Detail", "header_id_column": "parent"},

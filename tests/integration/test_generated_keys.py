@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import inspect
 
 from etl.errors import SchemaDriftError, StepFailed
-from tests.integration.product_schemas import ERPNEXT, ODOO, T, Site, make_site, odoo_order_flow, write_orders
+from tests.integration.product_schemas import ERPNEXT, ODOO, Site, erpnext_receipt_flow, make_site, odoo_order_flow, write_orders
 
 pytestmark = pytest.mark.slow
 
@@ -97,25 +97,7 @@ def test_a_counter_row_that_is_not_unique_stops_the_run(site: Site) -> None:
 @pytest.mark.parametrize("site", ["mariadb"], indirect=True)
 def test_erpnext_document_number_is_the_primary_key_and_the_counter_holds_the_last(site: Site) -> None:
     site.create(site.target, ERPNEXT)
-    site.add({
-        "flow": "erpnext_receipts",
-        "source": {"connection": "mes_db", "table": "mes_order"},
-        "target": {
-            "connection": "erp_db", "table": "tabStock Entry", "generated_key": "name",
-            "document_number": {
-                "column": "name", "format": "MAT-STE-2026-{n:05d}",
-                "sequence": {"table": "tabSeries", "key": {"name": "MAT-STE-2026-"}, "counter": "current", "holds": "last"},
-            },
-        },
-        "key": ["custom_mes_ref"],
-        "cursor": {"column": "updated_at"},
-        "load": {"match": "natural_key"},
-        "columns": [
-            {"target": "custom_mes_ref", "source": "order_no"},
-            {"target": "stock_entry_type", "value": "Manufacture"},
-            {"target": "fg_completed_qty", "source": "quantity"},
-        ],
-    })
+    site.add(erpnext_receipt_flow())
     write_orders(site, [("WO-1", "M-1", "5"), ("WO-2", "M-2", "7")])
     assert site.run("erpnext_receipts").record.counts.rows_loaded == 2
     assert [(r["name"], r["custom_mes_ref"]) for r in site.rows("tabStock Entry", "name")] == [
