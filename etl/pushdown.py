@@ -15,8 +15,9 @@ unsupported and runs on the Python path; :func:`unsupported_reason` says why.
 from __future__ import annotations
 
 import ast
+import fcntl
 import io
-import queue
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,12 +40,14 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     null,
     or_,
     select,
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -126,7 +129,8 @@ class _Compiler:
             return self.resolved[-1]
         table = Table(
             f"etl_xw_{len(self.lookups)}", MetaData(),
-            Column("code", Text, primary_key=True), Column("mapped", Text), Column("factor", Numeric),
+            # No key index: codes arrive unique (dictionary keys) and are only ever hash-joined.
+            Column("code", Text, nullable=False), Column("mapped", Text), Column("factor", Numeric),
             prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
         )
         self.lookups.append((name, side, code, self.crosswalks[name].rule is not None))
@@ -232,6 +236,10 @@ class _Compiler:
 
     def column(self, spec: ColumnSpec) -> Value:
         """The target value of one column and its failures, mirroring etl.transform step by step."""
+        return self.finish(spec, self.before_coercion(spec))
+
+    def before_coercion(self, spec: ColumnSpec) -> Value:
+        """The column's value up to (not including) the conversion into the target's type."""
         target = self.target_types[spec.target]
         if spec.cast is not None:
             raise Unsupported("cast")
@@ -255,6 +263,11 @@ class _Compiler:
             value = self._timezone(spec, value, target)
         if spec.default is not None:
             value = Value(func.coalesce(value.sql, self._constant(spec.default, target).sql), value.kind, value.failures)
+        return value
+
+    def finish(self, spec: ColumnSpec, value: Value) -> Value:
+        """Convert into the target's type and check that a required value is there."""
+        target = self.target_types[spec.target]
         value = self._coerce(spec, value, target)
         if spec.required or spec.target in self.flow.key or not target.nullable:
             label = "natural key column" if spec.target in self.flow.key else "required column"
@@ -338,7 +351,8 @@ class _Compiler:
         if kind == "decimal":
             self._numeric(value)
             rounded = func.round(cast(sql, Numeric), target.scale) if target.scale is not None else cast(sql, Numeric)
-            infinite = cast(sql, Text).in_(["Infinity", "-Infinity", "NaN"])
+            # Compared as numbers: casting every value to text to spot these costs a second a million rows.
+            infinite = cast(sql, Numeric).in_([literal_column(f"'{v}'::numeric") for v in ("Infinity", "-Infinity", "NaN")])
             failures = list(value.failures) + [(infinite, _lit_text(label) + cast(sql, Text) + _lit_text(": is not a finite number"))]
             if target.precision is not None:
                 limit = Decimal(10) ** (target.precision - (target.scale or 0))
@@ -430,74 +444,78 @@ def raw_table(flow: Flow, source: Table) -> Table:
     )
 
 
-class _Pipe:
-    """A bounded byte queue between the source's COPY TO and the target's COPY FROM.
-
-    The driver writes one row at a time; rows are gathered into blocks so the two threads
-    hand over megabytes, not lines. At most a few blocks wait: memory stays bounded."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self.pending = bytearray()
-        self.buffer = memoryview(b"")
-        self.error: BaseException | None = None
-
-    def write(self, data: bytes | str) -> int:
-        chunk = data.encode() if isinstance(data, str) else data
-        self.pending += chunk
-        if len(self.pending) >= _COPY_BLOCK:
-            self.queue.put(bytes(self.pending))
-            self.pending = bytearray()
-        return len(chunk)
-
-    def close_writing(self) -> None:
-        if self.pending:
-            self.queue.put(bytes(self.pending))
-            self.pending = bytearray()
-        self.queue.put(None)
-
-    def read(self, size: int = -1) -> bytes:
-        while not self.buffer:
-            chunk = self.queue.get()
-            if chunk is None:
-                self.queue.put(None)  # keep answering end-of-data to further reads
-                return b""
-            self.buffer = memoryview(chunk)
-        if size < 0 or size >= len(self.buffer):
-            out, self.buffer = self.buffer, memoryview(b"")
-        else:
-            out, self.buffer = self.buffer[:size], self.buffer[size:]
-        return bytes(out)
-
-    readline = read
+#: Types whose binary COPY form is the same built-in type on both servers (raw columns take the
+#: source's own types). Anything else (enums, domains, arrays, extension types) travels as text.
+_BINARY_SAFE = (
+    sqltypes.Integer, sqltypes.Numeric, sqltypes.String, sqltypes.DateTime, sqltypes.Date,
+    sqltypes.Time, sqltypes.Boolean, sqltypes.JSON, sqltypes.Uuid, postgresql.UUID,
+)
 
 
-def copy_between(sconn: Connection, tconn: Connection, select_sql: str, table_sql: str, columns_sql: str) -> int:
+def binary_copy_safe(table: Table, columns: list[str]) -> bool:
+    """Whether ``columns`` can travel in COPY's binary format: parsing text costs more than
+    the data's transport (about a third of the copy for timestamps and decimals)."""
+    return all(
+        isinstance(table.c[c].type, _BINARY_SAFE) and not isinstance(table.c[c].type, (sqltypes.Enum, sqltypes.ARRAY))
+        for c in columns
+    )
+
+
+_F_SETPIPE_SZ = 1031  # Linux: a pipe of a megabyte hands over blocks, not 64 KiB slices
+
+
+def copy_between(
+    sconn: Connection, tconn: Connection, select_sql: str, table_sql: str, columns_sql: str, binary: bool = False,
+) -> int:
     """Stream ``COPY (select) TO STDOUT`` on the source into ``COPY table FROM STDIN`` on the
-    target, a block at a time; returns the rows copied."""
-    pipe = _Pipe()
+    target through an OS pipe; returns the rows copied. ``binary`` needs the same column types
+    on both sides (see :func:`binary_copy_safe`).
+
+    The driver writes one row per call on the source side; the pipe's buffered file objects
+    take those calls in C, and the pipe's size bounds the memory in flight."""
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _COPY_BLOCK)
+    except OSError:  # not Linux, or above the system's limit: the default size works, slower
+        pass
+    reader, writer = os.fdopen(read_fd, "rb", buffering=_COPY_BLOCK), os.fdopen(write_fd, "wb", buffering=_COPY_BLOCK)
     source_cursor = sconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    options = " (FORMAT binary)" if binary else ""
+    failed: list[BaseException] = []
 
     def produce() -> None:
         try:
-            source_cursor.copy_expert(f"COPY ({select_sql}) TO STDOUT", pipe, size=_COPY_BLOCK)
+            source_cursor.copy_expert(f"COPY ({select_sql}) TO STDOUT{options}", writer, size=_COPY_BLOCK)
+        except BrokenPipeError:  # the target side stopped reading: its own error is raised
+            pass
         except BaseException as exc:  # raised in the caller's thread once the target side ends
-            pipe.error = exc
+            failed.append(exc)
         finally:
-            pipe.close_writing()
+            try:
+                writer.close()  # end of data for the target side
+            except BrokenPipeError:  # the target side stopped reading: its error is raised
+                pass
 
-    reader = threading.Thread(target=produce, name="etl-copy-source", daemon=True)
-    reader.start()
+    thread = threading.Thread(target=produce, name="etl-copy-source", daemon=True)
+    thread.start()
     target_cursor = tconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN", pipe, size=_COPY_BLOCK)
+        target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN{options}", reader, size=_COPY_BLOCK)
         rows = target_cursor.rowcount
+    except Exception as exc:
+        # A source that failed first is the cause (the target then saw the data end early).
+        reader.close()
+        thread.join()
+        if failed:
+            raise failed[0] from exc
+        raise
     finally:
-        reader.join()
+        reader.close()  # a source still writing gets a broken pipe and stops
+        thread.join()
         target_cursor.close()
         source_cursor.close()
-    if pipe.error is not None:
-        raise pipe.error
+    if failed:
+        raise failed[0]
     return rows
 
 
@@ -532,6 +550,7 @@ def stage(
     columns = flow.source_columns()
     outcome.rows_read = copy_between(
         sconn, tconn, render(sconn, query), prep.format_table(raw), ", ".join(prep.quote(c) for c in columns),
+        binary=binary_copy_safe(raw, columns),
     )
     for batch in retries:
         tconn.execute(raw.insert(), [{**{c: p.get(c) for c in columns}, RETRY: 1} for p in batch])
@@ -545,10 +564,10 @@ def stage(
     _fill_lookups(tconn, collector, raw, crosswalks)
     rows = _fence(raw, collector)
     compiler = _Compiler(flow, raw, source_types, target_types, crosswalks, fenced=rows)
-    values = {spec.target: compiler.column(spec) for spec in flow.columns}
     local_failures = _local_time_failures(tconn, collector, raw, rows)
+    before, values = _two_layers(flow, compiler, rows, local_failures)
 
-    checked, outputs, reason = _checked_rows(flow, rows, values, local_failures)
+    checked, outputs, reason = _checked_rows(flow, before, values)
     select_rows = select(
         *outputs, checked.c[SEQ], func.left(_source_key(flow, checked), SOURCE_KEY_LENGTH).label(SOURCE_KEY),
         checked.c[RETRY], reason.label(REASON),
@@ -584,10 +603,35 @@ def stage(
     return outcome
 
 
-def _checked_rows(
-    flow: Flow, rows: Any, values: dict[str, Value],
+def _two_layers(
+    flow: Flow, compiler: _Compiler, rows: Any,
     local_failures: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]],
-) -> tuple[Any, list[ColumnElement[Any]], ColumnElement[Any]]:
+) -> tuple[Any, dict[str, Value]]:
+    """Each column's value before type conversion, with its failure tests, computed once in a
+    fenced layer; the conversion and the required check then work on those results.
+
+    Without the layer every test that looks at a value (its length, its range, whether it is
+    NULL) evaluates the whole expression again: five times over for a converted quantity."""
+    computed: list[ColumnElement[Any]] = []
+    plan: list[tuple[ColumnSpec, str, list[tuple[str, ColumnElement[Any]]]]] = []
+    for i, spec in enumerate(flow.columns):
+        value = compiler.before_coercion(spec)
+        computed.append(value.sql.label(f"_p{i}"))
+        tests = []
+        for j, (condition, reason) in enumerate(value.failures + local_failures.get(spec.target, [])):
+            computed.append(func.coalesce(condition, False).label(f"_a{i}_{j}"))
+            tests.append((f"_a{i}_{j}", reason))
+        plan.append((spec, value.kind, tests))
+    before = select(*rows.c, *computed).select_from(rows).offset(0).subquery("etl_before")
+    adapt = ClauseAdapter(before).traverse
+    values = {}
+    for i, (spec, kind, tests) in enumerate(plan):
+        failures = [(before.c[name], adapt(reason)) for name, reason in tests]
+        values[spec.target] = compiler.finish(spec, Value(before.c[f"_p{i}"], kind, failures))
+    return before, values
+
+
+def _checked_rows(flow: Flow, rows: Any, values: dict[str, Value]) -> tuple[Any, list[ColumnElement[Any]], ColumnElement[Any]]:
     """Compute every column value and every failure test once (a fenced layer), then build the
     output columns (NULL where the column failed) and the row's reasons from those results."""
     computed: list[ColumnElement[Any]] = []
@@ -596,7 +640,7 @@ def _checked_rows(
         value = values[spec.target]
         computed.append(value.sql.label(f"_v{i}"))
         tests = []
-        for j, (condition, reason) in enumerate(value.failures + local_failures.get(spec.target, [])):
+        for j, (condition, reason) in enumerate(value.failures):
             computed.append(func.coalesce(condition, False).label(f"_c{i}_{j}"))
             tests.append((f"_c{i}_{j}", reason))
         plan.append((spec.target, tests))

@@ -234,6 +234,7 @@ def _run_steps(
     enter("lock")
     if not dialect.try_lock(tconn, flow.flow):
         raise FlowBusy(f"flow {flow.flow!r}: another run holds its lock; this run read and wrote nothing")
+    dialect.tune(tconn)
 
     enter("check_schema")
     source_table = reflect_table(sconn, flow.source.table, role="source", flow=flow)
@@ -418,7 +419,9 @@ def _validate(
     ValidationFailed when a critical expectation fails. Returns the rows taken out of staging."""
     assert flow.expectations is not None
     suite = validation.load_suite(Path(project.expectations_dir), flow)
-    verdict = validation.check_batch(tconn, staging, suite, validation.parameters(flow.expectations, now))
+    verdict = validation.check_batch(
+        tconn, staging, suite, validation.parameters(flow.expectations, now), unique_key=list(flow.key),
+    )
     run.checks += verdict.checks()
     if verdict.blocking:
         raise ValidationFailed(verdict.message(flow))

@@ -83,6 +83,10 @@ class Dialect:
     def begin_read(self, conn: Connection) -> None:
         """Make the just-begun source transaction read-only, on one snapshot where possible."""
 
+    def tune(self, conn: Connection) -> None:
+        """Settings for the rest of the target transaction, for the run's few big set-based
+        statements (staging, checks, merge over a whole batch)."""
+
     def release_lock(self, conn: Connection, flow: str) -> None:
         """Free the flow's lock where it outlives the transaction (after commit or rollback)."""
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
-from etl.validation import CRITICAL, QUARANTINE, WARNING, Expectation, Outcome
+from etl.dialects.base import SEQ, SOURCE_KEY
+from etl.validation import CRITICAL, QUARANTINE, WARNING, Expectation, Outcome, Suite, check_batch
 
 ROW_RULE = "expect_column_values_to_be_between"
 
@@ -35,3 +37,30 @@ def test_critical_blocks_on_any_failure_and_warning_never() -> None:
 def test_a_passing_expectation_neither_blocks_nor_quarantines() -> None:
     outcome = _outcome(QUARANTINE, 0, mostly=0.5)
     assert outcome.success and not outcome.blocks and not outcome.quarantines
+
+
+def test_uniqueness_of_the_flow_key_is_not_scanned_for_again() -> None:
+    """Duplicate resolution leaves one staged row per key, so the run skips the grouping that
+    would check it; other columns are still checked. (Staged here with a duplicate on purpose,
+    to see which check looked.)"""
+    staging = Table("stg", MetaData(), Column("posting_key", String), Column("batch_no", String),
+                    Column(SEQ, Integer), Column(SOURCE_KEY, String))
+    unique = "expect_column_values_to_be_unique"
+    suite = Suite("s", "s.json", (
+        Expectation("key_unique", unique, {"column": "posting_key"}, QUARANTINE, None),
+        Expectation("batch_unique", unique, {"column": "batch_no"}, QUARANTINE, None),
+        Expectation("pair_unique", "expect_compound_columns_to_be_unique", {"column_list": ["batch_no", "posting_key"]}, QUARANTINE, None),
+    ))
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        staging.create(conn)
+        conn.execute(staging.insert(), [
+            {"posting_key": "A", "batch_no": "1", SEQ: 1, SOURCE_KEY: "a"},
+            {"posting_key": "A", "batch_no": "1", SEQ: 2, SOURCE_KEY: "b"},
+        ])
+        scanned = {o.expectation.name: o.rows_failed for o in check_batch(conn, staging, suite, {}).outcomes}
+        assert scanned == {"key_unique": 2, "batch_unique": 2, "pair_unique": 2}
+        trusted = check_batch(conn, staging, suite, {}, unique_key=["posting_key"])
+        assert {o.expectation.name: o.rows_failed for o in trusted.outcomes} == {"key_unique": 0, "batch_unique": 2, "pair_unique": 2}
+        compound = check_batch(conn, staging, suite, {}, unique_key=["posting_key", "batch_no"])
+        assert {o.expectation.name: o.rows_failed for o in compound.outcomes} == {"key_unique": 2, "batch_unique": 2, "pair_unique": 0}

@@ -1,0 +1,154 @@
+"""The PostgreSQL pieces the benchmark leans on, against the real server: the source-to-target
+COPY through an OS pipe (binary where the types allow), its failures on either side, the MERGE
+of a batch, and the settings a run takes for its own transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import psycopg2
+import pytest
+from sqlalchemy import (
+    ARRAY, Column, DateTime, Engine, Integer, Interval, MetaData, Numeric, String, Table, Text, create_engine, select, text,
+)
+from sqlalchemy.dialects.postgresql import ENUM, JSONB
+from sqlalchemy.engine import URL
+
+from etl.dialects.postgresql import WORK_MEM_MB, PostgresDialect
+from etl.pushdown import binary_copy_safe, copy_between
+
+pytestmark = pytest.mark.postgres
+
+ROWS = [
+    # 18-digit decimal, microseconds, Chinese text, an empty string beside a NULL, JSON
+    (1, Decimal("123456789012345.678"), datetime(2026, 11, 20, 8, 0, 0, 123456, tzinfo=timezone.utc), "换线 / changeover", "", {"a": [1, "二"]}),
+    (2, Decimal("-0.001"), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), None, None, None),
+    (3, None, None, "tab\there\nnewline \\ backslash", "x", {"nested": {"k": None}}),
+]
+
+
+def _table(name: str) -> Table:
+    return Table(
+        name, MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=False), Column("qty", Numeric(18, 3)),
+        Column("at", DateTime(timezone=True)), Column("note", Text), Column("code", String(8)), Column("doc", JSONB),
+    )
+
+
+@pytest.fixture
+def engines(pg_database: Callable[[str], URL]) -> Iterator[tuple[Engine, Engine]]:
+    source, target = create_engine(pg_database("copy_src")), create_engine(pg_database("copy_dst"))
+    with source.begin() as conn:
+        table = _table("reading")
+        table.create(conn)
+        conn.execute(table.insert(), [dict(zip(("id", "qty", "at", "note", "code", "doc"), r)) for r in ROWS])
+    with target.begin() as conn:
+        _table("reading").create(conn)
+    yield source, target
+    source.dispose()
+    target.dispose()
+
+
+def _copy(source: Engine, target: Engine, select_sql: str, binary: bool, columns: str = "id, qty, at, note, code, doc") -> int:
+    with source.connect() as sconn, target.connect() as tconn:
+        with tconn.begin():
+            return copy_between(sconn, tconn, select_sql, "reading", columns, binary=binary)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_copy_between_servers_keeps_every_value(engines: tuple[Engine, Engine], binary: bool) -> None:
+    source, target = engines
+    copied = _copy(source, target, "SELECT id, qty, at, note, code, doc FROM reading", binary)
+    assert copied == len(ROWS)
+    with source.connect() as a, target.connect() as b:
+        query = "SELECT id, qty, at, note, code, doc FROM reading ORDER BY id"
+        assert b.execute(text(query)).all() == a.execute(text(query)).all()
+        # the empty string stayed empty and the NULL stayed NULL
+        assert b.execute(text("SELECT code IS NULL FROM reading WHERE id IN (1, 2) ORDER BY id")).scalars().all() == [False, True]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_failing_source_query_fails_the_copy_and_loads_nothing(engines: tuple[Engine, Engine], binary: bool) -> None:
+    source, target = engines
+    with pytest.raises(psycopg2.Error, match="division by zero"):
+        _copy(source, target, "SELECT id, qty / 0, at, note, code, doc FROM reading", binary)
+    with target.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM reading")).scalar_one() == 0
+
+
+def test_a_failing_target_side_ends_the_copy_without_hanging(engines: tuple[Engine, Engine]) -> None:
+    source, target = engines
+    with source.begin() as conn:  # enough rows that the source is still writing when the target fails
+        conn.execute(text("INSERT INTO reading (id, code) SELECT i, 'c' FROM generate_series(10, 300000) AS i"))
+    with target.begin() as conn:
+        conn.execute(text("ALTER TABLE reading ADD CONSTRAINT short_ids CHECK (id < 100000)"))
+    with pytest.raises(psycopg2.Error, match="short_ids"):
+        _copy(source, target, "SELECT id, qty, at, note, code, doc FROM reading ORDER BY id", binary=True)
+    with target.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM reading")).scalar_one() == 0
+
+
+def test_binary_copy_only_for_types_that_travel_alike() -> None:
+    plain = _table("plain")
+    assert binary_copy_safe(plain, [c.name for c in plain.columns])
+    odd = Table(
+        "odd", MetaData(), Column("status", ENUM("new", "done", name="status", create_type=False)),
+        Column("tags", ARRAY(Text)), Column("took", Interval), Column("n", Integer),
+    )
+    assert binary_copy_safe(odd, ["n"])
+    for name in ("status", "tags", "took"):
+        assert not binary_copy_safe(odd, ["n", name]), name
+
+
+def test_merge_writes_new_and_changed_rows_only(pg_database: Callable[[str], URL]) -> None:
+    engine = create_engine(pg_database("merge"))
+    meta = MetaData()
+    target = Table("order_in", meta, Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)), Column("note", Text))
+    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)), Column("note", Text))
+    try:
+        with engine.begin() as conn:
+            target.create(conn)
+            staging.create(conn)
+            conn.execute(target.insert(), [
+                {"order_no": "1", "qty": Decimal("1"), "note": None},
+                {"order_no": "2", "qty": Decimal("2"), "note": "same"},
+                {"order_no": "9", "qty": Decimal("9"), "note": "not in the batch"},
+            ])
+            conn.execute(staging.insert(), [
+                {"order_no": "1", "qty": Decimal("1"), "note": ""},  # NULL -> empty string is a change
+                {"order_no": "2", "qty": Decimal("2.000"), "note": "same"},  # equal
+                {"order_no": "3", "qty": None, "note": "new"},
+            ])
+            columns = ["order_no", "qty", "note"]
+            xmin_before = conn.execute(text("SELECT xmin::text FROM order_in WHERE order_no = '2'")).scalar_one()
+            assert PostgresDialect().merge(conn, staging, target, ["order_no"], columns, "upsert") == 2
+            # the equal row was neither written nor locked
+            assert conn.execute(text("SELECT xmin::text, xmax::text FROM order_in WHERE order_no = '2'")).one() == (xmin_before, "0")
+            assert conn.execute(select(target).order_by(target.c.order_no)).all() == [
+                ("1", Decimal("1.000"), ""), ("2", Decimal("2.000"), "same"), ("3", None, "new"), ("9", Decimal("9.000"), "not in the batch"),
+            ]
+            assert PostgresDialect().merge(conn, staging, target, ["order_no"], columns, "upsert") == 0
+            conn.execute(staging.update().values(note="appended?"))
+            assert PostgresDialect().merge(conn, staging, target, ["order_no"], columns, "append") == 0
+            assert conn.execute(select(target.c.note).where(target.c.order_no == "3")).scalar_one() == "new"
+    finally:
+        engine.dispose()
+
+
+def test_a_run_tunes_its_own_transaction_only(pg_database: Callable[[str], URL]) -> None:
+    engine = create_engine(pg_database("tune"))
+    try:
+        with engine.connect() as conn:
+            configured = conn.execute(text("SELECT current_setting('jit'), current_setting('work_mem')")).one()
+            conn.rollback()
+            with conn.begin():
+                PostgresDialect().tune(conn)
+                assert conn.execute(text("SHOW jit")).scalar_one() == "off"
+                mem = conn.execute(text("SELECT setting::bigint FROM pg_settings WHERE name = 'work_mem'")).scalar_one()
+                assert mem >= WORK_MEM_MB * 1024
+            # SET LOCAL ends with the transaction: the session is as the server configured it
+            assert conn.execute(text("SELECT current_setting('jit'), current_setting('work_mem')")).one() == configured
+    finally:
+        engine.dispose()
