@@ -392,6 +392,10 @@ class LoadSpec(_Model):
     #: UPDATE ... FROM staging on the key, then INSERT ... WHERE NOT EXISTS, made safe by the
     #: flow's lock (for product tables whose own id is generated).
     match: Literal["unique_key", "natural_key"] = "unique_key"
+    #: PostgreSQL targets: work_mem (MB) for the run's own transaction when the server's is
+    #: lower (SET LOCAL). The batch's joins and groupings (duplicates, checks, merge,
+    #: reconciliation) stay in memory up to about 4,000 rows per MB; beyond, they spill to disk.
+    work_mem_mb: int = Field(default=64, ge=1, le=65536)
 
 
 OnFailure = Literal["quarantine", "critical", "warning"]

@@ -47,6 +47,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import CompileError
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.util import ClauseAdapter
@@ -113,6 +114,8 @@ class _Compiler:
         #: (crosswalk name, side, cleaned code expression, has a rule) per join, in order.
         self.lookups: list[tuple[str, str, ColumnElement[Any], bool]] = []
         self.lookup_tables: list[Table] = []
+        #: (crosswalk, side, code as SQL) -> position in lookups / resolved.
+        self.lookup_index: dict[tuple[str, str, str], int] = {}
         #: (target column, source column, zone) of naive local times to check for DST gaps.
         self.local_times: list[tuple[str, str, str]] = []
 
@@ -122,22 +125,31 @@ class _Compiler:
 
     def lookup(self, name: str, side: str, code: ColumnElement[Any]) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
         """(mapped code, factor) of ``code`` through crosswalk ``name`` towards ``side``, from a
-        joined temp table that etl.crosswalk filled (see :func:`_fill_lookups`)."""
+        joined temp table that etl.crosswalk filled (see :func:`_fill_lookups`).
+
+        One join per distinct lookup: two quantities converted by the same unit column share
+        it (each join costs about a second a million rows)."""
+        try:
+            key = (name, side, str(code.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})))
+        except CompileError:  # a value without a literal form: its own join
+            key = (name, side, f"#{len(self.lookup_index)}")
+        index = self.lookup_index.get(key)
+        if index is not None:
+            return self.resolved[index]
+        index = self.lookup_index[key] = len(self.lookup_index)
         if self.fenced is not None:
-            index = len(self.resolved)
             self.resolved.append((self.fenced.c[f"_m{index}"], self.fenced.c[f"_f{index}"]))
-            return self.resolved[-1]
+            return self.resolved[index]
         table = Table(
-            f"etl_xw_{len(self.lookups)}", MetaData(),
+            f"etl_xw_{index}", MetaData(),
             # No key index: codes arrive unique (dictionary keys) and are only ever hash-joined.
             Column("code", Text, nullable=False), Column("mapped", Text), Column("factor", Numeric),
             prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
         )
         self.lookups.append((name, side, code, self.crosswalks[name].rule is not None))
         self.lookup_tables.append(table)
-        mapped, factor = table.c.mapped, table.c.factor
-        self.resolved.append((mapped, factor))
-        return mapped, factor
+        self.resolved.append((table.c.mapped, table.c.factor))
+        return self.resolved[index]
 
     def expression(self, node: ast.AST, spec: ColumnSpec) -> Value:
         if isinstance(node, ast.Name):
@@ -555,7 +567,8 @@ def stage(
     for batch in retries:
         tconn.execute(raw.insert(), [{**{c: p.get(c) for c in columns}, RETRY: 1} for p in batch])
         outcome.rows_retried += len(batch)
-    tconn.execute(text(f"ANALYZE {prep.format_table(raw)}"))
+    # No ANALYZE of the raw rows (half a second a million rows): every plan over them is a scan
+    # hash-joined to small crosswalk tables, which the planner picks from the table's size alone.
 
     source_types, target_types = _types(source), _types(target)
     collector = _Compiler(flow, raw, source_types, target_types, crosswalks)
@@ -690,19 +703,31 @@ def _fill_lookups(conn: Connection, collector: _Compiler, raw: Table, crosswalks
     for table, (name, side, code, has_rule) in zip(collector.lookup_tables, collector.lookups):
         table.create(conn)
         crosswalk = crosswalks[name]
-        if has_rule:
-            codes = conn.execute(select(code).select_from(raw).where(code.isnot(None)).distinct()).scalars()
-            hits = ((c, crosswalk.lookup(c, side)) for c in codes)
-            entries = {c: hit for c, hit in hits if hit is not None}
-        else:
-            entries = crosswalk.to_mes if side == "mes" else crosswalk.to_erp
-        lines = "".join(f"{copy_text(c)}\t{copy_text(m)}\t{copy_text(f)}\n" for c, (m, f) in entries.items())
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.copy_expert(f"COPY {prep.format_table(table)} (code, mapped, factor) FROM STDIN", io.StringIO(lines))
+            if has_rule:
+                # Fetched by the driver alone: a batch may hold 250,000 distinct order numbers.
+                cursor.execute(render(conn, select(code).select_from(raw).where(code.isnot(None)).distinct()))
+                hits = ((c, crosswalk.lookup(c, side)) for (c,) in cursor.fetchall())
+                entries = {c: hit for c, hit in hits if hit is not None}
+            else:
+                entries = crosswalk.to_mes if side == "mes" else crosswalk.to_erp
+            cursor.copy_expert(f"COPY {prep.format_table(table)} (code, mapped, factor) FROM STDIN", io.StringIO(_copy_lines(entries)))
         finally:
             cursor.close()
         conn.execute(text(f"ANALYZE {prep.format_table(table)}"))
+
+
+def _copy_lines(entries: dict[str, tuple[str, Decimal]]) -> str:
+    """A crosswalk's entries as COPY text; the few distinct factors are written once each."""
+    factors: dict[Decimal, str] = {}
+    lines = []
+    for code, (mapped, factor) in entries.items():
+        written = factors.get(factor)
+        if written is None:
+            written = factors[factor] = copy_text(factor)
+        lines.append(f"{copy_text(code)}\t{copy_text(mapped)}\t{written}\n")
+    return "".join(lines)
 
 
 def _local_time_failures(conn: Connection, compiler: _Compiler, raw: Table, rows: Any) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:

@@ -234,7 +234,7 @@ def _run_steps(
     enter("lock")
     if not dialect.try_lock(tconn, flow.flow):
         raise FlowBusy(f"flow {flow.flow!r}: another run holds its lock; this run read and wrote nothing")
-    dialect.tune(tconn)
+    dialect.tune(tconn, flow.load.work_mem_mb)
 
     enter("check_schema")
     source_table = reflect_table(sconn, flow.source.table, role="source", flow=flow)

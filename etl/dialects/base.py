@@ -83,7 +83,7 @@ class Dialect:
     def begin_read(self, conn: Connection) -> None:
         """Make the just-begun source transaction read-only, on one snapshot where possible."""
 
-    def tune(self, conn: Connection) -> None:
+    def tune(self, conn: Connection, work_mem_mb: int) -> None:
         """Settings for the rest of the target transaction, for the run's few big set-based
         statements (staging, checks, merge over a whole batch)."""
 

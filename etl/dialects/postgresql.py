@@ -14,10 +14,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from etl.dialects.base import SEQ, LoadMode, OnConflictDialect, iter_records, lock_key, quoted_name
 
-#: work_mem for the run's own transaction, when the server's is lower: the default 4MB makes
-#: hash joins and aggregates over a batch of a million rows spill to disk in many passes.
-WORK_MEM_MB = 64
-
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
@@ -72,13 +68,14 @@ class PostgresDialect(OnConflictDialect):
         # One snapshot: the ceiling and every chunk see the same committed rows.
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
 
-    def tune(self, conn: Connection) -> None:
+    def tune(self, conn: Connection, work_mem_mb: int) -> None:
         # JIT compiles the wide staging and check expressions anew in every run, which costs
-        # more than it saves on a batch. SET LOCAL ends with the transaction.
+        # more than it saves on a batch. The default work_mem (4MB) makes the hash joins and
+        # aggregates over a batch spill to disk in many passes. SET LOCAL ends with the transaction.
         conn.execute(text("SET LOCAL jit = off"))
         current = conn.execute(text("SELECT setting::bigint FROM pg_settings WHERE name = 'work_mem'")).scalar_one()
-        if int(current) < WORK_MEM_MB * 1024:
-            conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM_MB}MB'"))
+        if int(current) < work_mem_mb * 1024:
+            conn.execute(text(f"SET LOCAL work_mem = '{int(work_mem_mb)}MB'"))
 
     def staging_table_options(self) -> dict[str, Any]:
         return {"postgresql_on_commit": "DROP"}
