@@ -394,7 +394,7 @@ class LoadSpec(_Model):
     match: Literal["unique_key", "natural_key"] = "unique_key"
     #: PostgreSQL targets: work_mem (MB) for the run's own transaction when the server's is
     #: lower (SET LOCAL). The batch's joins and groupings (duplicates, checks, merge,
-    #: reconciliation) stay in memory up to about 4,000 rows per MB; beyond, they spill to disk.
+    #: reconciliation) stay in memory up to a few thousand rows per MB; beyond, they spill to disk.
     work_mem_mb: int = Field(default=64, ge=1, le=65536)
 
 

@@ -81,9 +81,10 @@ def resolve_duplicates(
         fresh = select(stg[SOURCE_KEY]).where(stg[RETRY] == 0)
         conn.execute(delete(staging).where(stg[RETRY] == 1, stg[SOURCE_KEY].in_(fresh)))
 
-    dup_keys = (
-        select(*[stg[k] for k in key]).group_by(*[stg[k] for k in key]).having(func.count() > 1).subquery()
-    )
+    repeated = select(*[stg[k] for k in key]).group_by(*[stg[k] for k in key]).having(func.count() > 1)
+    if conn.execute(repeated.limit(1)).first() is None:
+        return []  # the usual case, settled by one grouping without reading the rows again
+    dup_keys = repeated.subquery()
     rows = conn.execute(
         select(staging)
         .where(exists(select(1).select_from(dup_keys).where(and_(*[dup_keys.c[k] == stg[k] for k in key]))))
