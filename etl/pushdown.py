@@ -29,7 +29,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Identity,
     MetaData,
     Numeric,
     SmallInteger,
@@ -450,7 +449,9 @@ def raw_table(flow: Flow, source: Table) -> Table:
     return Table(
         f"etl_raw_{flow.flow}", MetaData(),
         *[Column(c, source.c[c].type, nullable=True) for c in columns],
-        Column(SEQ, BigInteger, Identity(always=False), nullable=False),
+        # Numbered by the source query (row_number), not by an identity column: drawing a
+        # sequence value for every row costs a second a million rows.
+        Column(SEQ, BigInteger, nullable=False),
         Column(RETRY, SmallInteger, nullable=False, server_default=text("0")),
         prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
     )
@@ -560,12 +561,17 @@ def stage(
     raw.create(tconn)
     prep = tconn.dialect.identifier_preparer
     columns = flow.source_columns()
+    read = query.subquery("etl_read")
+    numbered = select(*[read.c[c] for c in columns], func.row_number().over().label(SEQ))
     outcome.rows_read = copy_between(
-        sconn, tconn, render(sconn, query), prep.format_table(raw), ", ".join(prep.quote(c) for c in columns),
-        binary=binary_copy_safe(raw, columns),
+        sconn, tconn, render(sconn, numbered), prep.format_table(raw),
+        ", ".join(prep.quote(c) for c in [*columns, SEQ]), binary=binary_copy_safe(raw, columns),
     )
     for batch in retries:
-        tconn.execute(raw.insert(), [{**{c: p.get(c) for c in columns}, RETRY: 1} for p in batch])
+        first = outcome.rows_read + outcome.rows_retried + 1
+        tconn.execute(raw.insert(), [
+            {**{c: p.get(c) for c in columns}, SEQ: first + i, RETRY: 1} for i, p in enumerate(batch)
+        ])
         outcome.rows_retried += len(batch)
     # No ANALYZE of the raw rows (half a second a million rows): every plan over them is a scan
     # hash-joined to small crosswalk tables, which the planner picks from the table's size alone.
