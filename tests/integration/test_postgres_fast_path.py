@@ -151,3 +151,27 @@ def test_a_run_tunes_its_own_transaction_only(pg_database: Callable[[str], URL])
             assert conn.execute(text("SELECT current_setting('jit'), current_setting('work_mem')")).one() == configured
     finally:
         engine.dispose()
+
+
+def test_a_small_batch_probes_the_key_index_and_writes_the_same(pg_database: Callable[[str], URL]) -> None:
+    """10,000 changed rows into millions: a join over the whole target would grow with it."""
+    engine = create_engine(pg_database("merge_small"))
+    target = Table("order_in", MetaData(), Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)))
+    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)))
+    dialect = PostgresDialect()
+    try:
+        with engine.begin() as conn:
+            target.create(conn)
+            staging.create(conn)
+            conn.execute(text("INSERT INTO order_in SELECT i::text, i FROM generate_series(1, 20000) AS i"))
+            conn.execute(staging.insert(), [{"order_no": "7", "qty": Decimal("70")}, {"order_no": "8", "qty": Decimal("8")},
+                                            {"order_no": "new", "qty": Decimal("1")}])
+            assert not dialect._batch_is_large(conn, staging, target)
+            assert dialect.merge(conn, staging, target, ["order_no"], ["order_no", "qty"], "upsert") == 2
+            assert conn.execute(select(target.c.qty).where(target.c.order_no.in_(["7", "8", "new"])).order_by(target.c.order_no)).scalars().all() == [
+                Decimal("70.000"), Decimal("8.000"), Decimal("1.000"),
+            ]
+            conn.execute(text("INSERT INTO stg SELECT i::text, i FROM generate_series(1, 20000) AS i"))
+            assert dialect._batch_is_large(conn, staging, target)
+    finally:
+        engine.dispose()
