@@ -724,16 +724,12 @@ def _fill_lookups(conn: Connection, collector: _Compiler, raw: Table, crosswalks
         conn.execute(text(f"ANALYZE {prep.format_table(table)}"))
 
 
-def _copy_lines(entries: dict[str, tuple[str, Decimal]]) -> str:
-    """A crosswalk's entries as COPY text; the few distinct factors are written once each."""
-    factors: dict[Decimal, str] = {}
-    lines = []
-    for code, (mapped, factor) in entries.items():
-        written = factors.get(factor)
-        if written is None:
-            written = factors[factor] = copy_text(factor)
-        lines.append(f"{copy_text(code)}\t{copy_text(mapped)}\t{written}\n")
-    return "".join(lines)
+def _copy_lines(entries: dict[str, tuple[str, Decimal | None]]) -> str:
+    """A crosswalk's entries as COPY text."""
+    return "".join(
+        f"{copy_text(code)}\t{copy_text(mapped)}\t{copy_text(factor)}\n"
+        for code, (mapped, factor) in entries.items()
+    )
 
 
 def _local_time_failures(conn: Connection, compiler: _Compiler, raw: Table, rows: Any) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
