@@ -512,23 +512,21 @@ def copy_between(
     thread = threading.Thread(target=produce, name="etl-copy-source", daemon=True)
     thread.start()
     target_cursor = tconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    target_error: Exception | None = None
     try:
         target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN{options}", reader, size=_COPY_BLOCK)
         rows = target_cursor.rowcount
     except Exception as exc:
-        # A source that failed first is the cause (the target then saw the data end early).
-        reader.close()
-        thread.join()
-        if failed:
-            raise failed[0] from exc
-        raise
+        target_error = exc
     finally:
         reader.close()  # a source still writing gets a broken pipe and stops
         thread.join()
         target_cursor.close()
         source_cursor.close()
-    if failed:
-        raise failed[0]
+    if failed:  # a source that failed is the cause (the target then saw the data end early)
+        raise failed[0] from target_error
+    if target_error is not None:
+        raise target_error
     return rows
 
 
