@@ -1,9 +1,12 @@
 """The PostgreSQL pieces the benchmark leans on, against the real server: the source-to-target
 COPY through an OS pipe (binary where the types allow), its failures on either side, the MERGE
-of a batch, and the settings a run takes for its own transaction."""
+of a batch (a plain INSERT into an empty target), and the settings a run takes for its own
+transaction."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -11,8 +14,10 @@ from decimal import Decimal
 import psycopg2
 import pytest
 from sqlalchemy import (
-    ARRAY, Column, DateTime, Engine, Integer, Interval, MetaData, Numeric, String, Table, Text, create_engine, select, text,
+    ARRAY, Column, DateTime, Engine, Integer, Interval, MetaData, Numeric, String, Table, Text, create_engine, event, func,
+    select, text,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.postgresql import ENUM, JSONB
 from sqlalchemy.engine import URL
 
@@ -174,4 +179,69 @@ def test_a_small_batch_probes_the_key_index_and_writes_the_same(pg_database: Cal
             conn.execute(text("INSERT INTO stg SELECT i::text, i FROM generate_series(1, 20000) AS i"))
             assert dialect._batch_is_large(conn, staging, target)
     finally:
+        engine.dispose()
+
+
+def test_the_first_sync_into_an_empty_target_is_a_plain_insert(pg_database: Callable[[str], URL]) -> None:
+    engine = create_engine(pg_database("merge_empty"))
+    target = Table("order_in", MetaData(), Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)))
+    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)))
+    statements: list[str] = []
+    try:
+        with engine.begin() as conn:
+            target.create(conn)
+            staging.create(conn)
+            conn.execute(text("INSERT INTO stg SELECT i::text, i FROM generate_series(1, 500) AS i"))
+            event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
+            assert PostgresDialect().merge(conn, staging, target, ["order_no"], ["order_no", "qty"], "upsert") == 500
+            assert [s.split()[0] for s in statements] == ["SELECT", "INSERT"]
+            assert "ON CONFLICT" not in statements[1] and "MERGE" not in statements[1]
+            assert conn.execute(select(func.sum(target.c.qty))).scalar_one() == Decimal(500 * 501 // 2)
+    finally:
+        engine.dispose()
+
+
+def test_a_key_written_meanwhile_by_another_writer_fails_the_first_sync(pg_database: Callable[[str], URL]) -> None:
+    """The target was empty when the run looked, but a writer outside the pipeline inserts a key
+    of the batch before committing: the run's INSERT fails on the unique index, nothing is
+    overwritten, and the other writer's row stays."""
+    url = pg_database("merge_race")
+    engine = create_engine(url)
+    target = Table("order_in", MetaData(), Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)))
+    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)))
+    with engine.begin() as conn:
+        target.create(conn)
+    other = psycopg2.connect(url.render_as_string(hide_password=False).replace("postgresql+psycopg2", "postgresql"))
+    failure: list[BaseException] = []
+
+    def first_sync() -> None:
+        try:
+            with engine.begin() as conn:
+                staging.create(conn)
+                conn.execute(text("INSERT INTO stg SELECT i::text, i FROM generate_series(1, 10) AS i"))
+                PostgresDialect().merge(conn, staging, target, ["order_no"], ["order_no", "qty"], "upsert")
+        except BaseException as exc:  # handed to the test's thread
+            failure.append(exc)
+
+    try:
+        other.cursor().execute("INSERT INTO order_in VALUES ('7', 700)")  # not committed yet
+        run = threading.Thread(target=first_sync)
+        run.start()
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+        with engine.connect() as watch:  # the run's INSERT waits for the other writer's key
+            for _ in range(200):
+                if watch.execute(waiting).scalar_one():
+                    break
+                watch.rollback()  # pg_stat_activity holds still within a transaction
+                time.sleep(0.05)
+            else:
+                pytest.fail("the first sync never waited for the other writer's key")
+        other.commit()
+        run.join(timeout=30)
+        assert not run.is_alive()
+        assert len(failure) == 1 and isinstance(failure[0], IntegrityError), failure
+        with engine.connect() as conn:
+            assert conn.execute(select(target)).all() == [("7", Decimal("700.000"))]
+    finally:
+        other.close()
         engine.dispose()
