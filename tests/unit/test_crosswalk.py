@@ -134,6 +134,20 @@ def test_rule_format_needing_uncaptured_group(folder: Path) -> None:
     assert "uses seq, which rule.mes.pattern does not capture" in problem.message
 
 
+def test_rule_format_keeps_braces_that_are_not_fields(folder: Path) -> None:
+    """A format's fields are ``{group}``; any other brace is text, as written."""
+    write(
+        folder,
+        o__yaml="crosswalk: o\nrule:\n"
+        "  erp: {pattern: '^1(?P<seq>\\d+)(?P<lot>[A-Z]?)$', format: '1{seq}{lot}'}\n"
+        "  mes: {pattern: '^WO\\{(?P<seq>\\d+)\\}(?P<lot>[A-Z]?)$', format: 'WO{{seq}}{lot}'}\n",
+    )
+    orders = load_crosswalks(folder)["o"]
+    assert orders.lookup("1000456B", "mes") == ("WO{000456}B", Decimal(1))
+    assert orders.lookup("WO{000456}", "erp") == ("1000456", Decimal(1))
+    assert orders.lookup("WO000456", "erp") is None
+
+
 def test_rule_with_bad_regex(folder: Path) -> None:
     write(
         folder,
