@@ -16,6 +16,9 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
   gx_pandas     Great Expectations 1.x itself, the same suite on the loaded table read into a
                 pandas frame (validation seconds only; import and read printed apart)
   gx_sql        Great Expectations 1.x on the PostgreSQL table (SQL pushdown), validation only
+  airflow       parse of the whole dags/ folder (Airflow's DagBag, Airflow already imported,
+                as in the dag-processor), and a flow task's fixed overhead: the imports it does
+                when it runs, reading the project's YAML, opening both connections
 
 Engine children also time each step of the run in process (connect to done), so the table
 shows the engine's own seconds next to the wall time of the process, and the validate and
@@ -138,6 +141,9 @@ def child(path: str, src: str, dst: str) -> None:
     if path in ("gx_pandas", "gx_sql"):
         _record(great_expectations_cost(path, dst))
         return
+    if path == "airflow":
+        _record(airflow_cost(src, dst))
+        return
     sys.path.insert(0, str(REPO))
     from etl.config import load_project
     from etl.connections import Connections
@@ -197,6 +203,45 @@ def great_expectations_cost(path: str, dst: str) -> dict[str, float]:
     return figures
 
 
+def airflow_cost(src: str, dst: str) -> dict[str, float]:
+    """Seconds to parse dags/ and a flow task's fixed overhead before it reads a row."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO))
+    from etl.demo.airflow_runs import airflow_environment
+
+    with tempfile.TemporaryDirectory(prefix="ems_bench_airflow_") as home:
+        os.environ.update(airflow_environment(Path(home)))
+        started = time.perf_counter()
+        from airflow.dag_processing.dagbag import DagBag
+
+        figures = {"import": time.perf_counter() - started}
+        started = time.perf_counter()
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+        figures["parse"] = time.perf_counter() - started
+        if bag.import_errors or not bag.dags:
+            raise SystemExit(f"airflow: dags/ did not parse: {bag.import_errors}")
+        figures["dags"] = len(bag.dags)
+        # What etl.dag_factory.sync_flow does before run_flow reads anything.
+        started = time.perf_counter()
+        from etl.config import load_project
+        from etl.connections import Connections
+        from etl.runner import run_flow  # noqa: F401  (the import is the cost measured)
+
+        figures["task_imports"] = time.perf_counter() - started
+        started = time.perf_counter()
+        load_project(REPO / "mappings")
+        figures["task_config"] = time.perf_counter() - started
+        started = time.perf_counter()
+        with Connections({"bench_source": src, "bench_target": dst}) as connections:
+            for name in ("bench_source", "bench_target"):
+                with connections.engine(name).connect() as conn:
+                    conn.execute(text("SELECT 1"))
+        figures["task_connections"] = time.perf_counter() - started
+    figures["task_fixed"] = figures["task_imports"] + figures["task_config"] + figures["task_connections"]
+    return figures
+
+
 FIGURES: dict[str, list[dict[str, float]]] = {}
 
 
@@ -229,7 +274,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pandas-rows", type=int, default=100_000)
     parser.add_argument("--skip", default="", help="comma-separated optional paths to leave out "
-                        "(pandas, rerun, gx_pandas, gx_sql, unchecked), e.g. for a 5M-row run")
+                        "(pandas, rerun, gx_pandas, gx_sql, unchecked, airflow), e.g. for a 5M-row run")
     parser.add_argument("--child")
     parser.add_argument("--src")
     parser.add_argument("--dst")
@@ -293,6 +338,9 @@ def main() -> None:
             times.append(t)
             rss.append(m)
         results.append(("incremental", 10_000, times, rss, differing_rows(src, dst)))
+        if "airflow" not in skipped:
+            for _ in range(args.repeats):
+                measure("airflow", src, dst, env)
     finally:
         with admin.connect() as conn:
             for name in names.values():
@@ -324,6 +372,11 @@ def main() -> None:
         if FIGURES.get(path):
             parts = ", ".join(f"{k} {_median_figure(path, k):.2f} s" for k in ("import", "read", "validate") if _median_figure(path, k) is not None)
             print(f"{path}: {parts}")
+    if FIGURES.get("airflow"):
+        a = {k: _median_figure("airflow", k) or 0.0 for k in FIGURES["airflow"][0]}
+        print(f"airflow: parse of dags/ {a['parse']:.2f} s for {a['dags']:.0f} DAGs (after importing Airflow, "
+              f"{a['import']:.2f} s); a flow task's fixed overhead {a['task_fixed']:.2f} s (its imports "
+              f"{a['task_imports']:.2f}, the project's YAML {a['task_config']:.2f}, both connections {a['task_connections']:.2f})")
     print(f"\n{args.repeats} repeats each (medians); min-max seconds: " +
           "; ".join(f"{p}: {min(t):.2f}-{max(t):.2f}" for p, _, t, _, _ in results))
 
