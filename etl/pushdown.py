@@ -373,8 +373,8 @@ class _Compiler:
         label = f"column {spec.target}: value "
         if kind == "string":
             body = _text_of(value)
-            fits = value.kind == "string" and value.longest is not None and target.length is not None and value.longest <= target.length
-            if target.length is None or fits:
+            # Only string values carry a bound (Value.longest).
+            if target.length is None or (value.longest is not None and value.longest <= target.length):
                 return Value(body, "string", value.failures, value.longest)
             too_long = func.char_length(body) > target.length
             reason = _lit_text(label) + func.quote_literal(func.left(body, 57)) + _lit_text(": ") + \

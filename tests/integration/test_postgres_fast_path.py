@@ -17,9 +17,9 @@ from sqlalchemy import (
     ARRAY, Column, DateTime, Engine, Integer, Interval, MetaData, Numeric, String, Table, Text, create_engine, event, func,
     select, text,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.postgresql import ENUM, JSONB
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
 
 from etl.dialects.postgresql import PostgresDialect
 from etl.pushdown import binary_copy_safe, copy_between
@@ -158,11 +158,17 @@ def test_a_run_tunes_its_own_transaction_only(pg_database: Callable[[str], URL])
         engine.dispose()
 
 
+def _order_tables() -> tuple[Table, Table]:
+    """A target keyed by order number and a staging table of the same columns."""
+    target = Table("order_in", MetaData(), Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)))
+    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)))
+    return target, staging
+
+
 def test_a_small_batch_probes_the_key_index_and_writes_the_same(pg_database: Callable[[str], URL]) -> None:
     """10,000 changed rows into millions: a join over the whole target would grow with it."""
     engine = create_engine(pg_database("merge_small"))
-    target = Table("order_in", MetaData(), Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)))
-    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)))
+    target, staging = _order_tables()
     dialect = PostgresDialect()
     try:
         with engine.begin() as conn:
@@ -184,8 +190,7 @@ def test_a_small_batch_probes_the_key_index_and_writes_the_same(pg_database: Cal
 
 def test_the_first_sync_into_an_empty_target_is_a_plain_insert(pg_database: Callable[[str], URL]) -> None:
     engine = create_engine(pg_database("merge_empty"))
-    target = Table("order_in", MetaData(), Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)))
-    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)))
+    target, staging = _order_tables()
     statements: list[str] = []
     try:
         with engine.begin() as conn:
@@ -207,8 +212,7 @@ def test_a_key_written_meanwhile_by_another_writer_fails_the_first_sync(pg_datab
     overwritten, and the other writer's row stays."""
     url = pg_database("merge_race")
     engine = create_engine(url)
-    target = Table("order_in", MetaData(), Column("order_no", String(12), primary_key=True), Column("qty", Numeric(9, 3)))
-    staging = Table("stg", MetaData(), Column("order_no", String(12)), Column("qty", Numeric(9, 3)))
+    target, staging = _order_tables()
     with engine.begin() as conn:
         target.create(conn)
     other = psycopg2.connect(url.render_as_string(hide_password=False).replace("postgresql+psycopg2", "postgresql"))
