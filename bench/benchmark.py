@@ -22,7 +22,8 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
 
 Engine children also time each step of the run in process (connect to done), so the table
 shows the engine's own seconds next to the wall time of the process, and the validate and
-reconcile steps of the full run.
+reconcile steps of the full run; and they count the rows each run read and loaded (an
+incremental run reads the rows its lookback covers again).
 
 Every engine path is checked row by row against an oracle written in plain SQL on the source
 (posting key, order number, work center, unit and quantity conversion): the differing rows
@@ -164,6 +165,8 @@ def child(path: str, src: str, dst: str) -> None:
     for (step, at), (_, until) in zip(marks, marks[1:]):
         steps[step] = steps.get(step, 0.0) + until - at
     steps["engine"] = marks[-1][1] - marks[0][1]
+    # Counts beside the seconds: an incremental run reads more rows than changed (its lookback).
+    steps.update({"rows_read": counts.rows_read, "rows_loaded": counts.rows_loaded})
     _record(steps)
     print(f"loaded={counts.rows_loaded} read={counts.rows_read} quarantined={counts.rows_quarantined}", file=sys.stderr)
 
@@ -368,8 +371,12 @@ def main() -> None:
     print("\nengine steps, in process (medians, seconds; steps under 0.1 s left out):")
     for path in ("full", "unchecked", "rerun", "incremental"):
         if FIGURES.get(path):
-            names = [k for k in FIGURES[path][0] if k != "engine" and (_median_figure(path, k) or 0) >= 0.1]
+            names = [k for k in FIGURES[path][0]
+                     if k != "engine" and not k.startswith("rows_") and (_median_figure(path, k) or 0) >= 0.1]
             print(f"  {path:<12}" + ", ".join(f"{k} {_median_figure(path, k):.2f}" for k in names))
+    print("rows per run, in process (medians): " + "; ".join(
+        f"{path} read {_median_figure(path, 'rows_read'):,.0f}, loaded {_median_figure(path, 'rows_loaded'):,.0f}"
+        for path in ("full", "unchecked", "rerun", "incremental") if _median_figure(path, "rows_read") is not None))
     for path in ("gx_pandas", "gx_sql"):
         if FIGURES.get(path):
             parts = ", ".join(f"{k} {_median_figure(path, k):.2f} s" for k in ("import", "read", "validate") if _median_figure(path, k) is not None)
