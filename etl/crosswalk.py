@@ -125,6 +125,10 @@ class Crosswalk:
     #: File the crosswalk is defined in, for messages.
     file: str = ""
 
+    def entries(self, to: str) -> dict[str, tuple[str, Decimal]]:
+        """The table's pairs towards side ``to``: ``{code: (counterpart, factor)}``."""
+        return self.to_mes if to == "mes" else self.to_erp
+
     def lookup(self, code: Any, to: str) -> tuple[str, Decimal] | None:
         """The counterpart of ``code`` on side ``to`` and the quantity factor, or None."""
         if not self.loaded:
@@ -135,8 +139,7 @@ class Crosswalk:
         if code is None or (isinstance(code, float) and code != code):
             return None
         code = str(code)
-        table = self.to_mes if to == "mes" else self.to_erp
-        hit = table.get(code)
+        hit = self.entries(to).get(code)
         if hit is not None:
             return hit
         if self.rule is not None:

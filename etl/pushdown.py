@@ -329,9 +329,8 @@ class _Compiler:
             # Surrogate ids from a lookup: every mapped code is an integer's text.
             return Value(cast(mapped, BigInteger), "integer", value.failures + [(missing, reason)])
         # A table-only crosswalk's codes are all known here; a rule's or a lookup's are not.
-        pairs = crosswalk.to_mes if side == "mes" else crosswalk.to_erp
         fixed = crosswalk.rule is None and crosswalk.lookup_spec is None
-        longest = max((len(code) for code, _ in pairs.values()), default=0) if fixed else None
+        longest = max((len(code) for code, _ in crosswalk.entries(side).values()), default=0) if fixed else None
         return Value(mapped, "string", value.failures + [(missing, reason)], longest)
 
     def _convert_unit(self, spec: ColumnSpec, value: Value) -> Value:
@@ -737,7 +736,7 @@ def _fill_lookups(conn: Connection, collector: _Compiler, raw: Table, crosswalks
                 hits = ((c, crosswalk.lookup(c, side)) for (c,) in cursor.fetchall())
                 entries = {c: hit for c, hit in hits if hit is not None}
             else:
-                entries = crosswalk.to_mes if side == "mes" else crosswalk.to_erp
+                entries = crosswalk.entries(side)
             quoted = prep.format_table(table)
             cursor.copy_expert(f"COPY {quoted} (code, mapped, factor) FROM STDIN", io.StringIO(_copy_lines(entries)))
             # Without statistics the planner takes codes for repeated and sorts the batch for a
