@@ -177,6 +177,10 @@ class CursorSpec(_Model):
     column: Identifier
     #: Re-read this far behind the watermark, for rows committed late with an older cursor.
     lookback: Duration = timedelta(minutes=10)
+    #: Rows the lookback reads again at the very cursor value the last run loaded are set
+    #: aside before the transform instead of being compared with the target again (the SQL
+    #: path). Off by default: a re-read row then also restores a hand edit on the target.
+    skip_loaded: bool = False
 
 
 class CrosswalkRef(_Model):

@@ -233,7 +233,11 @@ def flow_doc(flow: Flow, schedule: str | None) -> str:
         f"- **Key**: {', '.join(f'`{k}`' for k in flow.key)}",
     ]
     if flow.cursor:
-        lines.append(f"- **Cursor**: `{flow.cursor.column}`, lookback {_duration_text(flow.cursor.lookback)}")
+        lines.append(
+            f"- **Cursor**: `{flow.cursor.column}`, lookback {_duration_text(flow.cursor.lookback)}"
+            + ("; rows the last run loaded are set aside when read again (a full refresh compares them)"
+               if flow.cursor.skip_loaded else "")
+        )
     lines += _load_option_lines(flow)
     if flow.parents:
         waits = ", ".join(f"`{p.column}` in `{p.table}.{p.key}`" for p in flow.parents)

@@ -82,6 +82,18 @@ quarantine = Table(
     Index("ix_etl_quarantine_flow_status_key", "flow", "status", "source_key"),
 )
 
+#: For flows with ``cursor.skip_loaded``: the rows the last run loaded that the next run's
+#: lookback reads again, by source key and cursor value (text a session's settings cannot
+#: change). Replaced by every run of the flow, so it holds one lookback's rows at most.
+lookback_loaded = Table(
+    "etl_lookback_loaded",
+    metadata,
+    Column("flow", String(63), nullable=False),
+    Column("source_key", String(SOURCE_KEY_LENGTH), nullable=False),
+    Column("cursor_value", Text, nullable=False),
+    Index("ix_etl_lookback_loaded_flow", "flow"),
+)
+
 #: One row per check per run: each expectation of the flow's suite and each reconciliation, with
 #: how many rows it saw, how many failed, and a few of their source keys. Written with the ledger
 #: row, so a run that was blocked still shows why.

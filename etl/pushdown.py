@@ -37,13 +37,16 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    delete,
     func,
+    insert,
     literal,
     literal_column,
     null,
     or_,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import CompileError
@@ -56,7 +59,7 @@ from etl.crosswalk import Crosswalk
 from etl.dialects.base import RETRY, SEQ, SOURCE_KEY
 from etl.dialects.postgresql import copy_text
 from etl.expressions import TRIM_CHARS
-from etl.pipeline_tables import SOURCE_KEY_LENGTH
+from etl.pipeline_tables import SOURCE_KEY_LENGTH, lookback_loaded
 from etl.schema import ColumnType, column_type
 from etl.transform import Reject
 
@@ -564,6 +567,8 @@ def render(conn: Connection, statement: Any) -> str:
 class StageOutcome:
     rows_read: int = 0
     rows_retried: int = 0
+    #: Re-read rows set aside because the last run loaded them at the same cursor value.
+    set_aside: int = 0
     staged: int = 0
     rejects: list[Reject] = field(default_factory=list)
 
@@ -571,9 +576,12 @@ class StageOutcome:
 def stage(
     flow: Flow, sconn: Connection, tconn: Connection, query: Any, source: Table, target: Table,
     staging: Table, crosswalks: dict[str, Crosswalk], retries: Iterator[list[dict[str, Any]]],
-    parent_tables: dict[str, Table],
+    parent_tables: dict[str, Table], set_aside_loaded: bool = False,
 ) -> StageOutcome:
-    """Fill ``staging`` from the source through SQL; return counts and the rejected rows."""
+    """Fill ``staging`` from the source through SQL; return counts and the rejected rows.
+
+    ``set_aside_loaded``: fresh rows the last run loaded at the same cursor value (the lookback's
+    re-reads, see :func:`remember_loaded`) leave the batch before the transform."""
     outcome = StageOutcome()
     raw = raw_table(flow, source)
     raw.create(tconn)
@@ -591,6 +599,8 @@ def stage(
             {**{c: p.get(c) for c in columns}, SEQ: first + i, RETRY: 1} for i, p in enumerate(batch)
         ])
         outcome.rows_retried += len(batch)
+    if set_aside_loaded:
+        outcome.set_aside = _set_aside_loaded(tconn, flow, raw)
     # No ANALYZE of the raw rows (half a second a million rows): every plan over them is a scan
     # hash-joined to small crosswalk tables, which the planner picks from the table's size alone.
 
@@ -636,8 +646,145 @@ def stage(
         outcome.rejects.append(Reject(row[SOURCE_KEY], payload, row[REASON]))
     if rejected:
         tconn.execute(staging.delete().where(staging.c[REASON].isnot(None)))
-    outcome.staged = outcome.rows_read + outcome.rows_retried - len(rejected)
+    outcome.staged = outcome.rows_read + outcome.rows_retried - outcome.set_aside - len(rejected)
     return outcome
+
+
+# The lookback's memory (cursor.skip_loaded). A flow's window starts a lookback before its
+# watermark, so an incremental run reads again every row of the last few minutes, most of them
+# loaded by the run before at the same cursor value. By the cursor's contract (a change moves
+# the cursor) such a row has not changed, and comparing it with the target again costs as much
+# as loading it. The memory holds, per flow, the source key and cursor value of the rows the
+# last run loaded within the next run's lookback; rows it matches exactly are set aside.
+
+#: Key and cursor types whose text no session setting can change (TimeZone, DateStyle,
+#: extra_float_digits), so that the memory's text reads back as the very same value.
+_KEY_TYPES = (sqltypes.Integer, sqltypes.String, sqltypes.Numeric, sqltypes.Uuid)
+_CURSOR_TYPES = (sqltypes.DateTime, sqltypes.Date, sqltypes.Integer, sqltypes.Numeric, sqltypes.String)
+_INEXACT = (sqltypes.Enum, sqltypes.Float, sqltypes.Interval)
+
+
+def skip_loaded_reason(flow: Flow, source: Table) -> str | None:
+    """Why ``flow`` cannot set aside the rows its last run loaded, or None if it can."""
+    assert flow.cursor is not None
+    if any(c.delta is not None for c in flow.columns):
+        return "a flow with delta postings compares every re-read row with what it posted"
+    keys = flow.source_key_columns()
+    if not keys:
+        return "the flow's key is not made of source columns"
+    for name in [*keys, flow.cursor.column]:
+        allowed = _CURSOR_TYPES if name == flow.cursor.column else _KEY_TYPES
+        kind = source.c[name].type
+        if not isinstance(kind, allowed) or isinstance(kind, _INEXACT):
+            return f"source column {name} is {kind}, whose text does not read back exactly in every session"
+    return None
+
+
+def _as_text(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A key or cursor value as text that reads back exactly (timestamps in UTC, ISO form)."""
+    kind = column.type
+    if isinstance(kind, sqltypes.DateTime):
+        if kind.timezone:
+            return func.to_char(column.op("AT TIME ZONE")(_lit_text("UTC")), _lit_text('YYYY-MM-DD HH24:MI:SS.US"+00"'))
+        return func.to_char(column, _lit_text("YYYY-MM-DD HH24:MI:SS.US"))
+    if isinstance(kind, sqltypes.Date):
+        return func.to_char(column, _lit_text("YYYY-MM-DD"))
+    return cast(column, Text)
+
+
+def _read_back(stored: ColumnElement[Any], like: ColumnElement[Any]) -> ColumnElement[Any]:
+    """Stored text as a value comparable with ``like``: its type without length or precision,
+    so that nothing is cut or rounded on the way."""
+    kind = like.type
+    if isinstance(kind, sqltypes.DateTime):
+        return cast(stored, sqltypes.DateTime(timezone=bool(kind.timezone)))
+    if isinstance(kind, sqltypes.Date):
+        return cast(stored, sqltypes.Date())
+    if isinstance(kind, sqltypes.Integer):
+        return cast(stored, BigInteger)
+    if isinstance(kind, sqltypes.Numeric):
+        return cast(stored, Numeric())
+    if isinstance(kind, sqltypes.Uuid):
+        return cast(stored, kind)
+    return stored
+
+
+def _memory_key(flow: Flow, rows: Any) -> ColumnElement[Any]:
+    """The source key as text: one column's own text, several as a JSON array (unlike the
+    quarantine's ``a=1, b=2``, no two keys share it)."""
+    keys = flow.source_key_columns()
+    if len(keys) == 1:
+        return _as_text(rows.c[keys[0]])
+    return cast(func.json_build_array(*[rows.c[c] for c in keys]), Text)
+
+
+def _memory_key_matches(flow: Flow, rows: Any, stored: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+    """``rows``' key equals the stored one, compared as values: the raw side is left as it is, so
+    the join hashes plain columns. A NULL key matches nothing (it goes to quarantine)."""
+    keys = flow.source_key_columns()
+    if len(keys) == 1:
+        return [rows.c[keys[0]] == _read_back(stored, rows.c[keys[0]])]
+    return [
+        rows.c[c] == _read_back(func.json_array_element_text(cast(stored, postgresql.JSON), i), rows.c[c])
+        for i, c in enumerate(keys)
+    ]
+
+
+def _set_aside_table(flow: Flow, raw: Table) -> Table:
+    """The rows this run set aside: still within the next lookback, they stay in the memory."""
+    assert flow.cursor is not None
+    return Table(
+        f"etl_set_aside_{flow.flow}", MetaData(),
+        Column("source_key", Text), Column("cursor_value", Text),
+        Column("cursor", raw.c[flow.cursor.column].type),
+        prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
+    )
+
+
+def _set_aside_loaded(conn: Connection, flow: Flow, raw: Table) -> int:
+    """Move the fresh raw rows the memory matches into the set-aside table; returns how many.
+    Rows retried from quarantine always go through."""
+    assert flow.cursor is not None
+    aside = _set_aside_table(flow, raw)
+    aside.create(conn)
+    memory, cursor = lookback_loaded.c, raw.c[flow.cursor.column]
+    moved = (
+        delete(raw)
+        .where(
+            raw.c[RETRY] == 0, memory.flow == flow.flow,
+            *_memory_key_matches(flow, raw, memory.source_key), cursor == _read_back(memory.cursor_value, cursor),
+        )
+        .returning(memory.source_key, memory.cursor_value, cursor.label("cursor"))
+        .cte("etl_moved")
+    )
+    result = conn.execute(insert(aside).from_select(["source_key", "cursor_value", "cursor"], select(moved)))
+    return int(result.rowcount or 0)
+
+
+def remember_loaded(conn: Connection, flow: Flow, source: Table, staging: Table, lower: Any, set_aside: bool) -> int:
+    """Replace the flow's memory with the rows of this run that are on the target now (staged
+    and merged, or set aside) and whose cursor the next run's lookback reaches (``lower`` on);
+    returns how many. Keys longer than the memory's key column never enter it."""
+    assert flow.cursor is not None
+    conn.execute(delete(lookback_loaded).where(lookback_loaded.c.flow == flow.flow))
+    if lower is None:
+        return 0
+    raw = raw_table(flow, source)
+    cursor = raw.c[flow.cursor.column]
+    parts = [
+        select(_memory_key(flow, raw).label("k"), _as_text(cursor).label("v"))
+        .select_from(raw.join(staging, raw.c[SEQ] == staging.c[SEQ]))
+        .where(cursor >= lower)
+    ]
+    if set_aside:
+        aside = _set_aside_table(flow, raw)
+        parts.append(select(aside.c.source_key, aside.c.cursor_value).where(aside.c.cursor >= lower))
+    rows = union_all(*parts).subquery("etl_loaded")
+    result = conn.execute(insert(lookback_loaded).from_select(
+        ["flow", "source_key", "cursor_value"],
+        select(literal(flow.flow), rows.c.k, rows.c.v).where(func.length(rows.c.k) <= SOURCE_KEY_LENGTH),
+    ))
+    return int(result.rowcount or 0)
 
 
 def _two_layers(

@@ -39,11 +39,13 @@ class RowTally:
     unchanged: int
     #: Delta postings whose cumulative value went down (etl.postings).
     quarantined_as_negative_deltas: int = 0
+    #: Rows the lookback read again at the cursor value the last run loaded (cursor.skip_loaded).
+    set_aside: int = 0
 
 
 def rows_balance(t: RowTally) -> CheckResult:
     took_in = t.read + t.retried
-    staged_ok = t.quarantined_while_staging + t.staged == took_in
+    staged_ok = t.quarantined_while_staging + t.set_aside + t.staged == took_in
     ended = (
         t.key_conflicts + t.quarantined_by_expectations + t.quarantined_as_negative_deltas
         + t.skipped_copies + t.loaded + t.unchanged
@@ -51,12 +53,14 @@ def rows_balance(t: RowTally) -> CheckResult:
     ended_ok = ended == t.staged and min(t.skipped_copies, t.unchanged) >= 0
     detail = (
         f"read {took_in} (fresh {t.read}, from quarantine {t.retried}) = quarantined while staging "
-        f"{t.quarantined_while_staging} + staged {t.staged}; staged {t.staged} = loaded {t.loaded} + "
+        f"{t.quarantined_while_staging} + "
+        + (f"loaded by the last run at the same cursor value {t.set_aside} + " if t.set_aside else "")
+        + f"staged {t.staged}; staged {t.staged} = loaded {t.loaded} + "
         f"unchanged {t.unchanged} + quarantined by expectations {t.quarantined_by_expectations} + key "
         f"conflicts {t.key_conflicts} + copies of another row {t.skipped_copies}"
         + (f" + negative deltas {t.quarantined_as_negative_deltas}" if t.quarantined_as_negative_deltas else "")
     )
-    failed = abs(took_in - t.quarantined_while_staging - t.staged) + abs(t.staged - ended)
+    failed = abs(took_in - t.quarantined_while_staging - t.set_aside - t.staged) + abs(t.staged - ended)
     if not ended_ok and failed == 0:
         failed = 1
     return CheckResult(

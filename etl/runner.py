@@ -281,6 +281,14 @@ def _run_steps(
     )
     if flow.load.transform == "sql" and sql_path is not None:
         raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
+    skip_loaded = flow.cursor is not None and flow.cursor.skip_loaded
+    if skip_loaded:
+        cannot = sql_path or pushdown.skip_loaded_reason(flow, source_table)
+        if cannot is not None:
+            raise EtlError(f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}")
+    # Only a run that starts at the watermark's lookback: a full refresh or an explicit --since
+    # reads and compares every row again, so that it repairs what was changed on the target.
+    set_aside = skip_loaded and not full_read and options.since is None and window is not None and window.lower is not None
     run.options["transform"] = "python" if sql_path else "sql"
     if sql_path is None:
         query = source.query(window)
@@ -293,9 +301,11 @@ def _run_steps(
         enter("stage_first_chunk")
         outcome = pushdown.stage(
             flow, sconn, tconn, query, source_table, target_table, staging, crosswalks, retries, parent_tables,
+            set_aside_loaded=set_aside,
         )
         run.counts.rows_read = outcome.rows_read
         run.counts.rows_retried = outcome.rows_retried
+        set_aside_rows = outcome.set_aside
         rejected_while_staging = len(outcome.rejects)
         enter("retry_quarantine")
         counts = quarantine.record(tconn, flow.flow, run.run_id, outcome.rejects, now)
@@ -306,6 +316,7 @@ def _run_steps(
         log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
         parents = ParentCheck(tconn, flow, parent_tables)
         seq = 0
+        set_aside_rows = 0
         rejected_while_staging = 0
         chunks = iter(()) if empty_source else source.chunks(window, flow.load.chunk_size)
         for number, frame in enumerate(chunks):
@@ -352,14 +363,17 @@ def _run_steps(
     loaded = merge_rows(tconn, dialect, flow, staging, target_table, columns)
     run.counts.rows_loaded = loaded
     # Staged rows not written were equal to the target's (or, for delta postings, posted before).
-    run.counts.rows_unchanged = after_duplicates - failed_expectations - len(deltas.rejects) - loaded
+    unchanged_in_batch = after_duplicates - failed_expectations - len(deltas.rejects) - loaded
+    # Rows set aside count as unchanged: the last run loaded them as they are.
+    run.counts.rows_unchanged = unchanged_in_batch + set_aside_rows
 
     enter("reconcile")
     tally = reconciliation.RowTally(
         read=run.counts.rows_read, retried=run.counts.rows_retried,
         quarantined_while_staging=rejected_while_staging, staged=seq, key_conflicts=len(conflicts),
         quarantined_by_expectations=failed_expectations, quarantined_as_negative_deltas=len(deltas.rejects),
-        skipped_copies=seq - len(conflicts) - after_duplicates, loaded=loaded, unchanged=run.counts.rows_unchanged,
+        skipped_copies=seq - len(conflicts) - after_duplicates, loaded=loaded, unchanged=unchanged_in_batch,
+        set_aside=set_aside_rows,
     )
     checks = [
         reconciliation.rows_balance(tally),
@@ -381,6 +395,12 @@ def _run_steps(
         run.counts.rows_deleted += removed
         lines.drop_staging(tconn)
     run.counts.rows_released = quarantine.release_loaded(tconn, flow.flow, run.run_id, staging, now)
+    new_mark = wm.next_watermark(flow_state.watermark, window) if window is not None else None
+    if skip_loaded:
+        enter("remember_loaded")
+        assert flow.cursor is not None
+        next_lower = None if new_mark is None else wm.plan_window(new_mark, None, flow.cursor.lookback).lower
+        pushdown.remember_loaded(tconn, flow, source_table, staging, next_lower, set_aside)
 
     enter("deletes")
     keyset_checked_at = flow_state.keyset_checked_at
@@ -400,7 +420,6 @@ def _run_steps(
     dialect.drop_staging(tconn, staging)
 
     enter("write_state")
-    new_mark = wm.next_watermark(flow_state.watermark, window) if window is not None else None
     state.write_state(tconn, flow.flow, new_mark, run.run_id, now, keyset_checked_at)
 
     enter("write_ledger")

@@ -3,6 +3,8 @@
 -- file in step. etl_watermark: how far each flow has read. etl_ledger: one row per run.
 -- etl_quarantine: rows that could not be loaded, with the reason, until they load.
 -- etl_check: per run, each expectation and reconciliation with its failing row count.
+-- etl_lookback_loaded: for flows with cursor.skip_loaded, the rows the next lookback re-reads
+-- that the last run loaded (source key and cursor value).
 
 CREATE TABLE etl_check (
 	id SERIAL NOT NULL, 
@@ -51,6 +53,14 @@ CREATE TABLE etl_ledger (
 );
 
 CREATE INDEX ix_etl_ledger_flow_started ON etl_ledger (flow, started_at);
+
+CREATE TABLE etl_lookback_loaded (
+	flow VARCHAR(63) NOT NULL, 
+	source_key VARCHAR(512) NOT NULL, 
+	cursor_value TEXT NOT NULL
+);
+
+CREATE INDEX ix_etl_lookback_loaded_flow ON etl_lookback_loaded (flow);
 
 CREATE TABLE etl_quarantine (
 	id SERIAL NOT NULL, 

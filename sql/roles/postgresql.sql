@@ -3,7 +3,8 @@
 -- Four group roles (NOLOGIN), one per database and direction:
 --   ems_erp_extract  SELECT on the ERP tables the ERP -> MES flows read. Nothing else.
 --   ems_mes_load     writes the MES tables those flows load, and the pipeline's own tables
---                    (etl_watermark, etl_ledger, etl_quarantine, etl_check) on the MES.
+--                    (etl_watermark, etl_ledger, etl_quarantine, etl_check, etl_lookback_loaded)
+--                    on the MES.
 --   ems_mes_extract  SELECT on the MES tables the MES -> ERP flows read. Nothing else.
 --   ems_erp_load     writes the ERP interface tables (if_*) and the pipeline's own tables on the
 --                    ERP; reads production_order, the parent the feedback flows wait for.
@@ -83,7 +84,7 @@ BEGIN
     FOREACH name IN ARRAY present LOOP
         EXECUTE format('GRANT SELECT, INSERT, UPDATE ON TABLE public.%I TO %I', name, grantee);
     END LOOP;
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.etl_watermark, public.etl_quarantine TO %I', grantee);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.etl_watermark, public.etl_quarantine, public.etl_lookback_loaded TO %I', grantee);
     EXECUTE format('GRANT SELECT, INSERT ON TABLE public.etl_ledger, public.etl_check TO %I', grantee);
     EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', pg_get_serial_sequence('public.etl_quarantine', 'id'), grantee);
     EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', pg_get_serial_sequence('public.etl_check', 'id'), grantee);

@@ -29,3 +29,13 @@ def test_doc_of_a_delta_column_says_what_is_posted() -> None:
     doc = flow_doc(Flow.model_validate(data), None)
     assert "| `d` | `d` | delta: posts the difference from the target's total per b, c |" in doc
     assert "Matched on" not in doc
+
+
+def test_doc_says_when_lookback_rereads_are_set_aside() -> None:
+    from etl.dag_factory import flow_doc
+
+    plain = flow_doc(Flow.model_validate(flow_dict(cursor={"column": "u", "lookback": "2h"})), None)
+    assert "- **Cursor**: `u`, lookback 2 h\n" in plain + "\n" and "set aside" not in plain
+    data = flow_dict(cursor={"column": "u", "lookback": "2h", "skip_loaded": True})
+    doc = flow_doc(Flow.model_validate(data), None)
+    assert "- **Cursor**: `u`, lookback 2 h; rows the last run loaded are set aside when read again" in doc
