@@ -761,25 +761,23 @@ def _set_aside_loaded(conn: Connection, flow: Flow, raw: Table) -> int:
     return int(result.rowcount or 0)
 
 
-def remember_loaded(conn: Connection, flow: Flow, source: Table, staging: Table, lower: Any, set_aside: bool) -> int:
-    """Replace the flow's memory with the rows of this run that are on the target now (staged
-    and merged, or set aside) and whose cursor the next run's lookback reaches (``lower`` on);
-    returns how many. Keys longer than the memory's key column never enter it."""
+def remember_loaded(conn: Connection, flow: Flow, source: Table, staging: Table, lower: Any) -> int:
+    """Replace the flow's memory with the rows of this incremental run that are on the target
+    now (staged and merged, or set aside) and whose cursor the next run's lookback reaches
+    (``lower`` on); returns how many. ``lower`` None (any other run) only clears the memory.
+    Keys longer than the memory's key column never enter it."""
     assert flow.cursor is not None
     conn.execute(delete(lookback_loaded).where(lookback_loaded.c.flow == flow.flow))
     if lower is None:
         return 0
-    raw = raw_table(flow, source)
+    raw, aside = raw_table(flow, source), _set_aside_table(flow, raw_table(flow, source))
     cursor = raw.c[flow.cursor.column]
-    parts = [
+    rows = union_all(
         select(_memory_key(flow, raw).label("k"), _as_text(cursor).label("v"))
         .select_from(raw.join(staging, raw.c[SEQ] == staging.c[SEQ]))
-        .where(cursor >= lower)
-    ]
-    if set_aside:
-        aside = _set_aside_table(flow, raw)
-        parts.append(select(aside.c.source_key, aside.c.cursor_value).where(aside.c.cursor >= lower))
-    rows = union_all(*parts).subquery("etl_loaded")
+        .where(cursor >= lower),
+        select(aside.c.source_key, aside.c.cursor_value).where(aside.c.cursor >= lower),
+    ).subquery("etl_loaded")
     result = conn.execute(insert(lookback_loaded).from_select(
         ["flow", "source_key", "cursor_value"],
         select(literal(flow.flow), rows.c.k, rows.c.v).where(func.length(rows.c.k) <= SOURCE_KEY_LENGTH),

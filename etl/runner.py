@@ -286,8 +286,9 @@ def _run_steps(
         cannot = sql_path or pushdown.skip_loaded_reason(flow, source_table)
         if cannot is not None:
             raise EtlError(f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}")
-    # Only a run that starts at the watermark's lookback: a full refresh or an explicit --since
-    # reads and compares every row again, so that it repairs what was changed on the target.
+    # Only a run that starts at the watermark's lookback sets rows aside and remembers its own: a
+    # full refresh or an explicit --since compares every row again, so that it repairs what was
+    # changed on the target, and clears the memory (the next incremental run starts it again).
     set_aside = skip_loaded and not full_read and options.since is None and window is not None and window.lower is not None
     run.options["transform"] = "python" if sql_path else "sql"
     if sql_path is None:
@@ -400,7 +401,7 @@ def _run_steps(
         enter("remember_loaded")
         assert flow.cursor is not None
         next_lower = None if new_mark is None else wm.plan_window(new_mark, None, flow.cursor.lookback).lower
-        pushdown.remember_loaded(tconn, flow, source_table, staging, next_lower, set_aside)
+        pushdown.remember_loaded(tconn, flow, source_table, staging, next_lower if set_aside else None)
 
     enter("deletes")
     keyset_checked_at = flow_state.keyset_checked_at

@@ -100,9 +100,11 @@ def plant(request: pytest.FixtureRequest, pg_database: Callable[[str], URL]) -> 
 
 def test_rows_the_last_run_loaded_are_set_aside_and_changes_still_load(plant: Plant) -> None:
     plant.put(*[{"id": i, "updated_at": T0} for i in range(1, 6)])
-    first = plant.run()
-    assert first.record.counts.rows_loaded == 5
-    assert plant.memory() == 5  # all five are within the next run's lookback
+    assert plant.run().record.counts.rows_loaded == 5
+    assert plant.memory() == 0  # a run that read everything remembers nothing
+    first = plant.run()  # the first incremental run compares its lookback's rows, then keeps them
+    assert (first.record.counts.rows_read, first.record.counts.rows_unchanged) == (5, 5)
+    assert plant.memory() == 5
 
     # The target's sessions now render times and dates differently: the memory reads back alike.
     plant.dst(f"ALTER DATABASE \"{plant.connections.engine('dst').url.database}\" SET TimeZone = 'Asia/Shanghai'")
@@ -128,10 +130,12 @@ def test_rows_the_last_run_loaded_are_set_aside_and_changes_still_load(plant: Pl
     third = plant.run(full_refresh=True)
     assert third.record.counts.rows_loaded == 1
     assert plant.target_rows()[1] == (Decimal("1.000"), "ok")
+    assert plant.memory() == 0
 
 
 def test_the_memory_holds_only_the_next_lookback(plant: Plant) -> None:
     plant.put({"id": 1, "updated_at": T0 - timedelta(hours=1)}, {"id": 2, "updated_at": T0})
+    plant.run()
     plant.run()
     assert plant.memory() == 1  # row 1 is an hour behind: no lookback reads it again
     plant.put({"id": 3, "updated_at": T0 + timedelta(hours=1)})
@@ -146,6 +150,7 @@ def test_a_quarantined_row_is_never_set_aside(plant: Plant) -> None:
     plant.put({"id": 1, "updated_at": T0}, {"id": 2, "note": "far too long for eight", "updated_at": T0})
     first = plant.run()
     assert (first.record.counts.rows_loaded, first.record.counts.rows_quarantined) == (1, 1)
+    plant.run()
     assert plant.memory() == 1
     second = plant.run()
     # The lookback reads both again: row 1 is set aside, row 2 is tried again (twice: read and
@@ -162,8 +167,10 @@ def test_a_row_back_at_an_older_version_is_loaded(plant: Plant) -> None:
     the memory holds only the latest version, so the restored row is compared and loaded."""
     plant.put({"id": 1, "updated_at": T0})
     plant.run()
-    plant.put({"id": 1, "qty": Decimal("9.000"), "updated_at": T0 + timedelta(minutes=1)})
     plant.run()
+    assert plant.memory() == 1
+    plant.put({"id": 1, "qty": Decimal("9.000"), "updated_at": T0 + timedelta(minutes=1)})
+    assert plant.run().record.counts.rows_loaded == 1
     plant.put({"id": 1, "qty": Decimal("1.000"), "updated_at": T0})
     assert plant.run().record.counts.rows_loaded == 1
     assert plant.target_rows()[1] == (Decimal("1.000"), "ok")
@@ -184,3 +191,14 @@ def test_the_python_path_refuses_skip_loaded(pg_database: Callable[[str], URL]) 
             assert conn.execute(select(func.count()).select_from(plant.target)).scalar_one() == 0
     finally:
         plant.connections.dispose()
+
+
+def test_a_run_since_a_given_time_compares_everything_it_reads(plant: Plant) -> None:
+    plant.put({"id": 1, "updated_at": T0}, {"id": 2, "updated_at": T0})
+    plant.run()
+    plant.run()
+    assert plant.memory() == 2
+    plant.dst("UPDATE reading_in SET note = 'by hand'")
+    run = plant.run(since=T0 - timedelta(days=1))
+    assert (run.record.counts.rows_read, run.record.counts.rows_loaded) == (2, 2)
+    assert plant.memory() == 0  # the next incremental run starts the memory again
