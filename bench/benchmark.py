@@ -11,10 +11,12 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
   full          the engine into an empty target: extract, crosswalks, unit conversion,
                 validation, quarantine, upsert, watermark, ledger
   rerun         the same window again (full refresh): must write 0 rows
-  incremental   10,000 source rows changed, incremental run. The flow keeps the rows its
-                lookback reads again (cursor.skip_loaded); one incremental run with nothing
-                changed goes first, untimed, as in a flow that runs every few minutes (a
-                full refresh clears what the lookback remembers)
+  incremental   10,000 source rows changed (their cursor moved past every other row), an
+                incremental run. The flow remembers the rows its lookback reads again
+                (cursor.skip_loaded); one incremental run with nothing changed goes first,
+                untimed, as in a flow that runs every few minutes (a full refresh clears
+                what the lookback remembers)
+  incremental_compared  the same, without skip_loaded: the lookback's rows compared again
   unchecked     the full run without the flow's expectation suite: what validation costs
   gx_pandas     Great Expectations 1.x itself, the same suite on the loaded table read into a
                 pandas frame (validation seconds only; import and read printed apart)
@@ -155,9 +157,13 @@ def child(path: str, src: str, dst: str) -> None:
     from etl.runner import RunOptions, run_flow
 
     project = load_project(HERE / "mappings")
+    flow = project.flows["confirmations_bench"]
     if path == "unchecked":
-        flow = project.flows["confirmations_bench"].model_copy(update={"expectations": None})
-        project = project.model_copy(update={"flows": {"confirmations_bench": flow}})
+        flow = flow.model_copy(update={"expectations": None})
+    if path == "incremental_compared":
+        assert flow.cursor is not None
+        flow = flow.model_copy(update={"cursor": flow.cursor.model_copy(update={"skip_loaded": False})})
+    project = project.model_copy(update={"flows": {"confirmations_bench": flow}})
     options = RunOptions(full_refresh=path == "rerun")
     marks: list[tuple[str, float]] = []
     with Connections({"bench_source": src, "bench_target": dst}) as connections:
@@ -169,7 +175,8 @@ def child(path: str, src: str, dst: str) -> None:
         steps[step] = steps.get(step, 0.0) + until - at
     steps["engine"] = marks[-1][1] - marks[0][1]
     # Counts beside the seconds: an incremental run reads more rows than changed (its lookback).
-    steps.update({"rows_read": counts.rows_read, "rows_loaded": counts.rows_loaded, "rows_unchanged": counts.rows_unchanged})
+    steps.update({"rows_read": counts.rows_read, "rows_loaded": counts.rows_loaded, "rows_unchanged": counts.rows_unchanged,
+                  "rows_set_aside": result.record.options.get("rows_set_aside", 0)})
     _record(steps)
     print(f"loaded={counts.rows_loaded} read={counts.rows_read} quarantined={counts.rows_quarantined}", file=sys.stderr)
 
@@ -336,17 +343,21 @@ def main() -> None:
         repeat("rerun", args.rows, check=True)
         repeat("gx_pandas", args.rows)
         repeat("gx_sql", args.rows)
-        changed = ("UPDATE op_confirmation SET good_qty = good_qty + 1, updated_at = updated_at + interval '1 day' "
+        # As an MES writes: a changed row's cursor moves past every other row's. The next run's
+        # lookback (10 minutes) then reads these rows again beside the next 10,000 changed.
+        changed = ("UPDATE op_confirmation SET good_qty = good_qty + 1, "
+                   "updated_at = (SELECT max(updated_at) FROM op_confirmation) + interval '1 second' "
                    "WHERE confirmation_id IN (SELECT confirmation_id FROM op_confirmation ORDER BY confirmation_id "
                    "DESC LIMIT 10000 OFFSET {offset})")
         measure("settle", src, dst, env)  # an incremental run after the rerun: nothing changed
-        times, rss = [], []
-        for i in range(args.repeats):
-            run_sql(src, changed.format(offset=i * 10_000))
-            t, m = measure("incremental", src, dst, env)
-            times.append(t)
-            rss.append(m)
-        results.append(("incremental", 10_000, times, rss, differing_rows(src, dst)))
+        for number, path in enumerate(("incremental", "incremental_compared")):
+            times, rss = [], []
+            for i in range(args.repeats):
+                run_sql(src, changed.format(offset=(number * args.repeats + i) * 10_000))
+                t, m = measure(path, src, dst, env)
+                times.append(t)
+                rss.append(m)
+            results.append((path, 10_000, times, rss, differing_rows(src, dst)))
         if "airflow" not in skipped:
             for _ in range(args.repeats):
                 measure("airflow", src, dst, env)
@@ -357,12 +368,12 @@ def main() -> None:
         admin.dispose()
 
     limit = statistics.median(results[0][2])
-    print(f"\n{'path':<20}{'rows':>11}{'median s':>10}{'engine s':>10}{'rows/s':>12}{'× COPY':>8}{'peak RSS MB':>13}{'differing':>11}")
+    print(f"\n{'path':<22}{'rows':>11}{'median s':>10}{'engine s':>10}{'rows/s':>12}{'× COPY':>8}{'peak RSS MB':>13}{'differing':>11}")
     for path, rows, times, rss, differ in results:
         median = statistics.median(times)
         # GX rows: the validation call alone; engine rows: the run inside the process.
         inner = _median_figure(path, "engine") or _median_figure(path, "validate")
-        print(f"{path:<20}{rows:>11,}{median:>10.2f}{'' if inner is None else f'{inner:.2f}':>10}{rows / median:>12,.0f}"
+        print(f"{path:<22}{rows:>11,}{median:>10.2f}{'' if inner is None else f'{inner:.2f}':>10}{rows / median:>12,.0f}"
               f"{median / limit:>8.2f}{max(rss):>13.0f}{'' if differ is None else differ:>11}")
     validate, reconcile = _median_figure("full", "validate"), _median_figure("full", "reconcile")
     full_engine, unchecked = _median_figure("full", "engine"), _median_figure("unchecked", "engine")
@@ -373,15 +384,16 @@ def main() -> None:
               f"rest of the engine's {full_engine:.2f} s), reconcile {reconcile or 0:.2f} s"
               + (f"; the runs without the suite took {unchecked:.2f} s" if unchecked else ""))
     print("\nengine steps, in process (medians, seconds; steps under 0.1 s left out):")
-    for path in ("full", "unchecked", "rerun", "incremental"):
+    for path in ("full", "unchecked", "rerun", "incremental", "incremental_compared"):
         if FIGURES.get(path):
             names = [k for k in FIGURES[path][0]
                      if k != "engine" and not k.startswith("rows_") and (_median_figure(path, k) or 0) >= 0.1]
-            print(f"  {path:<12}" + ", ".join(f"{k} {_median_figure(path, k):.2f}" for k in names))
+            print(f"  {path:<21}" + ", ".join(f"{k} {_median_figure(path, k):.2f}" for k in names))
     print("rows per run, in process (medians): " + "; ".join(
         f"{path} read {_median_figure(path, 'rows_read'):,.0f}, loaded {_median_figure(path, 'rows_loaded'):,.0f}, "
-        f"unchanged {_median_figure(path, 'rows_unchanged'):,.0f}"
-        for path in ("full", "unchecked", "rerun", "incremental") if _median_figure(path, "rows_read") is not None))
+        f"unchanged {_median_figure(path, 'rows_unchanged'):,.0f} (set aside {_median_figure(path, 'rows_set_aside'):,.0f})"
+        for path in ("full", "unchecked", "rerun", "incremental", "incremental_compared")
+        if _median_figure(path, "rows_read") is not None))
     for path in ("gx_pandas", "gx_sql"):
         if FIGURES.get(path):
             parts = ", ".join(f"{k} {_median_figure(path, k):.2f} s" for k in ("import", "read", "validate") if _median_figure(path, k) is not None)

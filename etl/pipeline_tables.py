@@ -7,12 +7,12 @@ the other supported databases; sql/pipeline/ holds the PostgreSQL DDL for people
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text
+from sqlalchemy import Boolean, Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text, inspect
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from etl.errors import PipelineTablesBusy
+from etl.errors import EtlError, PipelineTablesBusy
 
 # MySQL's DATETIME keeps whole seconds unless asked for microseconds.
 DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -122,17 +122,31 @@ check = Table(
 )
 
 
-def ensure_pipeline_tables(conn: Connection) -> None:
-    """Create the pipeline tables where missing (idempotent).
+def ensure_pipeline_tables(conn: Connection, lookback: bool = False) -> None:
+    """Create the pipeline tables where missing (idempotent). ``lookback``: etl_lookback_loaded
+    as well, which only flows with ``cursor.skip_loaded`` use; a target whose sync role may not
+    create tables then runs the other flows without it.
 
     Raises PipelineTablesBusy (retryable) when another run created them at the same moment, as
-    the first runs of several flows on a new target do; the retry finds them there.
+    the first runs of several flows on a new target do; the retry finds them there. Raises
+    EtlError naming the missing tables when the login may not create tables (least privilege).
     """
+    present = set(inspect(conn).get_table_names())
+    missing = [t for t in metadata.sorted_tables if t.name not in present and (lookback or t is not lookback_loaded)]
+    if not missing:
+        return
     try:
-        metadata.create_all(conn, checkfirst=True)
+        metadata.create_all(conn, tables=missing, checkfirst=True)
     except (IntegrityError, ProgrammingError, OperationalError) as exc:
         if isinstance(exc, IntegrityError) or "already exists" in str(exc.orig).lower():
             raise PipelineTablesBusy("another run is creating the pipeline tables on this target; retry") from exc
+        if "permission denied" in str(exc.orig).lower():
+            names = ", ".join(t.name for t in missing)
+            raise EtlError(
+                f"pipeline table(s) {names} missing on this target, and this login may not create tables: "
+                "have the tables' owner create them (sql/pipeline/postgresql.sql) and run "
+                "sql/roles/postgresql.sql again"
+            ) from exc
         raise
 
 

@@ -149,7 +149,7 @@ def run_flow(
             crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
             result.warnings += found
         with target_engine.begin() as conn:
-            ensure_pipeline_tables(conn)
+            ensure_pipeline_tables(conn, lookback=flow.cursor is not None and flow.cursor.skip_loaded)
         with source_engine.connect() as sconn, target_engine.connect() as tconn:
             sconn.begin()
             dialect_for(sconn).begin_read(sconn)
@@ -307,6 +307,8 @@ def _run_steps(
         run.counts.rows_read = outcome.rows_read
         run.counts.rows_retried = outcome.rows_retried
         set_aside_rows = outcome.set_aside
+        if skip_loaded:  # counted among the unchanged rows; the ledger's options say how many
+            run.options["rows_set_aside"] = set_aside_rows
         rejected_while_staging = len(outcome.rejects)
         enter("retry_quarantine")
         counts = quarantine.record(tconn, flow.flow, run.run_id, outcome.rejects, now)

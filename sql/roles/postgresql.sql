@@ -84,7 +84,11 @@ BEGIN
     FOREACH name IN ARRAY present LOOP
         EXECUTE format('GRANT SELECT, INSERT, UPDATE ON TABLE public.%I TO %I', name, grantee);
     END LOOP;
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.etl_watermark, public.etl_quarantine, public.etl_lookback_loaded TO %I', grantee);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.etl_watermark, public.etl_quarantine TO %I', grantee);
+    -- Only flows with cursor.skip_loaded use it; a target set up before it existed may lack it.
+    IF to_regclass('public.etl_lookback_loaded') IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, INSERT, DELETE ON TABLE public.etl_lookback_loaded TO %I', grantee);
+    END IF;
     EXECUTE format('GRANT SELECT, INSERT ON TABLE public.etl_ledger, public.etl_check TO %I', grantee);
     EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', pg_get_serial_sequence('public.etl_quarantine', 'id'), grantee);
     EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', pg_get_serial_sequence('public.etl_check', 'id'), grantee);

@@ -118,6 +118,7 @@ def test_rows_the_last_run_loaded_are_set_aside_and_changes_still_load(plant: Pl
     second = plant.run()
     counts = second.record.counts
     assert (counts.rows_read, counts.rows_loaded, counts.rows_unchanged) == (6, 2, 4)
+    assert second.record.options["rows_set_aside"] == 4
     rows = plant.target_rows()
     assert rows[2] == (Decimal("2.500"), "ok") and rows[6] == (Decimal("1.000"), "ok")
     # Row 1 was set aside, not compared: the hand edit stays until a full refresh.

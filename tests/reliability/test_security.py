@@ -26,6 +26,7 @@ from sqlalchemy.exc import ProgrammingError
 from etl.config import REPO_ROOT
 from etl.connections import Connections
 from etl.errors import StepFailed
+from etl.pipeline_tables import ensure_pipeline_tables
 from etl.retention import purge_released_quarantine
 from etl.runner import RunOptions, run_flow
 from sync_harness import SYNC_FLOWS, Postgres, Site, SiteFactory, assert_same
@@ -44,6 +45,8 @@ class Roles:
     prefix: str
     site: Site
     pg: Postgres
+    #: The roles file with the prefix applied: run it again after a DBA adds a table.
+    script: str
 
     def role(self, name: str) -> str:
         return f"{self.prefix}_{name}"
@@ -81,7 +84,7 @@ def roles(sites: SiteFactory, pg: Postgres) -> Iterator[Roles]:
             raw.close()
             engine.dispose()
     pg.execute("postgres", "; ".join(f'CREATE ROLE "{prefix}_{n}_login" LOGIN IN ROLE "{prefix}_{n}"' for n in NAMES))
-    yield Roles(prefix, site, pg)
+    yield Roles(prefix, site, pg, sql)
     site.close()
     everyone = ", ".join(f'"{prefix}_{n}", "{prefix}_{n}_login"' for n in NAMES)
     for side in ("erp", "mes"):
@@ -167,6 +170,37 @@ def test_a_flow_given_the_wrong_role_fails_and_writes_nothing(roles: Roles) -> N
     assert "permission denied for table material" in str(failure.value)
     assert site.count("mes", "item") == 0
     assert site.count("mes", "etl_watermark") == 0
+
+
+def test_a_flow_that_remembers_its_lookback_runs_as_the_load_role(roles: Roles) -> None:
+    """etl_lookback_loaded (cursor.skip_loaded) is created by a DBA: the sync roles may not
+    create tables. A target set up before it existed runs its other flows without it; once a
+    DBA has added it and run the roles file again, the flow sets rows aside as the role."""
+    site = roles.site
+    roles.pg.execute(site.databases["erp"], "DROP TABLE etl_lookback_loaded")
+    # Every report at one time, so that a lookback reads them all again.
+    site.execute("mes", "UPDATE operation_report SET updated_at = (SELECT max(updated_at) FROM operation_report)")
+    up = roles.connections(("mes_extract", "mes"), ("erp_load", "erp"))
+    with up:
+        assert run_flow(site.project, "confirmations", up, RunOptions(), crosswalks=site.crosswalks).record.outcome == "success"
+        flow_file = site.mappings / "flows" / "confirmations.yaml"
+        flow_file.write_text(flow_file.read_text(encoding="utf-8").replace(
+            "cursor: {column: updated_at}", "cursor: {column: updated_at, skip_loaded: true}"), encoding="utf-8")
+        site.reload()
+        with pytest.raises(StepFailed) as failure:
+            run_flow(site.project, "confirmations", up, RunOptions(), crosswalks=site.crosswalks)
+        message = str(failure.value)
+        assert "etl_lookback_loaded missing on this target" in message and "sql/pipeline/postgresql.sql" in message
+        with create_engine(roles.pg.url(site.databases["erp"])).begin() as conn:
+            ensure_pipeline_tables(conn, lookback=True)
+            with conn.connection.dbapi_connection.cursor() as cursor:  # the file's % are its own
+                cursor.execute(roles.script)
+        runs = [run_flow(site.project, "confirmations", up, RunOptions(), crosswalks=site.crosswalks) for _ in range(3)]
+    remembered = site.count("erp", "etl_lookback_loaded")
+    assert remembered > 0
+    # The first incremental run compared its lookback and kept it; the next two set it aside.
+    assert [r.record.options["rows_set_aside"] for r in runs] == [0, remembered, remembered]
+    assert [r.record.counts.rows_loaded for r in runs] == [0, 0, 0]
 
 
 def test_the_connections_really_are_the_role_logins(roles: Roles) -> None:
