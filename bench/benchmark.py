@@ -11,8 +11,8 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
   full          the engine into an empty target: extract, crosswalks, unit conversion,
                 validation, quarantine, upsert, watermark, ledger
   rerun         the same window again (full refresh): must write 0 rows
-  incremental   10,000 source rows changed (their cursor moved past every other row), an
-                incremental run. The flow remembers the rows its lookback reads again
+  incremental   10,000 source rows changed (their cursor moved 6 minutes past every other
+                row's, as with a run every 6 minutes), an incremental run. The flow remembers the rows its lookback reads again
                 (cursor.skip_loaded); one incremental run with nothing changed goes first,
                 untimed, as in a flow that runs every few minutes (a full refresh clears
                 what the lookback remembers)
@@ -343,10 +343,11 @@ def main() -> None:
         repeat("rerun", args.rows, check=True)
         repeat("gx_pandas", args.rows)
         repeat("gx_sql", args.rows)
-        # As an MES writes: a changed row's cursor moves past every other row's. The next run's
-        # lookback (10 minutes) then reads these rows again beside the next 10,000 changed.
+        # As an MES writes: a changed row's cursor moves past every other row's, here 6 minutes
+        # on, as if a run came every 6 minutes. The 10-minute lookback then reads the batches of
+        # the last two runs again beside the 10,000 rows just changed.
         changed = ("UPDATE op_confirmation SET good_qty = good_qty + 1, "
-                   "updated_at = (SELECT max(updated_at) FROM op_confirmation) + interval '1 second' "
+                   "updated_at = (SELECT max(updated_at) FROM op_confirmation) + interval '6 minutes' "
                    "WHERE confirmation_id IN (SELECT confirmation_id FROM op_confirmation ORDER BY confirmation_id "
                    "DESC LIMIT 10000 OFFSET {offset})")
         measure("settle", src, dst, env)  # an incremental run after the rerun: nothing changed
