@@ -82,9 +82,10 @@ quarantine = Table(
     Index("ix_etl_quarantine_flow_status_key", "flow", "status", "source_key"),
 )
 
-#: For flows with ``cursor.skip_loaded``: the rows the last run loaded that the next run's
-#: lookback reads again, by source key and cursor value (text a session's settings cannot
-#: change). Replaced by every run of the flow, so it holds one lookback's rows at most.
+#: For flows with ``cursor.skip_loaded``: the rows the last incremental run loaded that the next
+#: run's lookback reads again, by source key and cursor value (as text no session setting
+#: changes). Replaced by every incremental run, cleared by any other, so it holds one
+#: lookback's rows per flow at most.
 lookback_loaded = Table(
     "etl_lookback_loaded",
     metadata,

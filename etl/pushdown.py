@@ -770,8 +770,8 @@ def remember_loaded(conn: Connection, flow: Flow, source: Table, staging: Table,
     conn.execute(delete(lookback_loaded).where(lookback_loaded.c.flow == flow.flow))
     if lower is None:
         return 0
-    raw, aside = raw_table(flow, source), _set_aside_table(flow, raw_table(flow, source))
-    cursor = raw.c[flow.cursor.column]
+    raw = raw_table(flow, source)
+    aside, cursor = _set_aside_table(flow, raw), raw.c[flow.cursor.column]
     rows = union_all(
         select(_memory_key(flow, raw).label("k"), _as_text(cursor).label("v"))
         .select_from(raw.join(staging, raw.c[SEQ] == staging.c[SEQ]))

@@ -285,11 +285,15 @@ def _run_steps(
     if skip_loaded:
         cannot = sql_path or pushdown.skip_loaded_reason(flow, source_table)
         if cannot is not None:
-            raise EtlError(f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}")
+            raise EtlError(
+                f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
+            )
     # Only a run that starts at the watermark's lookback sets rows aside and remembers its own: a
     # full refresh or an explicit --since compares every row again, so that it repairs what was
     # changed on the target, and clears the memory (the next incremental run starts it again).
-    set_aside = skip_loaded and not full_read and options.since is None and window is not None and window.lower is not None
+    set_aside = (
+        skip_loaded and not full_read and options.since is None and window is not None and window.lower is not None
+    )
     run.options["transform"] = "python" if sql_path else "sql"
     if sql_path is None:
         query = source.query(window)
@@ -402,8 +406,9 @@ def _run_steps(
     if skip_loaded:
         enter("remember_loaded")
         assert flow.cursor is not None
-        next_lower = None if new_mark is None else wm.plan_window(new_mark, None, flow.cursor.lookback).lower
-        pushdown.remember_loaded(tconn, flow, source_table, staging, next_lower if set_aside else None)
+        # Where the next run's lookback starts; None clears the memory (a run not incremental).
+        next_lower = wm.plan_window(new_mark, None, flow.cursor.lookback).lower if set_aside and new_mark is not None else None
+        pushdown.remember_loaded(tconn, flow, source_table, staging, next_lower)
 
     enter("deletes")
     keyset_checked_at = flow_state.keyset_checked_at
