@@ -12,10 +12,10 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
                 validation, quarantine, upsert, watermark, ledger
   rerun         the same window again (full refresh): must write 0 rows
   incremental   10,000 source rows changed (their cursor moved 6 minutes past every other
-                row's, as with a run every 6 minutes), an incremental run. The flow remembers the rows its lookback reads again
-                (cursor.skip_loaded); one incremental run with nothing changed goes first,
-                untimed, as in a flow that runs every few minutes (a full refresh clears
-                what the lookback remembers)
+                row's, as with a run every 6 minutes), an incremental run. The flow remembers
+                the rows its lookback reads again (cursor.skip_loaded); one incremental run
+                with nothing changed goes first, untimed, as in a flow that runs every few
+                minutes (a full refresh clears what the lookback remembers)
   incremental_compared  the same, without skip_loaded: the lookback's rows compared again
   unchecked     the full run without the flow's expectation suite: what validation costs
   gx_pandas     Great Expectations 1.x itself, the same suite on the loaded table read into a
@@ -54,6 +54,9 @@ from sqlalchemy.engine import URL, make_url
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ADMIN_URL = os.environ.get("ETL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+#: The paths that run the engine itself (their steps and row counts are printed).
+ENGINE_PATHS = ("full", "unchecked", "rerun", "incremental", "incremental_compared")
 
 #: The oracle: what each target row must be, computed from the source in SQL alone.
 ORACLE = """
@@ -385,7 +388,7 @@ def main() -> None:
               f"rest of the engine's {full_engine:.2f} s), reconcile {reconcile or 0:.2f} s"
               + (f"; the runs without the suite took {unchecked:.2f} s" if unchecked else ""))
     print("\nengine steps, in process (medians, seconds; steps under 0.1 s left out):")
-    for path in ("full", "unchecked", "rerun", "incremental", "incremental_compared"):
+    for path in ENGINE_PATHS:
         if FIGURES.get(path):
             names = [k for k in FIGURES[path][0]
                      if k != "engine" and not k.startswith("rows_") and (_median_figure(path, k) or 0) >= 0.1]
@@ -393,8 +396,7 @@ def main() -> None:
     print("rows per run, in process (medians): " + "; ".join(
         f"{path} read {_median_figure(path, 'rows_read'):,.0f}, loaded {_median_figure(path, 'rows_loaded'):,.0f}, "
         f"unchanged {_median_figure(path, 'rows_unchanged'):,.0f} (set aside {_median_figure(path, 'rows_set_aside'):,.0f})"
-        for path in ("full", "unchecked", "rerun", "incremental", "incremental_compared")
-        if _median_figure(path, "rows_read") is not None))
+        for path in ENGINE_PATHS if _median_figure(path, "rows_read") is not None))
     for path in ("gx_pandas", "gx_sql"):
         if FIGURES.get(path):
             parts = ", ".join(f"{k} {_median_figure(path, k):.2f} s" for k in ("import", "read", "validate") if _median_figure(path, k) is not None)

@@ -510,6 +510,11 @@ class Flow(_Model):
     def column_map(self) -> dict[str, ColumnSpec]:
         return {c.target: c for c in self.columns}
 
+    @property
+    def skips_loaded(self) -> bool:
+        """Whether incremental runs set aside the lookback's rows the last run loaded."""
+        return self.cursor is not None and self.cursor.skip_loaded
+
     def source_key_columns(self) -> list[str]:
         """Source columns that determine the natural key, in a stable order."""
         cols: set[str] = set()

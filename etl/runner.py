@@ -149,7 +149,7 @@ def run_flow(
             crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
             result.warnings += found
         with target_engine.begin() as conn:
-            ensure_pipeline_tables(conn, lookback=flow.cursor is not None and flow.cursor.skip_loaded)
+            ensure_pipeline_tables(conn, lookback=flow.skips_loaded)
         with source_engine.connect() as sconn, target_engine.connect() as tconn:
             sconn.begin()
             dialect_for(sconn).begin_read(sconn)
@@ -281,7 +281,7 @@ def _run_steps(
     )
     if flow.load.transform == "sql" and sql_path is not None:
         raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
-    skip_loaded = flow.cursor is not None and flow.cursor.skip_loaded
+    skip_loaded = flow.skips_loaded
     if skip_loaded:
         cannot = sql_path or pushdown.skip_loaded_reason(flow, source_table)
         if cannot is not None:
