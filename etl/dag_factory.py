@@ -236,7 +236,7 @@ def flow_doc(flow: Flow, schedule: str | None) -> str:
         lines.append(
             f"- **Cursor**: `{flow.cursor.column}`, lookback {_duration_text(flow.cursor.lookback)}"
             + ("; rows the last run loaded are set aside when read again (a full refresh compares them)"
-               if flow.cursor.skip_loaded else "")
+               if flow.skips_loaded else "")
         )
     lines += _load_option_lines(flow)
     if flow.parents:
