@@ -10,15 +10,14 @@ finds its rows by natural key, so no number is drawn twice.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table, and_, bindparam, exists, not_, select, update
+from sqlalchemy import Connection, Table, and_, exists, not_, select, update
 
+from etl import staged_rows
 from etl.config import DocumentNumber, Flow
 from etl.dialects import dialect_for
 from etl.dialects.base import SEQ
 from etl.errors import SchemaDriftError
 from etl.schema import reflect_table
-
-_BATCH = 1000
 
 
 def new_row_seqs(conn: Connection, staging: Table, target: Table, key: list[str]) -> list[int]:
@@ -63,8 +62,5 @@ def allocate(conn: Connection, flow: Flow, staging: Table, target: Table) -> int
     if not seqs:
         return 0
     numbers = reserve(conn, flow, spec, len(seqs))
-    stmt = update(staging).where(staging.c[SEQ] == bindparam("b_seq")).values({spec.column: bindparam("b_number")})
-    for start in range(0, len(seqs), _BATCH):
-        batch = zip(seqs[start:start + _BATCH], numbers[start:start + _BATCH])
-        conn.execute(stmt, [{"b_seq": s, "b_number": spec.format.format(n=n)} for s, n in batch])
+    staged_rows.rewrite(conn, staging, spec.column, {s: spec.format.format(n=n) for s, n in zip(seqs, numbers)})
     return len(seqs)

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, exists, func, select, update
+from sqlalchemy import Connection, Table, and_, delete, exists, func, select
 
+from etl import staged_rows
 from etl.config import ColumnSpec, DeltaSpec, Flow
 from etl.dialects.base import SEQ, SOURCE_KEY, scope_filter
 from etl.schema import reflect_table
 from etl.transform import Reject
-
-_BATCH = 1000
 
 
 @dataclass
@@ -75,7 +74,7 @@ def apply_deltas(conn: Connection, flow: Flow, staging: Table, target: Table) ->
 
     running = posted_totals(conn, flow, spec, staging, target)
     columns = [c.target for c in flow.columns]
-    postings: list[dict[str, Any]] = []
+    postings: dict[int, Any] = {}
     dropped: list[int] = []
     rows = conn.execute(select(stg[SEQ], stg[SOURCE_KEY], *[stg[c] for c in columns]).order_by(stg[SEQ])).mappings()
     for row in rows:
@@ -92,8 +91,8 @@ def apply_deltas(conn: Connection, flow: Flow, staging: Table, target: Table) ->
             outcome.rejects.append(Reject(row[SOURCE_KEY], {c: row[c] for c in columns}, _reason(delta, spec, group, total, cumulative)))
             continue
         running[group] = cumulative
-        postings.append({"b_seq": row[SEQ], "b_value": difference})
-    _rewrite(conn, staging, spec.target, postings, dropped)
+        postings[row[SEQ]] = difference
+    staged_rows.rewrite(conn, staging, spec.target, postings, dropped)
     return outcome
 
 
@@ -114,12 +113,3 @@ def _reason(delta: DeltaSpec, spec: ColumnSpec, group: tuple[Any, ...], total: A
 
 def _plain(value: Any) -> str:
     return format(value, "f") if isinstance(value, Decimal) else str(value)
-
-
-def _rewrite(conn: Connection, staging: Table, column: str, postings: list[dict[str, Any]], dropped: list[int]) -> None:
-    stg = staging.c
-    stmt = update(staging).where(stg[SEQ] == bindparam("b_seq")).values({column: bindparam("b_value")})
-    for start in range(0, len(postings), _BATCH):
-        conn.execute(stmt, postings[start:start + _BATCH])
-    for start in range(0, len(dropped), _BATCH):
-        conn.execute(delete(staging).where(stg[SEQ].in_(dropped[start:start + _BATCH])))
