@@ -26,6 +26,7 @@ from etl.dialects.base import SOURCE_KEY, scope_filter
 from etl.errors import SchemaDriftError
 from etl.extract import frame_from_rows
 from etl.schema import ColumnType, column_type, reflect_table
+from etl.staged_rows import temporary_table
 from etl.transform import is_null, transform
 
 _IN_BATCH = 500
@@ -169,19 +170,39 @@ class DocumentLines:
         same_header = and_(*[hdr[k] == stg[name] for k, name in self.header_keys.items()])
         # Headers quarantined after their lines were staged (missing parent, duplicate key).
         conn.execute(delete(self.staging).where(not_(exists(select(1).select_from(header_staging).where(same_header)))))
-        target = self.header_target
-        generated = self.flow.target.generated_key
-        assert generated is not None
-        # min(): a product table without a unique index may hold a key twice; point at the oldest.
-        header_id = select(func.min(target.c[generated])).where(
-            and_(*[target.c[k] == stg[name] for k, name in self.header_keys.items()])
-        ).scalar_subquery()
-        conn.execute(update(self.staging).values({self.spec.target.header_id_column: header_id}))
+        self._point_at_headers(conn, header_staging)
         key = [self.spec.target.header_id_column, *self.spec.key]
         mode = "append" if self.flow.load.mode == "append" else "upsert"
         written = self.dialect.merge_by_natural_key(conn, self.staging, self.target, key, self.columns, mode)
         deleted = self._delete_missing(conn, header_staging, key) if self.spec.missing == "delete" else 0
         return written, deleted
+
+    def _point_at_headers(self, conn: Connection, header_staging: Table) -> None:
+        """Give each staged line its header's generated id, for the headers of this run.
+
+        The ids are collected once into a temporary table keyed by the header key, then joined:
+        a lookup in the target per line cost a scan of the target per line where its key has no
+        index (a product table's natural key often has none).
+        """
+        target = self.header_target
+        generated = self.flow.target.generated_key
+        assert generated is not None
+        header_id = self.spec.target.header_id_column
+        ids = temporary_table(conn, f"{self.staging.name}_ids", [
+            *[Column(name, target.c[k].type, primary_key=True, autoincrement=False) for k, name in self.header_keys.items()],
+            Column(header_id, self.target.c[header_id].type, nullable=True),
+        ])
+        keys = [target.c[k] for k in self.header_keys]
+        staged = exists(select(1).select_from(header_staging).where(and_(*[target.c[k] == header_staging.c[k] for k in self.header_keys])))
+        # min(): a product table without a unique index may hold a key twice; point at the oldest.
+        found = select(*keys, func.min(target.c[generated])).where(staged).group_by(*keys)
+        conn.execute(ids.insert().from_select([*self.header_keys.values(), header_id], found))
+        stg = self.staging.c
+        pointed = select(ids.c[header_id]).where(and_(*[ids.c[name] == stg[name] for name in self.header_keys.values()]))
+        # Every staged line, as the lookup in the target did: the statement and the order it
+        # rewrites staging in stay the same, so the lines' own ids come out as before.
+        conn.execute(update(self.staging).values({header_id: pointed.scalar_subquery()}))
+        self.dialect.drop_staging(conn, ids)
 
     def _delete_missing(self, conn: Connection, header_staging: Table, key: list[str]) -> int:
         """Delete target lines of this run's documents whose key no staged line has."""
