@@ -96,6 +96,18 @@ class PostgresDialect(OnConflictDialect):
         sql = merge_statement(conn, staging, target, key, columns, mode)
         return conn.execute(text(sql)).rowcount or 0
 
+    def merge_by_natural_key(
+        self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str],
+        mode: LoadMode, insert_only: list[str] | None = None,
+    ) -> int:
+        if self._is_empty(conn, target):
+            # Planned against an empty table, the NOT EXISTS becomes a nested loop that scans the
+            # rows this very INSERT adds, once per staged row: quadratic. Nothing to match anyway.
+            inserted = columns + list(insert_only or [])
+            rows = select(*[staging.c[c] for c in inserted])
+            return conn.execute(target.insert().from_select(inserted, rows)).rowcount or 0
+        return super().merge_by_natural_key(conn, staging, target, key, columns, mode, insert_only)
+
     @staticmethod
     def _is_empty(conn: Connection, target: Table) -> bool:
         """Whether the target holds no committed row. A writer outside the pipeline that adds
