@@ -21,6 +21,10 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
   gx_pandas     Great Expectations 1.x itself, the same suite on the loaded table read into a
                 pandas frame (validation seconds only; import and read printed apart)
   gx_sql        Great Expectations 1.x on the PostgreSQL table (SQL pushdown), validation only
+  mariadb_pipe  the limit from MariaDB: `mariadb --batch --quick` of the same rows piped into psql's COPY
+  from_mariadb  the full run from the same rows on MariaDB (naive UTC DATETIME(6)) into PostgreSQL
+  postgres_to_mariadb_pipe  the limit into MariaDB: psql's COPY TO STDOUT piped into LOAD DATA LOCAL INFILE
+  to_mariadb    the full run from PostgreSQL into the same target table on MariaDB
   airflow       parse of the whole dags/ folder (Airflow's DagBag, Airflow already imported,
                 as in the dag-processor), and a flow task's fixed overhead: the imports it does
                 when it runs, reading the project's YAML, opening both connections
@@ -32,7 +36,8 @@ incremental run reads the rows its lookback covers again).
 
 Every engine path is checked row by row against an oracle written in plain SQL on the source
 (posting key, order number, work center, unit and quantity conversion): the differing rows
-must be 0. Ratios are against the COPY limit measured in the same run.
+must be 0. Ratios are against the COPY limit measured in the same run; the MariaDB paths are
+also put beside their own limit (a plain pipe of the same rows), measured in the same run.
 """
 
 from __future__ import annotations
@@ -54,9 +59,12 @@ from sqlalchemy.engine import URL, make_url
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ADMIN_URL = os.environ.get("ETL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+MARIADB_ADMIN_URL = os.environ.get("ETL_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql?charset=utf8mb4")
 
 #: The paths that run the engine itself (their steps and row counts are printed).
-ENGINE_PATHS = ("full", "unchecked", "rerun", "incremental", "incremental_compared")
+ENGINE_PATHS = ("full", "unchecked", "rerun", "incremental", "incremental_compared", "from_mariadb", "to_mariadb")
+#: Each MariaDB path and the plain pipe it is measured against.
+OWN_LIMITS = {"from_mariadb": "mariadb_pipe", "to_mariadb": "postgres_to_mariadb_pipe"}
 
 #: The oracle: what each target row must be, computed from the source in SQL alone.
 ORACLE = """
@@ -84,6 +92,15 @@ SELECT posting_key,
            coalesce(remark, '<NULL>'), to_char(source_updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'))
 FROM confirmation_in ORDER BY 1
 """
+#: LOADED on a MariaDB target, whose timestamps are the naive UTC values.
+LOADED_MARIADB = """
+SELECT posting_key,
+       concat_ws('|', order_no, operation_no, work_center, yield_qty, scrap_qty, unit,
+           coalesce(scrap_reason, '<NULL>'), coalesce(operator_name, '<NULL>'),
+           date_format(start_time, '%Y-%m-%d %H:%i:%s.%f'), date_format(end_time, '%Y-%m-%d %H:%i:%s.%f'),
+           coalesce(remark, '<NULL>'), date_format(source_updated_at, '%Y-%m-%d %H:%i:%s.%f'))
+FROM confirmation_in ORDER BY posting_key COLLATE utf8mb4_bin
+"""
 
 
 def run_sql(url: URL, sql: str) -> None:
@@ -98,13 +115,30 @@ def run_sql(url: URL, sql: str) -> None:
         engine.dispose()
 
 
+def run_mariadb_sql(url: URL, sql: str) -> None:
+    """Run a script of statements on MariaDB, one at a time (plain driver execution: % stays literal)."""
+    engine = create_engine(url)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for statement in sql.split(";\n"):
+            body = "\n".join(line for line in statement.splitlines() if not line.lstrip().startswith("--")).strip()
+            if body:
+                cursor.execute(body)
+        raw.commit()
+    finally:
+        raw.close()
+        engine.dispose()
+
+
 def differing_rows(source: URL, target: URL) -> int:
     """Rows whose loaded content differs from the oracle, plus rows missing on either side."""
     engines = [create_engine(source), create_engine(target)]
+    loaded_sql = LOADED_MARIADB if target.get_backend_name() == "mysql" else LOADED
     try:
         with engines[0].connect() as a, engines[1].connect() as b:
             expected = a.execution_options(stream_results=True, yield_per=50_000).execute(text(ORACLE))
-            loaded = b.execution_options(stream_results=True, yield_per=50_000).execute(text(LOADED))
+            loaded = b.execution_options(stream_results=True, yield_per=50_000).execute(text(loaded_sql))
             differ = 0
             left, right = next(expected, None), next(loaded, None)
             while left is not None or right is not None:
@@ -113,7 +147,10 @@ def differing_rows(source: URL, target: URL) -> int:
                 elif left is None or right[0] < left[0]:
                     differ, right = differ + 1, next(loaded, None)
                 else:
-                    differ += left[1] != right[1]
+                    if left[1] != right[1]:
+                        differ += 1
+                        if differ <= 3:  # what differs, for the one reading the figures
+                            print(f"differs: {left[0]}: expected {left[1]!r}, loaded {right[1]!r}", file=sys.stderr)
                     left, right = next(expected, None), next(loaded, None)
             return differ
     finally:
@@ -141,6 +178,9 @@ def child(path: str, src: str, dst: str) -> None:
         thread.join()
         target.commit()
         return
+    if path in ("mariadb_pipe", "postgres_to_mariadb_pipe"):
+        _pipe(path, make_url(src), make_url(dst))
+        return
     if path == "pandas":
         import pandas as pd
 
@@ -160,17 +200,19 @@ def child(path: str, src: str, dst: str) -> None:
     from etl.runner import RunOptions, run_flow
 
     project = load_project(HERE / "mappings")
-    flow = project.flows["confirmations_bench"]
+    name = "confirmations_bench_mariadb" if path == "from_mariadb" else "confirmations_bench"
+    flow = project.flows[name]
     if path == "unchecked":
         flow = flow.model_copy(update={"expectations": None})
-    if path == "incremental_compared":
+    if path in ("incremental_compared", "to_mariadb"):  # a MariaDB target keeps no lookback memory
         assert flow.cursor is not None
         flow = flow.model_copy(update={"cursor": flow.cursor.model_copy(update={"skip_loaded": False})})
-    project = project.model_copy(update={"flows": {"confirmations_bench": flow}})
+    project = project.model_copy(update={"flows": {name: flow}})
     options = RunOptions(full_refresh=path == "rerun")
     marks: list[tuple[str, float]] = []
-    with Connections({"bench_source": src, "bench_target": dst}) as connections:
-        result = run_flow(project, "confirmations_bench", connections, options,
+    urls = {"bench_source": src, "bench_source_mariadb": src, "bench_target": dst}
+    with Connections(urls) as connections:
+        result = run_flow(project, name, connections, options,
                           hook=lambda step: marks.append((step, time.perf_counter())))
     counts = result.record.counts
     steps: dict[str, float] = {}
@@ -182,6 +224,32 @@ def child(path: str, src: str, dst: str) -> None:
                   "rows_set_aside": result.record.options.get("rows_set_aside", 0)})
     _record(steps)
     print(f"loaded={counts.rows_loaded} read={counts.rows_read} quarantined={counts.rows_quarantined}", file=sys.stderr)
+
+
+def _pipe(path: str, src: URL, dst: URL) -> None:
+    """A plain pipe of the workload's rows between the command-line clients, no checks: the
+    limit a MariaDB path is measured against."""
+    columns = ("confirmation_id, report_no, wo_no, step_no, equipment_code, good_qty, scrap_qty, unit, scrap_reason, "
+               "operator_name, start_time, end_time, remark, updated_at")
+    if path == "mariadb_pipe":
+        out = ["mariadb", f"--host={src.host}", f"--port={src.port or 3306}", f"--user={src.username}",
+               "--batch", "--quick", "--skip-column-names", "--default-character-set=utf8mb4", src.database or "",
+               "--execute", f"SELECT {columns} FROM op_confirmation"]
+        into = ["psql", "--quiet", f"--host={dst.host}", f"--port={dst.port or 5432}", f"--username={dst.username}",
+                f"--dbname={dst.database}", "--command", "COPY op_confirmation_copy FROM STDIN (NULL 'NULL')"]
+    else:
+        out = ["psql", "--quiet", f"--host={src.host}", f"--port={src.port or 5432}", f"--username={src.username}",
+               f"--dbname={src.database}", "--command", f"COPY (SELECT {columns} FROM op_confirmation) TO STDOUT"]
+        into = ["mariadb", f"--host={dst.host}", f"--port={dst.port or 3306}", f"--user={dst.username}",
+                "--local-infile=1", "--default-character-set=utf8mb4", dst.database or "", "--execute",
+                "LOAD DATA LOCAL INFILE '/dev/stdin' INTO TABLE op_confirmation_copy CHARACTER SET utf8mb4"]
+    env = {**os.environ, "PGPASSWORD": src.password or dst.password or ""} if path != "mariadb_pipe" else dict(os.environ)
+    producer = subprocess.Popen(out, stdout=subprocess.PIPE, env=env)
+    consumer = subprocess.run(into, stdin=producer.stdout, env=env, check=False)
+    assert producer.stdout is not None
+    producer.stdout.close()
+    if producer.wait() != 0 or consumer.returncode != 0:
+        raise SystemExit(f"{path}: the pipe failed")
 
 
 def _record(figures: dict[str, float]) -> None:
@@ -262,6 +330,50 @@ def airflow_cost(src: str, dst: str) -> dict[str, float]:
 
 FIGURES: dict[str, list[dict[str, float]]] = {}
 
+Result = tuple[str, int, list[float], list[float], "int | None"]
+
+
+def mariadb_paths(
+    rows: int, repeats: int, src: URL, dst: URL, env: dict[str, str], target_ddl: str, copy_ddl: str,
+) -> list[Result]:
+    """MariaDB -> PostgreSQL and PostgreSQL -> MariaDB on the same rows, each beside its plain pipe;
+    the loaded rows are checked against the oracle on the PostgreSQL source."""
+    admin = create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    names = {k: f"ems_bench_{k}_{uuid.uuid4().hex[:6]}" for k in ("msrc", "mdst")}
+    with admin.connect() as conn:
+        for name in names.values():
+            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    msrc, mdst = (make_url(MARIADB_ADMIN_URL).set(database=names[k]) for k in ("msrc", "mdst"))
+    workload = (HERE / "workload_mariadb.sql").read_text()
+    table_ddl = workload[workload.index("CREATE TABLE"):workload.index("utf8mb4;") + len("utf8mb4;")]
+    fresh = "".join(f"DROP TABLE IF EXISTS {t};\n" for t in ("confirmation_in", "etl_watermark", "etl_ledger", "etl_quarantine"))
+    out: list[Result] = []
+
+    def timed(path: str, source: URL, target: URL, before: str, check: bool) -> None:
+        times, rss = [], []
+        for _ in range(repeats):
+            (run_mariadb_sql if target.get_backend_name() == "mysql" else run_sql)(target, before)
+            t, m = measure(path, source, target, env)
+            times.append(t)
+            rss.append(m)
+        out.append((path, rows, times, rss, differing_rows(src, target) if check else None))
+
+    try:
+        started = time.perf_counter()
+        run_mariadb_sql(msrc, workload.replace(":rows", str(rows)))
+        print(f"workload on MariaDB: {rows:,} rows built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        timed("mariadb_pipe", msrc, dst, "DROP TABLE IF EXISTS op_confirmation_copy;" + copy_ddl, False)
+        timed("from_mariadb", msrc, dst, fresh + target_ddl, True)
+        timed("postgres_to_mariadb_pipe", src, mdst, "DROP TABLE IF EXISTS op_confirmation_copy;\n"
+              + table_ddl.replace("op_confirmation", "op_confirmation_copy"), False)
+        timed("to_mariadb", src, mdst, fresh + target_ddl.replace("TIMESTAMPTZ", "DATETIME(6)"), True)
+    finally:
+        with admin.connect() as conn:
+            for name in names.values():
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+    return out
+
 
 def measure(path: str, src: URL, dst: URL, env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child run; its in-process figures go to FIGURES."""
@@ -292,7 +404,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pandas-rows", type=int, default=100_000)
     parser.add_argument("--skip", default="", help="comma-separated optional paths to leave out "
-                        "(pandas, rerun, gx_pandas, gx_sql, unchecked, airflow), e.g. for a 5M-row run")
+                        "(pandas, rerun, gx_pandas, gx_sql, unchecked, airflow, mariadb), e.g. for a 5M-row run")
     parser.add_argument("--child")
     parser.add_argument("--src")
     parser.add_argument("--dst")
@@ -307,7 +419,7 @@ def main() -> None:
         for name in names.values():
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     src, dst = (make_url(ADMIN_URL).set(database=names[k]) for k in ("src", "dst"))
-    results: list[tuple[str, int, list[float], list[float], int | None]] = []
+    results: list[Result] = []
     try:
         started = time.perf_counter()
         run_sql(src, (HERE / "workload.sql").read_text().replace(":rows", str(args.rows)))
@@ -346,6 +458,10 @@ def main() -> None:
         repeat("rerun", args.rows, check=True)
         repeat("gx_pandas", args.rows)
         repeat("gx_sql", args.rows)
+        # Before the incremental runs change the source: the MariaDB copy holds the same rows.
+        if "mariadb" not in skipped:
+            copy_ddl = source_ddl.replace("op_confirmation", "op_confirmation_copy")
+            results += mariadb_paths(args.rows, args.repeats, src, dst, env, target_ddl, copy_ddl)
         # As an MES writes: a changed row's cursor moves past every other row's, here 6 minutes
         # on, as if a run came every 6 minutes. The 10-minute lookback then reads the batches of
         # the last two runs again beside the 10,000 rows just changed.
@@ -379,6 +495,11 @@ def main() -> None:
         inner = _median_figure(path, "engine") or _median_figure(path, "validate")
         print(f"{path:<22}{rows:>11,}{median:>10.2f}{'' if inner is None else f'{inner:.2f}':>10}{rows / median:>12,.0f}"
               f"{median / limit:>8.2f}{max(rss):>13.0f}{'' if differ is None else differ:>11}")
+    medians = {path: statistics.median(times) for path, _, times, _, _ in results}
+    for path, limit_path in OWN_LIMITS.items():
+        if path in medians and limit_path in medians:
+            print(f"{path}: {medians[path]:.2f} s against its plain pipe's {medians[limit_path]:.2f} s: "
+                  f"{medians[path] / medians[limit_path]:.2f}x")
     validate, reconcile = _median_figure("full", "validate"), _median_figure("full", "reconcile")
     full_engine, unchecked = _median_figure("full", "engine"), _median_figure("unchecked", "engine")
     if validate is not None and full_engine:

@@ -388,8 +388,8 @@ class LoadSpec(_Model):
     #: snapshot_replace: upsert, then delete target rows (within scope) the source no longer has.
     mode: Literal["upsert", "append", "snapshot_replace"] = "upsert"
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
-    #: Where the column rules run. auto: in the target database when source and target are
-    #: both PostgreSQL and every rule has an exact SQL twin, else in Python. python / sql: force.
+    #: Where the column rules run. auto: in the target database when the target is PostgreSQL
+    #: and every rule has an exact SQL twin, else in Python. python / sql: force.
     transform: Literal["auto", "python", "sql"] = "auto"
     #: How staged rows find their target row. unique_key: the target has a primary key or unique
     #: index on the flow's key (one INSERT ... ON CONFLICT / MERGE). natural_key: it need not;

@@ -1,10 +1,11 @@
 """The SQL path: transform inside the target database instead of in Python.
 
-When source and target are both PostgreSQL, rows travel as COPY text from the source straight
-into a temporary ``raw`` table on the target, and one INSERT ... SELECT applies the flow's
-column rules there, so no value passes through Python. The result lands in the same staging
-table the Python path fills, with the same rows rejected for the same reasons; duplicate
-resolution, merge, quarantine release and delete detection are shared.
+When the target is PostgreSQL, the source's rows travel as COPY data straight into a temporary
+``raw`` table on the target (PostgreSQL writes its own COPY, binary where the types allow; any
+other source writes COPY text, MariaDB formatting it on its server), and one INSERT ... SELECT
+applies the flow's column rules there, so no value passes through Python's transform. The result
+lands in the same staging table the Python path fills, with the same rows rejected for the same
+reasons; duplicate resolution, merge, quarantine release and delete detection are shared.
 
 Crosswalks keep one implementation: their entries, or the distinct codes a column holds, are
 translated by etl.crosswalk and joined as a temporary table. A flow whose rules this module cannot
@@ -56,15 +57,15 @@ from sqlalchemy.sql.util import ClauseAdapter
 
 from etl.config import ColumnSpec, Flow
 from etl.crosswalk import Crosswalk
-from etl.dialects.base import RETRY, SEQ, SOURCE_KEY
-from etl.dialects.postgresql import copy_text
+from etl.dialects import Dialect, dialect_for
+from etl.dialects.base import RETRY, SEQ, SOURCE_KEY, copy_text
+from etl.dialects.postgresql import COPY_BLOCK, render
 from etl.expressions import TRIM_CHARS
 from etl.pipeline_tables import SOURCE_KEY_LENGTH, lookback_loaded
 from etl.schema import ColumnType, column_type
 from etl.transform import Reject
 
 REASON = "_reason"
-_COPY_BLOCK = 1 << 20
 
 
 class Unsupported(Exception):
@@ -450,11 +451,11 @@ def unsupported_reason(
         return "the flow asks for the Python path"
     if flow.lines is not None:
         return "a flow with lines stages each document together with its lines, in Python"
-    if source_dialect != "postgresql" or target_dialect != "postgresql":
-        return "the SQL path needs PostgreSQL on both sides"
-    raw = raw_table(flow, source)
-    compiler = _Compiler(flow, raw, _types(source), _types(target), crosswalks)
+    if target_dialect != "postgresql":
+        return "the SQL path needs PostgreSQL as the target"
     try:
+        raw = raw_table(flow, source, source_dialect)
+        compiler = _Compiler(flow, raw, _types(source), _types(target), crosswalks)
         for spec in flow.columns:
             compiler.column(spec)
     except Unsupported as exc:
@@ -466,18 +467,37 @@ def _types(table: Table) -> dict[str, ColumnType]:
     return {c.name: column_type(c.type, c.nullable) for c in table.columns}
 
 
-def raw_table(flow: Flow, source: Table) -> Table:
-    """The temporary table source rows are copied into: the source's own column types."""
+def raw_table(flow: Flow, source: Table, source_dialect: str) -> Table:
+    """The temporary table source rows are copied into: a PostgreSQL source's own column types,
+    another's as their PostgreSQL twins (Unsupported for a type without one)."""
     columns = flow.source_columns()
+    same = source_dialect == "postgresql"
     return Table(
         f"etl_raw_{flow.flow}", MetaData(),
-        *[Column(c, source.c[c].type, nullable=True) for c in columns],
+        *[Column(c, source.c[c].type if same else _twin(source.c[c]), nullable=True) for c in columns],
         # Numbered by the source query (row_number), not by an identity column: drawing a
         # sequence value for every row costs a second a million rows.
         Column(SEQ, BigInteger, nullable=False),
         Column(RETRY, SmallInteger, nullable=False, server_default=text("0")),
         prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
     )
+
+
+def _twin(column: Column[Any]) -> sqltypes.TypeEngine[Any]:
+    """The PostgreSQL type that holds every value of another database's ``column`` exactly, and
+    reads the COPY text that database writes of it."""
+    kind = column_type(column.type)
+    if kind.kind == "string":
+        return Text()
+    if kind.kind == "integer":
+        return BigInteger()
+    if kind.kind == "decimal":
+        return Numeric(kind.precision, kind.scale) if kind.precision else Numeric()
+    if kind.kind == "timestamp":
+        return sqltypes.DateTime(timezone=kind.tz_aware)
+    if kind.kind == "date":
+        return sqltypes.Date()
+    raise Unsupported(f"source column {column.name} is {column.type}, which is copied into PostgreSQL only from PostgreSQL")
 
 
 #: Types whose binary COPY form is the same built-in type on both servers (raw columns take the
@@ -501,27 +521,29 @@ _F_SETPIPE_SZ = 1031  # Linux: a pipe of a megabyte hands over blocks, not 64 Ki
 
 
 def copy_between(
-    sconn: Connection, tconn: Connection, select_sql: str, table_sql: str, columns_sql: str, binary: bool = False,
+    sconn: Connection, tconn: Connection, statement: Any, table_sql: str, columns_sql: str, binary: bool = False,
+    source_dialect: Dialect | None = None,
 ) -> int:
-    """Stream ``COPY (select) TO STDOUT`` on the source into ``COPY table FROM STDIN`` on the
-    target through an OS pipe; returns the rows copied. ``binary`` needs the same column types
-    on both sides (see :func:`binary_copy_safe`).
+    """Stream the rows of ``statement`` on the source, numbered (see Dialect.copy_out), into
+    ``COPY table FROM STDIN`` on the target through an OS pipe; returns the rows copied.
+    ``binary`` needs a PostgreSQL source and the same column types on both sides (see
+    :func:`binary_copy_safe`).
 
-    The driver writes one row per call on the source side; the pipe's buffered file objects
-    take those calls in C, and the pipe's size bounds the memory in flight."""
+    The source writes in blocks from its own thread; the pipe's buffered file objects take
+    those calls in C, and the pipe's size bounds the memory in flight."""
+    source_dialect = source_dialect or dialect_for(sconn)
     read_fd, write_fd = os.pipe()
     try:
-        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _COPY_BLOCK)
+        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, COPY_BLOCK)
     except OSError:  # not Linux, or above the system's limit: the default size works, slower
         pass
-    reader, writer = os.fdopen(read_fd, "rb", buffering=_COPY_BLOCK), os.fdopen(write_fd, "wb", buffering=_COPY_BLOCK)
-    source_cursor = sconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    reader, writer = os.fdopen(read_fd, "rb", buffering=COPY_BLOCK), os.fdopen(write_fd, "wb", buffering=COPY_BLOCK)
     options = " (FORMAT binary)" if binary else ""
     failed: list[BaseException] = []
 
     def produce() -> None:
         try:
-            source_cursor.copy_expert(f"COPY ({select_sql}) TO STDOUT{options}", writer, size=_COPY_BLOCK)
+            source_dialect.copy_out(sconn, statement, writer, binary)
         except BrokenPipeError:  # the target side stopped reading: its own error is raised
             pass
         except BaseException as exc:  # raised in the caller's thread once the target side ends
@@ -537,7 +559,7 @@ def copy_between(
     target_cursor = tconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     target_error: Exception | None = None
     try:
-        target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN{options}", reader, size=_COPY_BLOCK)
+        target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN{options}", reader, size=COPY_BLOCK)
         rows = target_cursor.rowcount
     except Exception as exc:
         target_error = exc
@@ -545,22 +567,11 @@ def copy_between(
         reader.close()  # a source still writing gets a broken pipe and stops
         thread.join()
         target_cursor.close()
-        source_cursor.close()
     if failed:  # a source that failed is the cause (the target then saw the data end early)
         raise failed[0] from target_error
     if target_error is not None:
         raise target_error
     return rows
-
-
-def render(conn: Connection, statement: Any) -> str:
-    """A statement with its bound values inlined by the driver's own quoting (COPY takes none)."""
-    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        return cursor.mogrify(str(compiled), compiled.params).decode()
-    finally:
-        cursor.close()
 
 
 @dataclass
@@ -583,15 +594,14 @@ def stage(
     ``set_aside_loaded``: fresh rows the last run loaded at the same cursor value (the lookback's
     re-reads, see :func:`remember_loaded`) leave the batch before the transform."""
     outcome = StageOutcome()
-    raw = raw_table(flow, source)
+    source_dialect = dialect_for(sconn)
+    raw = raw_table(flow, source, sconn.dialect.name)
     raw.create(tconn)
     prep = tconn.dialect.identifier_preparer
     columns = flow.source_columns()
-    read = query.subquery("etl_read")
-    numbered = select(*[read.c[c] for c in columns], func.row_number().over().label(SEQ))
     outcome.rows_read = copy_between(
-        sconn, tconn, render(sconn, numbered), prep.format_table(raw),
-        ", ".join(prep.quote(c) for c in [*columns, SEQ]), binary=binary_copy_safe(raw, columns),
+        sconn, tconn, query, prep.format_table(raw), ", ".join(prep.quote(c) for c in [*columns, SEQ]),
+        binary=source_dialect.copies_binary and binary_copy_safe(raw, columns), source_dialect=source_dialect,
     )
     for batch in retries:
         first = outcome.rows_read + outcome.rows_retried + 1
@@ -761,7 +771,9 @@ def _set_aside_loaded(conn: Connection, flow: Flow, raw: Table) -> int:
     return int(result.rowcount or 0)
 
 
-def remember_loaded(conn: Connection, flow: Flow, source: Table, staging: Table, lower: Any) -> int:
+def remember_loaded(
+    conn: Connection, flow: Flow, source: Table, source_dialect: str, staging: Table, lower: Any,
+) -> int:
     """Replace the flow's memory with the rows of this incremental run that are on the target
     now (staged and merged, or set aside) and whose cursor the next run's lookback reaches
     (``lower`` on); returns how many. ``lower`` None (any other run) only clears the memory.
@@ -770,7 +782,7 @@ def remember_loaded(conn: Connection, flow: Flow, source: Table, staging: Table,
     conn.execute(delete(lookback_loaded).where(lookback_loaded.c.flow == flow.flow))
     if lower is None:
         return 0
-    raw = raw_table(flow, source)
+    raw = raw_table(flow, source, source_dialect)
     aside, cursor = _set_aside_table(flow, raw), raw.c[flow.cursor.column]
     rows = union_all(
         select(_memory_key(flow, raw).label("k"), _as_text(cursor).label("v"))

@@ -408,7 +408,7 @@ def _run_steps(
         assert flow.cursor is not None
         # Where the next run's lookback starts; None clears the memory (a run not incremental).
         next_lower = wm.plan_window(new_mark, None, flow.cursor.lookback).lower if set_aside and new_mark is not None else None
-        pushdown.remember_loaded(tconn, flow, source_table, staging, next_lower)
+        pushdown.remember_loaded(tconn, flow, source_table, sconn.dialect.name, staging, next_lower)
 
     enter("deletes")
     keyset_checked_at = flow_state.keyset_checked_at

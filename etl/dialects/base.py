@@ -7,7 +7,9 @@ A database gets its own subclass; nothing else in the package branches on the di
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Literal
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, BinaryIO, Iterable, Literal
 
 import pandas as pd
 from sqlalchemy import (
@@ -16,6 +18,7 @@ from sqlalchemy import (
     Connection,
     MetaData,
     SmallInteger,
+    Select,
     Table,
     Unicode,
     and_,
@@ -37,6 +40,26 @@ SOURCE_KEY = "_source_key"
 RETRY = "_retry"
 
 LoadMode = Literal["upsert", "append", "snapshot_replace"]
+
+#: Rows a source hands over at a time when it streams a batch into PostgreSQL's COPY.
+COPY_ROWS = 10_000
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def copy_text(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format. NULL is ``\\N``, so an empty string stays empty."""
+    if type(value) is str:  # the common case first: crosswalk tables hold hundreds of thousands
+        return value.translate(_ESCAPES)
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, (date, time, Decimal, int, float)):
+        return str(value)
+    return str(value).translate(_ESCAPES)
 
 
 def lock_key(flow: str) -> int:
@@ -93,6 +116,25 @@ class Dialect:
     def adapt_ddl(self, statement: str) -> str:
         """Rewrite one statement of the portable demo DDL where this database needs it."""
         return statement
+
+    #: Whether copy_out can write PostgreSQL's binary COPY format (only PostgreSQL itself can).
+    copies_binary = False
+
+    def copy_out(self, conn: Connection, statement: Select[Any], out: BinaryIO, binary: bool = False) -> None:
+        """Write the rows of ``statement``, a source read, to ``out`` as PostgreSQL COPY data:
+        each row's values, then its number (1, 2, ... in the statement's order).
+
+        Portable: the values the Python path reads (the columns' own result processing), as COPY
+        text. Subclasses let their server do the formatting."""
+        if binary:
+            raise ValueError(f"{self.name} cannot write PostgreSQL's binary COPY format")
+        result = conn.execution_options(stream_results=True, yield_per=COPY_ROWS).execute(statement)
+        number = 0
+        for part in result.partitions(COPY_ROWS):
+            lines = []
+            for number, row in enumerate(part, start=number + 1):
+                lines.append("\t".join([copy_text(v) for v in row]) + f"\t{number}\n")
+            out.write("".join(lines).encode())
 
     def staging_name(self, label: str) -> str:
         return f"etl_stg_{label}"

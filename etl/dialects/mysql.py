@@ -8,12 +8,13 @@ which the duplicate-key resolution does; it is not supported until that is rewri
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, Table, and_, func, or_, select, text
+from sqlalchemy import Connection, Select, String, Table, and_, func, literal, or_, select, text, types
 from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.sql.elements import ColumnElement
 
-from etl.dialects.base import Dialect, LoadMode, lock_key, quoted_name
+from etl.dialects.base import COPY_ROWS, Dialect, LoadMode, lock_key, quoted_name
 
 _TIMESTAMP = re.compile(r"\bTIMESTAMP\b", re.IGNORECASE)
 
@@ -38,6 +39,21 @@ class MySQLDialect(Dialect):
         # TIMESTAMP here converts through the session time zone, ends in 2038 and may update
         # itself; DATETIME(6) stores the wall-clock value with microseconds, as the others do.
         return _TIMESTAMP.sub("DATETIME(6)", statement)
+
+    def copy_out(self, conn: Connection, statement: Select[Any], out: BinaryIO, binary: bool = False) -> None:
+        # The server writes each row as one line of COPY text: formatting fourteen values a row
+        # in Python costs twice the read itself (PyMySQL: 14 s against 6.5 s a million rows).
+        if binary:
+            raise ValueError("MariaDB cannot write PostgreSQL's binary COPY format")
+        line = func.concat_ws(literal("\t", String), *[_copy_field(c) for c in statement.selected_columns])
+        statement = statement.with_only_columns(line, maintain_column_froms=True)
+        result = conn.execution_options(stream_results=True, yield_per=COPY_ROWS).execute(statement)
+        number = 0
+        for part in result.partitions(COPY_ROWS):
+            block = []
+            for number, (text_line,) in enumerate(part, start=number + 1):
+                block.append(f"{text_line}\t{number}\n")
+            out.write("".join(block).encode())
 
     def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
         stg = staging.c
@@ -82,3 +98,13 @@ class MySQLDialect(Dialect):
         self.drop_staging(conn, staging)
         staging.create(conn)
         return staging
+
+
+def _copy_field(column: Any) -> ColumnElement[Any]:
+    """One value as COPY text in SQL: NULL as \\N; in text, backslash, tab and line breaks escaped.
+    Numbers, dates and times print as their exact text, which PostgreSQL reads back as it was."""
+    value: ColumnElement[Any] = column
+    if not isinstance(column.type, (types.Integer, types.Numeric, types.DateTime, types.Date)):
+        for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+            value = func.replace(value, literal(char, String), literal(escaped, String))
+    return func.coalesce(value, literal("\\N", String))

@@ -5,36 +5,38 @@ transaction-scoped advisory locks."""
 from __future__ import annotations
 
 import io
-from datetime import date, datetime, time
-from decimal import Decimal
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
-from sqlalchemy import Connection, Table, func, select, text
+from sqlalchemy import Connection, Select, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from etl.dialects.base import SEQ, LoadMode, OnConflictDialect, iter_records, lock_key, quoted_name
+from etl.dialects.base import (
+    SEQ,
+    LoadMode,
+    OnConflictDialect,
+    copy_text,
+    iter_records,
+    lock_key,
+    quoted_name,
+)
 
 #: A batch at least 1/MERGE_SHARE the size of its target is merged in one join; a smaller one
 #: probes the key index row by row.
 MERGE_SHARE = 10
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+#: How much COPY data the driver hands over per call: a megabyte moves blocks, not rows.
+COPY_BLOCK = 1 << 20
 
 
-def copy_text(value: Any) -> str:
-    """One value in COPY's text format. NULL is ``\\N``, so an empty string stays empty."""
-    if type(value) is str:  # the common case first: crosswalk tables hold hundreds of thousands
-        return value.translate(_ESCAPES)
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, (date, time, Decimal, int, float)):
-        return str(value)
-    return str(value).translate(_ESCAPES)
+def render(conn: Connection, statement: Any) -> str:
+    """A statement with its bound values inlined by the driver's own quoting (COPY takes none)."""
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return cursor.mogrify(str(compiled), compiled.params).decode()
+    finally:
+        cursor.close()
 
 
 def merge_statement(conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> str:
@@ -84,6 +86,20 @@ class PostgresDialect(OnConflictDialect):
 
     def staging_table_options(self) -> dict[str, Any]:
         return {"postgresql_on_commit": "DROP"}
+
+    copies_binary = True
+
+    def copy_out(self, conn: Connection, statement: Select[Any], out: BinaryIO, binary: bool = False) -> None:
+        # Numbered by the query (row_number), not by an identity column on the target: drawing a
+        # sequence value for every row costs a second a million rows.
+        read = statement.subquery("etl_read")
+        numbered = select(*read.c, func.row_number().over().label(SEQ))
+        options = " (FORMAT binary)" if binary else ""
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.copy_expert(f"COPY ({render(conn, numbered)}) TO STDOUT{options}", out, size=COPY_BLOCK)
+        finally:
+            cursor.close()
 
     def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
         if self._is_empty(conn, target):

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 from sqlalchemy import (
     ARRAY, Column, DateTime, Engine, Integer, Interval, MetaData, Numeric, String, Table, Text, create_engine, event, func,
-    select, text,
+    column, select, text,
 )
 from sqlalchemy.dialects.postgresql import ENUM, JSONB
 from sqlalchemy.engine import URL
@@ -57,9 +57,14 @@ def engines(pg_database: Callable[[str], URL]) -> Iterator[tuple[Engine, Engine]
 
 
 def _copy(source: Engine, target: Engine, select_sql: str, binary: bool, columns: str = "id, qty, at, note, code, doc") -> int:
+    """Copy the rows of ``select_sql`` into the target's reading table, their numbers into ``seq``."""
+    names = [c.strip() for c in columns.split(",")]
+    statement = text(select_sql).columns(*[column(c) for c in names])
+    with target.begin() as conn:
+        conn.execute(text("ALTER TABLE reading ADD COLUMN IF NOT EXISTS seq BIGINT"))
     with source.connect() as sconn, target.connect() as tconn:
         with tconn.begin():
-            return copy_between(sconn, tconn, select_sql, "reading", columns, binary=binary)
+            return copy_between(sconn, tconn, statement, "reading", f"{columns}, seq", binary=binary)
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -78,7 +83,7 @@ def test_copy_between_servers_keeps_every_value(engines: tuple[Engine, Engine], 
 def test_a_failing_source_query_fails_the_copy_and_loads_nothing(engines: tuple[Engine, Engine], binary: bool) -> None:
     source, target = engines
     with pytest.raises(psycopg2.Error, match="division by zero"):
-        _copy(source, target, "SELECT id, qty / 0, at, note, code, doc FROM reading", binary)
+        _copy(source, target, "SELECT id, qty / 0 AS qty, at, note, code, doc FROM reading", binary)
     with target.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM reading")).scalar_one() == 0
 

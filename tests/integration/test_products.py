@@ -92,7 +92,7 @@ def test_submitted_work_orders_reach_odoo_with_odoo_ids_and_utc_times(plant: Pla
     # Every submitted order but MFG-WO-2026-00005, whose item has only an archived Odoo product.
     assert first.record.counts.rows_read == submitted
     assert first.record.counts.rows_loaded == submitted - 1
-    assert first.record.options["transform"] == "python"  # MariaDB source: the Python path
+    assert first.record.options["transform"] == "sql"  # MariaDB into PostgreSQL: the SQL path
 
     orders = plant.rows(plant.odoo, "x_erpnext_work_order", "erp_name")
     assert "MFG-WO-2026-00003" not in orders  # a draft (docstatus 0)

@@ -1,6 +1,7 @@
 """The SQL path (transform inside PostgreSQL) rejects and loads exactly what the Python path does,
 on rows built to fail every rule: DST gaps and overlaps, long text, numeric overflow, NULL keys,
-crosswalk misses, division by zero."""
+crosswalk misses, division by zero; from a PostgreSQL source and from a MariaDB one, whose rows
+reach PostgreSQL as COPY text its server wrote."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, Numeric, String, Table, select
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 
 from etl.config import REPO_ROOT, Defaults, Flow, Project
@@ -18,6 +21,9 @@ from etl.pipeline_tables import quarantine
 from etl.runner import run_flow
 
 pytestmark = pytest.mark.slow
+
+#: What an MES on MariaDB declares to keep microseconds (plain DATETIME keeps whole seconds).
+DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def _flow(transform: str) -> Flow:
@@ -76,9 +82,10 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def urls(pg_database: Callable[[str], URL]) -> dict[str, URL]:
-    return {name: pg_database(name) for name in ("src", "python", "sql")}
+@pytest.fixture(params=["postgresql", "mariadb"])
+def urls(request: pytest.FixtureRequest, pg_database: Callable[[str], URL]) -> dict[str, URL]:
+    source: Callable[[str], URL] = request.getfixturevalue("pg_database" if request.param == "postgresql" else "mariadb_database")
+    return {"src": source("src"), **{name: pg_database(name) for name in ("python", "sql")}}
 
 
 def test_both_paths_agree_on_every_row(urls: dict[str, URL]) -> None:

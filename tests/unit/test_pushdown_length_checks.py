@@ -27,7 +27,7 @@ def _length_checks(target: str, spec: dict[str, object], width: int) -> int:
         "key": ["posting_key"], "columns": [{"target": "posting_key", "source": "report_no"}, {"target": target, **spec}],
     })
     target_table = Table("confirmation_in", MetaData(), Column("posting_key", String(20)), Column(target, String(width)))
-    compiler = _Compiler(flow, raw_table(flow, SOURCE), _types(SOURCE), _types(target_table),
+    compiler = _Compiler(flow, raw_table(flow, SOURCE, "postgresql"), _types(SOURCE), _types(target_table),
                          load_crosswalks(DEFAULT_MAPPINGS / "crosswalks"))
     value = compiler.column(flow.columns[1])
     reasons = [str(r.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})) for _, r in value.failures]
