@@ -10,9 +10,10 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import OperationalError
 
@@ -211,7 +212,7 @@ def report_window(since: str | None, days: float | None, now: datetime) -> Windo
     if since:
         start = datetime.fromisoformat(since)
         if start.tzinfo is not None:
-            start = start.astimezone(timezone.utc).replace(tzinfo=None)
+            start = start.astimezone(UTC).replace(tzinfo=None)
     else:
         start = now - timedelta(days=days if days is not None else 1)
     if start >= now:

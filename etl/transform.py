@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -185,7 +186,7 @@ def _check_local_time(value: datetime, zone: ZoneInfo) -> str | None:
     fold0 = value.replace(tzinfo=zone, fold=0)
     fold1 = value.replace(tzinfo=zone, fold=1)
     if fold0.utcoffset() != fold1.utcoffset():
-        roundtrip = fold0.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None)
+        roundtrip = fold0.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
         if roundtrip != value:
             return f"{value.isoformat()} does not exist in {zone.key} (clocks skip it)"
         return f"{value.isoformat()} is ambiguous in {zone.key} (clocks repeat it)"
@@ -232,7 +233,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if target.tz_aware and value.tzinfo is None:
             raise ValueError(f"{value.isoformat()} has no time zone; add a timezone rule to the column")
         if not target.tz_aware and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value
     if kind == "date":
         if isinstance(value, datetime):

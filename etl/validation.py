@@ -23,14 +23,28 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    Connection, Table, and_, case, column, delete, false, func, literal, not_, or_, select, text, tuple_,
+    Connection,
+    Table,
+    and_,
+    case,
+    column,
+    delete,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+    tuple_,
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime
@@ -341,7 +355,7 @@ _OPTIONAL_KWARGS: dict[str, set[str]] = {
 
 def parameters(spec: ExpectationsSpec, now_utc: datetime) -> Params:
     """``$PARAMETER`` values for one run: ``now`` on the target's clock, plus the flow's own."""
-    aware = now_utc.replace(tzinfo=timezone.utc) + spec.clock_skew
+    aware = now_utc.replace(tzinfo=UTC) + spec.clock_skew
     local = aware.astimezone(ZoneInfo(spec.timezone)).replace(tzinfo=None)
     return {**spec.parameters, "now": local, "now_utc": aware}
 

@@ -8,14 +8,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg2
 import pytest
 from sqlalchemy import (
-    ARRAY, Column, DateTime, Engine, Integer, Interval, MetaData, Numeric, String, Table, Text, create_engine, event, func,
-    select, text,
+    ARRAY,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    Interval,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ENUM, JSONB
 from sqlalchemy.engine import URL
@@ -28,8 +42,8 @@ pytestmark = pytest.mark.postgres
 
 ROWS = [
     # 18-digit decimal, microseconds, Chinese text, an empty string beside a NULL, JSON
-    (1, Decimal("123456789012345.678"), datetime(2026, 11, 20, 8, 0, 0, 123456, tzinfo=timezone.utc), "换线 / changeover", "", {"a": [1, "二"]}),
-    (2, Decimal("-0.001"), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), None, None, None),
+    (1, Decimal("123456789012345.678"), datetime(2026, 11, 20, 8, 0, 0, 123456, tzinfo=UTC), "换线 / changeover", "", {"a": [1, "二"]}),
+    (2, Decimal("-0.001"), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), None, None, None),
     (3, None, None, "tab\there\nnewline \\ backslash", "x", {"nested": {"k": None}}),
 ]
 

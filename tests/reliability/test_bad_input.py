@@ -27,13 +27,13 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sync_harness import TRANSFORM_PATHS, Postgres
 
 from etl import cli
 from etl.config import REPO_ROOT, load_project
 from etl.connections import Connections
 from etl.errors import SchemaDriftError, StepFailed
 from etl.runner import RunOptions, RunResult, run_flow
-from sync_harness import TRANSFORM_PATHS, Postgres
 
 pytestmark = pytest.mark.slow
 

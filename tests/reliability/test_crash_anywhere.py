@@ -24,21 +24,31 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sync_harness import (
+    SYNC_FLOWS,
+    TRANSFORM_PATHS,
+    Child,
+    Site,
+    SiteFactory,
+    SourceChanges,
+    assert_same,
+    diff_states,
+    leftovers,
+    sync_state,
+)
 
 import etl.quarantine
 from etl.config import REPO_ROOT
 from etl.dialects.postgresql import PostgresDialect
 from etl.errors import StepFailed
 from etl.runner import RunOptions
-from sync_harness import (
-    SYNC_FLOWS, TRANSFORM_PATHS, Child, Site, SiteFactory, SourceChanges, assert_same, diff_states, leftovers, sync_state,
-)
 
 pytestmark = pytest.mark.slow
 

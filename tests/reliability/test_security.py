@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ProgrammingError
+from sync_harness import SYNC_FLOWS, Postgres, Site, SiteFactory, assert_same
 
 from etl.config import REPO_ROOT
 from etl.connections import Connections
@@ -29,7 +30,6 @@ from etl.errors import StepFailed
 from etl.pipeline_tables import ensure_pipeline_tables
 from etl.retention import purge_released_quarantine
 from etl.runner import RunOptions, run_flow
-from sync_harness import SYNC_FLOWS, Postgres, Site, SiteFactory, assert_same
 
 pytestmark = pytest.mark.slow
 

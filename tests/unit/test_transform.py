@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -210,14 +210,14 @@ def test_utc_to_shanghai(crosswalks: dict[str, Crosswalk]) -> None:
 
 def test_aware_source_value_converted_by_its_own_zone(crosswalks: dict[str, Crosswalk]) -> None:
     rule = {"timezone": {"from": "Asia/Shanghai", "to": "UTC"}}
-    value = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+    value = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
     assert value_of(single(crosswalks, value, rule, TS)) == datetime(2026, 3, 1, 8, 0)
 
 
 def test_aware_target_keeps_zone(crosswalks: dict[str, Crosswalk]) -> None:
     rule = {"timezone": {"from": "Asia/Shanghai", "to": "UTC"}}
     out = value_of(single(crosswalks, datetime(2026, 3, 1, 8), rule, ColumnType("timestamp", tz_aware=True)))
-    assert out == datetime(2026, 3, 1, 0, tzinfo=timezone.utc)
+    assert out == datetime(2026, 3, 1, 0, tzinfo=UTC)
     assert out.utcoffset() is not None
 
 
