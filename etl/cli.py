@@ -48,7 +48,7 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
     numeric = [all(_is_number(r.get(key)) for r in rows) and rows != [] for _, key in columns]
 
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
 
     out = [line([t for t, _ in columns]), line(["-" * w for w in widths])]
     out += [line(c) for c in cells]

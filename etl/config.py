@@ -214,7 +214,7 @@ class TimezoneRule(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use IANA names like Asia/Shanghai)")
+            raise ValueError(f"unknown time zone {value!r} (use IANA names like Asia/Shanghai)") from None
         return value
 
 

@@ -65,6 +65,6 @@ def allocate(conn: Connection, flow: Flow, staging: Table, target: Table) -> int
     numbers = reserve(conn, flow, spec, len(seqs))
     stmt = update(staging).where(staging.c[SEQ] == bindparam("b_seq")).values({spec.column: bindparam("b_number")})
     for start in range(0, len(seqs), _BATCH):
-        batch = zip(seqs[start:start + _BATCH], numbers[start:start + _BATCH])
+        batch = zip(seqs[start:start + _BATCH], numbers[start:start + _BATCH], strict=True)
         conn.execute(stmt, [{"b_seq": s, "b_number": spec.format.format(n=n)} for s, n in batch])
     return len(seqs)

@@ -130,7 +130,7 @@ class DocumentLines:
         key = list(self.spec.key)
         repeated = rows[rows.duplicated(subset=[_HEADER, *key], keep=False)]
         return [
-            (parent, ", ".join(f"{k}={v}" for k, v in zip(key, values)))
+            (parent, ", ".join(f"{k}={v}" for k, v in zip(key, values, strict=True)))
             for parent, *values in repeated[[_HEADER, *key]].drop_duplicates().itertuples(index=False, name=None)
         ]
 

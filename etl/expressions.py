@@ -287,7 +287,7 @@ def _elementwise(ctx: _Context, function: Callable[..., object], *operands: Valu
     results: list[object] = []
     failures: dict[int, str] = {}
     append = results.append
-    for row, cells in enumerate(zip(*(_cells(operand, ctx.n) for operand in operands))):
+    for row, cells in enumerate(zip(*(_cells(operand, ctx.n) for operand in operands), strict=True)):
         try:
             append(function(*cells))
         except _RowError as exc:
@@ -450,7 +450,7 @@ def _concat(ctx: _Context, args: list[Value]) -> Value:
     if not any(isinstance(t, np.ndarray) for t in texts):
         return None if any(t is None for t in texts) else "".join(texts)  # type: ignore[arg-type]
     columns = [t.tolist() if isinstance(t, np.ndarray) else repeat(t, ctx.n) for t in texts]
-    return _object_array([None if None in parts else "".join(parts) for parts in zip(*columns)])
+    return _object_array([None if None in parts else "".join(parts) for parts in zip(*columns, strict=True)])
 
 
 def _upper(ctx: _Context, args: list[Value]) -> Value:

@@ -53,7 +53,7 @@ def source_keys(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     if not columns:
         return [str(i) for i in range(len(frame))]
     parts = [[f"{c}={'NULL' if is_null(v) else v}" for v in frame[c]] for c in columns]
-    return [", ".join(p)[:SOURCE_KEY_LENGTH] for p in zip(*parts)]
+    return [", ".join(p)[:SOURCE_KEY_LENGTH] for p in zip(*parts, strict=True)]
 
 
 class _Reasons:
@@ -127,7 +127,7 @@ def _convert_unit(
     )
     out: list[Any] = []
     bad: list[str | None] = []
-    for value, factor in zip(values, factors):
+    for value, factor in zip(values, factors, strict=True):
         if is_null(value) or is_null(factor):
             out.append(None)
             bad.append(None)
@@ -352,7 +352,7 @@ def transform(
             # A value already rejected above (say, a crosswalk miss) is NULL for that reason.
             label = "natural key column" if spec.target in flow.key else "required column"
             grew = [len(reasons.by_row.get(i, ())) > before.get(i, 0) for i in range(len(values))]
-            reasons.add([n and not g for n, g in zip(values.isna(), grew)], f"{label} {spec.target} is NULL")
+            reasons.add([n and not g for n, g in zip(values.isna(), grew, strict=True)], f"{label} {spec.target} is NULL")
         out[spec.target] = values
 
     keys = source_keys(frame, flow.source_key_columns())
@@ -365,7 +365,7 @@ def transform(
     records = frame.iloc[bad_positions].to_dict("records")
     rejects = [
         Reject(keys[pos], {k: (None if is_null(v) else v) for k, v in record.items()}, "; ".join(_unique(reasons.by_row[pos])))
-        for pos, record in zip(bad_positions, records)
+        for pos, record in zip(bad_positions, records, strict=True)
     ]
     good = rows.drop(index=frame.index[bad_positions])
     return TransformResult(good, rejects)

@@ -488,7 +488,7 @@ def check_batch(
     rows = int(totals[0])
     failures = iter(int(v) for v in totals[1:])
     outcomes = []
-    for e, p in zip(suite.expectations, predicates):
+    for e, p in zip(suite.expectations, predicates, strict=True):
         if p is not None:
             outcome = Outcome(e, rows, next(failures), p)
         else:

@@ -62,7 +62,7 @@ def engines(pg_database: Callable[[str], URL]) -> Iterator[tuple[Engine, Engine]
     with source.begin() as conn:
         table = _table("reading")
         table.create(conn)
-        conn.execute(table.insert(), [dict(zip(("id", "qty", "at", "note", "code", "doc"), r)) for r in ROWS])
+        conn.execute(table.insert(), [dict(zip(("id", "qty", "at", "note", "code", "doc"), r, strict=True)) for r in ROWS])
     with target.begin() as conn:
         _table("reading").create(conn)
     yield source, target

@@ -189,7 +189,7 @@ def _story(site: Site, side: str, flow: str) -> list[dict[str, Any]]:
     """The flow's ledger; checks the windows of successive successful runs leave no gap."""
     rows = site.ledger(side, flow)
     done = [r for r in rows if r["outcome"] == "success"]
-    for before, after in zip(done, done[1:]):
+    for before, after in zip(done, done[1:], strict=False):
         if before["window_to"] and after["window_from"]:
             assert datetime.fromisoformat(after["window_from"]) <= datetime.fromisoformat(before["window_to"]), (before, after)
     return rows

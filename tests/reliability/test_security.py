@@ -249,7 +249,7 @@ def test_a_password_appears_in_no_log_line_error_or_ledger_row(
             ({"erp_db": urls["erp"], "mes_db": urls["mes"].set(port=1)}, "materials", None),            # target refused
         ]
         for overrides, flow, drop_at in failing:
-            def hook(step: str) -> None:
+            def hook(step: str, drop_at: str | None = drop_at) -> None:
                 if step == drop_at:
                     pg.terminate(site.databases["mes"])
 
