@@ -66,6 +66,12 @@ class _Reasons:
         for pos in [i for i, bad in enumerate(mask) if bad]:
             self.by_row[pos].append(reason(pos) if callable(reason) else reason)
 
+    def add_each(self, reasons: list[str | None]) -> None:
+        """Add one reason per row position; None where that row has none."""
+        for pos, reason in enumerate(reasons):
+            if reason is not None:
+                self.by_row[pos].append(reason)
+
 
 def _map_values(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
     return pd.Series([None if is_null(v) else fn(v) for v in values], index=values.index, dtype=object)
@@ -92,7 +98,9 @@ def _input(spec: ColumnSpec, frame: pd.DataFrame, reasons: _Reasons) -> pd.Serie
 def _crosswalk(
     spec: ColumnSpec, flow: Flow, values: pd.Series, crosswalks: dict[str, Crosswalk], reasons: _Reasons
 ) -> pd.Series:
-    name, side = flow.crosswalk_side(spec)  # type: ignore[misc]
+    used = flow.crosswalk_side(spec)
+    assert used is not None  # called only for a column with a crosswalk
+    name, side = used
     codes, _ = crosswalks[name].translate(values, side)
     missing = values.notna() & codes.isna()
     vals = list(values)
@@ -139,7 +147,7 @@ def _convert_unit(
         except (InvalidOperation, ArithmeticError, ValueError):
             out.append(None)
             bad.append(f"column {spec.target}: {_short(value)} is not a number")
-    reasons.add([b is not None for b in bad], lambda i: bad[i])  # type: ignore[arg-type,return-value]
+    reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -177,7 +185,7 @@ def _timezone(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: 
         converted = aware.astimezone(dst)
         out.append(converted if target.tz_aware else converted.replace(tzinfo=None))
         bad.append(None)
-    reasons.add([b is not None for b in bad], lambda i: bad[i])  # type: ignore[arg-type,return-value]
+    reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -217,7 +225,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if target.scale is not None:
             number = number.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP)
         if target.precision is not None:
-            int_digits = max(len(number.as_tuple().digits) + number.as_tuple().exponent, 0)
+            int_digits = max(number.adjusted() + 1, 0)
             if int_digits > target.precision - (target.scale or 0):
                 raise ValueError(f"overflows NUMERIC({target.precision},{target.scale or 0})")
         return number
@@ -308,7 +316,7 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
         except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
             out.append(None)
             bad.append(f"column {spec.target}: {what} {_short(value)}: {exc}")
-    reasons.add([b is not None for b in bad], lambda i: bad[i])  # type: ignore[arg-type,return-value]
+    reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -364,7 +372,7 @@ def transform(
     bad_positions = sorted(reasons.by_row)
     records = frame.iloc[bad_positions].to_dict("records")
     rejects = [
-        Reject(keys[pos], {k: (None if is_null(v) else v) for k, v in record.items()}, "; ".join(_unique(reasons.by_row[pos])))
+        Reject(keys[pos], {str(k): (None if is_null(v) else v) for k, v in record.items()}, "; ".join(_unique(reasons.by_row[pos])))
         for pos, record in zip(bad_positions, records, strict=True)
     ]
     good = rows.drop(index=frame.index[bad_positions])

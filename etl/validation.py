@@ -31,6 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    Column,
     Connection,
     Table,
     and_,
@@ -268,7 +269,8 @@ def _a_greater_than_b(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[
 
 
 def _pair_equal(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
-    a, b = t.c[kw["column_A"]], t.c[kw["column_B"]]
+    a: Column[Any] = t.c[kw["column_A"]]
+    b: Column[Any] = t.c[kw["column_B"]]
     # As GX on SQL: a value against a missing one is unequal; two missing values are skipped
     # unless ignore_row_if says otherwise.
     ignore = kw.get("ignore_row_if", "both_values_are_missing")
@@ -295,11 +297,13 @@ def _compound_unique(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[b
 
 
 def _not_null(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
-    return t.c[kw["column"]].is_(None)
+    col: Column[Any] = t.c[kw["column"]]
+    return col.is_(None)
 
 
 def _null(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
-    return t.c[kw["column"]].is_not(None)
+    col: Column[Any] = t.c[kw["column"]]
+    return col.is_not(None)
 
 
 def _unexpected_rows(t: Table, kw: dict[str, Any], p: Params, quoted_batch: str = "") -> ColumnElement[bool]:
@@ -423,21 +427,22 @@ class Verdict:
             lines.append(f"  {o.expectation.name} [{o.expectation.describe()}]: {share}{keys}")
         return "\n".join(lines)
 
-    def _quarantining(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.quarantines]
+    def _quarantining(self) -> list[tuple[Outcome, ColumnElement[bool]]]:
+        # Only row-level expectations quarantine, and each of those has its predicate.
+        return [(o, o.predicate) for o in self.outcomes if o.quarantines and o.predicate is not None]
 
     def failing_rows(self, conn: Connection, staging: Table, columns: list[str]) -> Iterator[list[Reject]]:
         """The rows to quarantine, in batches, each with the names of the expectations it failed."""
         outcomes = self._quarantining()
         if not outcomes:
             return
-        flags = [case((o.predicate, 1), else_=0).label(f"_failed_{i}") for i, o in enumerate(outcomes)]
+        flags = [case((p, 1), else_=0).label(f"_failed_{i}") for i, (_, p) in enumerate(outcomes)]
         stg = staging.c
         last = -1
         while True:
             rows = conn.execute(
                 select(*[stg[c] for c in columns], stg[SEQ], stg[SOURCE_KEY], *flags)
-                .where(or_(*[o.predicate for o in outcomes]), stg[SEQ] > last)
+                .where(or_(*[p for _, p in outcomes]), stg[SEQ] > last)
                 .order_by(stg[SEQ])
                 .limit(_FETCH_BATCH)
             ).mappings().all()
@@ -446,7 +451,7 @@ class Verdict:
             last = rows[-1][SEQ]
             batch = []
             for row in rows:
-                failed = [o.expectation for i, o in enumerate(outcomes) if row[f"_failed_{i}"]]
+                failed = [o.expectation for i, (o, _) in enumerate(outcomes) if row[f"_failed_{i}"]]
                 reason = f"failed expectations of suite {self.suite.name!r}: " + "; ".join(
                     f"{e.name} [{e.describe()}]" for e in failed
                 )
@@ -458,7 +463,7 @@ class Verdict:
         outcomes = self._quarantining()
         if not outcomes:
             return 0
-        return conn.execute(delete(staging).where(or_(*[o.predicate for o in outcomes]))).rowcount or 0
+        return conn.execute(delete(staging).where(or_(*[p for _, p in outcomes]))).rowcount or 0
 
 
 def check_batch(
