@@ -140,7 +140,7 @@ def oee_section(conn: Connection) -> Section:
         "FROM kpi_oee_daily WHERE production_date >= :since ORDER BY work_center, production_date",
         since=since,
     )
-    days = sorted({_day(r["production_date"]) for r in rows})
+    days = sorted({day for r in rows if (day := _day(r["production_date"])) is not None})
     columns = [f"{d:%m-%d}" for d in days]
     labels = sorted({f"{r['work_center']} ({r['equipment_code']})" for r in rows})
     cells = {

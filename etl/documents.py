@@ -22,7 +22,7 @@ from sqlalchemy import Column, Connection, MetaData, Table, and_, delete, exists
 from etl.config import Flow, LinesSpec
 from etl.crosswalk import Crosswalk
 from etl.dialects import Dialect, dialect_for
-from etl.dialects.base import SOURCE_KEY, scope_filter
+from etl.dialects.base import SOURCE_KEY, LoadMode, scope_filter
 from etl.errors import SchemaDriftError
 from etl.extract import frame_from_rows
 from etl.schema import ColumnType, column_type, reflect_table
@@ -66,7 +66,7 @@ class DocumentLines:
         self.source = reflect_table(self.read_conn, spec.source.table, role="lines source", flow=flow)
         self.target = reflect_table(tconn, spec.target.table, role="lines target", flow=flow)
         self._check_columns()
-        self.types: dict[str, ColumnType] = {c.name: column_type(c.type, c.nullable) for c in self.target.columns}
+        self.types: dict[str, ColumnType] = {c.name: column_type(c.type, bool(c.nullable)) for c in self.target.columns}
         self.columns = [spec.target.header_id_column] + [c.target for c in spec.columns]
         self.header_keys = {k: f"{_HEADER}{k}" for k in flow.key}
         shape = Table(
@@ -138,7 +138,8 @@ class DocumentLines:
         header_of = {parent: labels[-1] for parent, labels in labels_of.items()}
         staged = pd.DataFrame(index=rows.index)
         for key, name in self.header_keys.items():
-            staged[name] = [headers.at[header_of[p], key] if header_of[p] in headers.index else None for p in rows[_HEADER]]
+            values: list[Any] = [headers.at[header_of[p], key] if header_of[p] in headers.index else None for p in rows[_HEADER]]
+            staged[name] = values
         staged = staged.dropna(subset=list(self.header_keys.values()))
         staged[self.spec.target.header_id_column] = None
         for column in self.columns[1:]:
@@ -178,7 +179,7 @@ class DocumentLines:
         ).scalar_subquery()
         conn.execute(update(self.staging).values({self.spec.target.header_id_column: header_id}))
         key = [self.spec.target.header_id_column, *self.spec.key]
-        mode = "append" if self.flow.load.mode == "append" else "upsert"
+        mode: LoadMode = "append" if self.flow.load.mode == "append" else "upsert"
         written = self.dialect.merge_by_natural_key(conn, self.staging, self.target, key, self.columns, mode)
         deleted = self._delete_missing(conn, header_staging, key) if self.spec.missing == "delete" else 0
         return written, deleted
