@@ -150,7 +150,8 @@ def _read_expectation(
     if allowed is None:
         problems.append(ConfigProblem(
             rel, f"{where}.type",
-            f"{kind!r} cannot be checked on each batch{_hint(kind, list(_ALLOWED_KWARGS))}; supported: {', '.join(sorted(_ALLOWED_KWARGS))}",
+            f"{kind!r} cannot be checked on each batch{_hint(kind, list(_ALLOWED_KWARGS))}; "
+            f"supported: {', '.join(sorted(_ALLOWED_KWARGS))}",
         ))
         return None
     before = len(problems)
@@ -159,22 +160,29 @@ def _read_expectation(
         return None
     for key in kwargs:
         if key not in allowed:
-            why = " (conditions are not supported: split the flow or use unexpected_rows_expectation)" if key in ("row_condition", "condition_parser") else ""
+            why = (" (conditions are not supported: split the flow or use unexpected_rows_expectation)"
+                   if key in ("row_condition", "condition_parser") else "")
             problems.append(ConfigProblem(rel, f"{where}.kwargs.{key}", f"not an argument of {kind} here{why}"))
     for key in allowed - _COMMON_KWARGS - _OPTIONAL_KWARGS.get(kind, set()):
         if key not in kwargs:
             problems.append(ConfigProblem(rel, f"{where}.kwargs", f"{kind} needs {key!r}"))
     for key in ("column", "column_A", "column_B"):
         if isinstance(kwargs.get(key), str) and kwargs[key] not in targets:
-            problems.append(ConfigProblem(rel, f"{where}.kwargs.{key}", f"{kwargs[key]!r} is not a target column of the flow{_hint(kwargs[key], targets)}"))
+            problems.append(ConfigProblem(
+                rel, f"{where}.kwargs.{key}", f"{kwargs[key]!r} is not a target column of the flow{_hint(kwargs[key], targets)}",
+            ))
     for col in kwargs.get("column_list", []) if isinstance(kwargs.get("column_list"), list) else []:
         if col not in targets:
-            problems.append(ConfigProblem(rel, f"{where}.kwargs.column_list", f"{col!r} is not a target column of the flow{_hint(col, targets)}"))
+            problems.append(ConfigProblem(
+                rel, f"{where}.kwargs.column_list", f"{col!r} is not a target column of the flow{_hint(col, targets)}",
+            ))
     for key, value in kwargs.items():
         if isinstance(value, dict) and "$PARAMETER" in value:
             ref = value["$PARAMETER"]
             if ref != "now" and ref not in spec.parameters:
-                problems.append(ConfigProblem(rel, f"{where}.kwargs.{key}", f"$PARAMETER {ref!r} is neither 'now' nor set in the flow's expectations.parameters"))
+                problems.append(ConfigProblem(
+                    rel, f"{where}.kwargs.{key}", f"$PARAMETER {ref!r} is neither 'now' nor set in the flow's expectations.parameters",
+                ))
     mostly = kwargs.get("mostly")
     if mostly is not None and (not isinstance(mostly, (int, float)) or not 0 <= mostly <= 1):
         problems.append(ConfigProblem(rel, f"{where}.kwargs.mostly", "must be a number from 0 to 1"))
@@ -284,7 +292,8 @@ def _pair_equal(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
 def _unique(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
     c = t.c[kw["column"]]
     other = t.alias("dup")
-    repeated = select(other.c[kw["column"]]).where(other.c[kw["column"]].is_not(None)).group_by(other.c[kw["column"]]).having(func.count() > 1)
+    dup = other.c[kw["column"]]
+    repeated = select(dup).where(dup.is_not(None)).group_by(dup).having(func.count() > 1)
     return and_(c.is_not(None), c.in_(repeated))
 
 

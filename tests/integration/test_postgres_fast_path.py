@@ -146,7 +146,8 @@ def test_merge_writes_new_and_changed_rows_only(pg_database: Callable[[str], URL
             # the equal row was neither written nor locked
             assert conn.execute(text("SELECT xmin::text, xmax::text FROM order_in WHERE order_no = '2'")).one() == (xmin_before, "0")
             assert conn.execute(select(target).order_by(target.c.order_no)).all() == [
-                ("1", Decimal("1.000"), ""), ("2", Decimal("2.000"), "same"), ("3", None, "new"), ("9", Decimal("9.000"), "not in the batch"),
+                ("1", Decimal("1.000"), ""), ("2", Decimal("2.000"), "same"), ("3", None, "new"),
+                ("9", Decimal("9.000"), "not in the batch"),
             ]
             assert PostgresDialect().merge(conn, staging, target, ["order_no"], columns, "upsert") == 0
             conn.execute(staging.update().values(note="appended?"))
@@ -193,7 +194,8 @@ def test_a_small_batch_probes_the_key_index_and_writes_the_same(pg_database: Cal
                                             {"order_no": "new", "qty": Decimal("1")}])
             assert not dialect._batch_is_large(conn, staging, target)
             assert dialect.merge(conn, staging, target, ["order_no"], ["order_no", "qty"], "upsert") == 2
-            assert conn.execute(select(target.c.qty).where(target.c.order_no.in_(["7", "8", "new"])).order_by(target.c.order_no)).scalars().all() == [
+            qty = select(target.c.qty).where(target.c.order_no.in_(["7", "8", "new"])).order_by(target.c.order_no)
+            assert conn.execute(qty).scalars().all() == [
                 Decimal("70.000"), Decimal("8.000"), Decimal("1.000"),
             ]
             conn.execute(text("INSERT INTO stg SELECT i::text, i FROM generate_series(1, 20000) AS i"))

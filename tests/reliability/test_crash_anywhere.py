@@ -242,7 +242,8 @@ def _crash_matrix(sites: SiteFactory, figures: Any, pg: Any, mode: str, path: st
                     if point.inside is None:
                         child = Child(site, [name], options=opts, kill_at=(name, point.step, point.nth))
                     else:
-                        child = Child(site, [name], options=opts, patch=lambda p=point: _after_call(p, lambda: os.kill(os.getpid(), signal.SIGKILL))())
+                        child = Child(site, [name], options=opts,
+                                      patch=lambda p=point: _after_call(p, lambda: os.kill(os.getpid(), signal.SIGKILL))())
                     assert child.wait() == -signal.SIGKILL, (point, child.lines())
                 crashes += 1
                 figures.crash_points.add(f"{mode}/{path}: {point.label}")
