@@ -1,4 +1,4 @@
-# erp-mes-sync: `make demo` runs the embedded demo end to end, `make test` runs the tests.
+# erp-mes-sync: `make demo` runs the embedded demo end to end, `make test` runs the checks and the tests.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,7 +18,7 @@ DEMO_CONNECTIONS := AIRFLOW_CONN_ERP_DB="sqlite:///$(DEMO)/erp.db" \
 	AIRFLOW_CONN_MES_DB="sqlite:///$(DEMO)/mes.db" \
 	AIRFLOW_CONN_WAREHOUSE_DB="sqlite:///$(DEMO)/warehouse.db"
 
-.PHONY: venv demo demo-data demo-reset airflow test check bench clean
+.PHONY: venv demo demo-data demo-reset airflow lint test check bench clean
 
 venv: $(STAMP)
 
@@ -62,8 +62,13 @@ bench: venv
 check: venv
 	$(BIN)/python -m etl check
 
-test: venv
+# ruff (lint and import order) and mypy, both configured in pyproject.toml.
+lint: venv
+	$(BIN)/ruff check etl dags tests bench
+	$(BIN)/mypy etl
+
+test: venv lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf .demo .pytest_cache
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

@@ -216,7 +216,7 @@ def child(path: str, src: str, dst: str) -> None:
                           hook=lambda step: marks.append((step, time.perf_counter())))
     counts = result.record.counts
     steps: dict[str, float] = {}
-    for (step, at), (_, until) in zip(marks, marks[1:]):
+    for (step, at), (_, until) in zip(marks, marks[1:], strict=False):
         steps[step] = steps.get(step, 0.0) + until - at
     steps["engine"] = marks[-1][1] - marks[0][1]
     # Counts beside the seconds: an incremental run reads more rows than changed (its lookback).
@@ -520,7 +520,8 @@ def main() -> None:
         for path in ENGINE_PATHS if _median_figure(path, "rows_read") is not None))
     for path in ("gx_pandas", "gx_sql"):
         if FIGURES.get(path):
-            parts = ", ".join(f"{k} {_median_figure(path, k):.2f} s" for k in ("import", "read", "validate") if _median_figure(path, k) is not None)
+            parts = ", ".join(f"{k} {_median_figure(path, k):.2f} s" for k in ("import", "read", "validate")
+                              if _median_figure(path, k) is not None)
             print(f"{path}: {parts}")
     if FIGURES.get("airflow"):
         a = {k: _median_figure("airflow", k) or 0.0 for k in FIGURES["airflow"][0]}

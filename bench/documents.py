@@ -27,10 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from benchmark import ADMIN_URL, REPO, run_sql
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
-
-from benchmark import ADMIN_URL, REPO, run_sql
 
 SOURCE = """
 CREATE TABLE mes_order (order_no VARCHAR(20) PRIMARY KEY, material_no VARCHAR(20), quantity NUMERIC(12,3),
@@ -45,7 +44,8 @@ SELECT o.order_no, c.item_no, 'C-' || c.item_no, c.item_no * 1.5 FROM mes_order 
 CREATE TABLE mes_progress (report_id INTEGER PRIMARY KEY, order_no VARCHAR(20) NOT NULL, material_no VARCHAR(20) NOT NULL,
   qty_done_cumulative NUMERIC(12,3), updated_at TIMESTAMP NOT NULL);
 INSERT INTO mes_progress
-SELECT i, 'WO-' || lpad(((i + 1) / 2)::text, 7, '0'), 'FG-1', 2 + ((i + 1) / 2) % 7 + (1 - i % 2) * 5, TIMESTAMP '2026-11-20 08:00' + i * INTERVAL '1 ms'
+SELECT i, 'WO-' || lpad(((i + 1) / 2)::text, 7, '0'), 'FG-1', 2 + ((i + 1) / 2) % 7 + (1 - i % 2) * 5,
+       TIMESTAMP '2026-11-20 08:00' + i * INTERVAL '1 ms'
 FROM generate_series(1, :documents) AS i;
 ANALYZE;
 """
@@ -170,7 +170,7 @@ def run_once(flow_name: str, documents: int) -> dict[str, float]:
         raise SystemExit(f"{flow_name} at {documents:,}: wrote {written:,} rows, expected {expected:,} "
                          f"({result.record.counts.rows_quarantined} quarantined)")
     steps: dict[str, float] = {}
-    for (step, at), (_, until) in zip(marks, marks[1:]):
+    for (step, at), (_, until) in zip(marks, marks[1:], strict=False):
         steps[step] = steps.get(step, 0.0) + until - at
     steps["engine"] = marks[-1][1] - marks[0][1]
     return steps

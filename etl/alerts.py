@@ -54,7 +54,7 @@ GENERIC_NEXT_STEP = ("Read the task log in the Airflow UI for the full error, fi
 def causes(exc: BaseException | None) -> list[BaseException]:
     """``exc`` and everything it wraps: ``raise ... from``, implicit context, StepFailed.cause."""
     seen: list[BaseException] = []
-    todo = [exc] if exc is not None else []
+    todo: list[BaseException | None] = [exc] if exc is not None else []
     while todo:
         current = todo.pop(0)
         if current is None or any(current is s for s in seen):

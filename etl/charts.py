@@ -7,9 +7,9 @@ opens offline and from a mail attachment. Every text is escaped. Each mark carri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Sequence
 
 BLUE = "#2f6fb0"
 TEAL = "#2a9d8f"

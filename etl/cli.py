@@ -10,9 +10,10 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import OperationalError
 
@@ -47,7 +48,7 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
     numeric = [all(_is_number(r.get(key)) for r in rows) and rows != [] for _, key in columns]
 
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
 
     out = [line([t for t, _ in columns]), line(["-" * w for w in widths])]
     out += [line(c) for c in cells]
@@ -101,7 +102,9 @@ def _options(args: argparse.Namespace) -> RunOptions:
     )
 
 
-def run_flows(project: Project, names: list[str], options: RunOptions, connections: Connections) -> tuple[list[RunResult], list[StepFailed]]:
+def run_flows(
+    project: Project, names: list[str], options: RunOptions, connections: Connections,
+) -> tuple[list[RunResult], list[StepFailed]]:
     """Run flows in order; a failed flow does not stop the flows that do not depend on it."""
     crosswalks = load_crosswalks(Path(project.mappings_dir) / "crosswalks")
     results: list[RunResult] = []
@@ -197,7 +200,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         r["since"] = r["first_seen_at"].strftime("%Y-%m-%d %H:%M")
-    columns = [("flow", "flow"), ("source key", "source_key"), ("attempts", "attempts"), ("waiting since (UTC)", "since"), ("reason", "reason")]
+    columns = [
+        ("flow", "flow"), ("source key", "source_key"), ("attempts", "attempts"), ("waiting since (UTC)", "since"),
+        ("reason", "reason"),
+    ]
     print(format_table(rows[: args.limit], columns))
     print(f"{total} row(s) waiting" + (f", first {args.limit} shown" if total > args.limit else ""))
     return 0
@@ -211,7 +217,7 @@ def report_window(since: str | None, days: float | None, now: datetime) -> Windo
     if since:
         start = datetime.fromisoformat(since)
         if start.tzinfo is not None:
-            start = start.astimezone(timezone.utc).replace(tzinfo=None)
+            start = start.astimezone(UTC).replace(tzinfo=None)
     else:
         start = now - timedelta(days=days if days is not None else 1)
     if start >= now:
@@ -236,7 +242,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                 return EXIT_CONFIG
             docs = build_data_docs(project, connections, site, now)
             outside = sorted(f for f, ok in docs.success.items() if not ok)
-            print(f"Data Docs written to {docs.index}" + (f"; flows with a failed expectation, warnings included: {', '.join(outside)}" if outside else ""))
+            failed = f"; flows with a failed expectation, warnings included: {', '.join(outside)}" if outside else ""
+            print(f"Data Docs written to {docs.index}{failed}")
         written = build_report(project, connections, Path(args.out), window, generated_at=now)
     print(written.subject)
     print(f"report written to {written.path}")
@@ -300,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="do everything, then roll back; report what would change")
     run.add_argument("--plants", help="comma-separated ERP plant codes to limit the run to")
     keyset = run.add_mutually_exclusive_group()
-    keyset.add_argument("--keyset", dest="keyset", action="store_true", default=None, help="compare source and target keys for deletions now")
+    keyset.add_argument("--keyset", dest="keyset", action="store_true", default=None,
+                        help="compare source and target keys for deletions now")
     keyset.add_argument("--no-keyset", dest="keyset", action="store_false", help="skip the key comparison even if due")
     run.set_defaults(func=cmd_run)
 
@@ -312,16 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     quar = sub.add_parser("quarantine", help="list rows waiting in quarantine")
     quar.add_argument("flow", nargs="?")
     quar.add_argument("--limit", type=int, default=50)
-    quar.add_argument("--purge", action="store_true", help="delete released entries older than quarantine_retention_days (mappings/defaults.yaml)")
+    quar.add_argument("--purge", action="store_true",
+                      help="delete released entries older than quarantine_retention_days (mappings/defaults.yaml)")
     quar.set_defaults(func=cmd_quarantine)
 
     report = sub.add_parser("report", help="write the data-quality report (HTML), optionally mail it")
-    report.add_argument("--out", default=str(REPO_ROOT / ".demo" / "data_quality_report.html"), help="where to write it (default: %(default)s)")
+    report.add_argument("--out", default=str(REPO_ROOT / ".demo" / "data_quality_report.html"),
+                        help="where to write it (default: %(default)s)")
     window = report.add_mutually_exclusive_group()
     window.add_argument("--since", help="window start, ISO timestamp in UTC (default: 24 hours ago)")
     window.add_argument("--days", type=float, help="window: this many days back from now")
-    report.add_argument("--data-docs", action="store_true", help="first run every flow's suite through Great Expectations on its target table and build its Data Docs (report.data_docs), which the report links")
-    report.add_argument("--send", action="store_true", help="mail it to report.recipients (mappings/defaults.yaml) through the SMTP connection")
+    report.add_argument("--data-docs", action="store_true",
+                        help="first run every flow's suite through Great Expectations on its target table and build its "
+                             "Data Docs (report.data_docs), which the report links")
+    report.add_argument("--send", action="store_true",
+                        help="mail it to report.recipients (mappings/defaults.yaml) through the SMTP connection")
     report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="the demo factory")
@@ -336,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--connections-file", default=str(demo_dir / "connections.json"))
     init.set_defaults(func=cmd_demo_init)
     through_airflow = demo_sub.add_parser("airflow", help="run every flow once through Airflow (dag.test), print the summary")
-    through_airflow.add_argument("--airflow-home", default=str(demo_dir / "airflow"), help="Airflow's home and SQLite metadata (default: %(default)s)")
+    through_airflow.add_argument("--airflow-home", default=str(demo_dir / "airflow"),
+                                 help="Airflow's home and SQLite metadata (default: %(default)s)")
     through_airflow.set_defaults(func=cmd_demo_airflow)
 
     pools = sub.add_parser("pools", help="the Airflow pools the DAGs use, as JSON for `airflow pools import`")

@@ -68,7 +68,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``warehouse build``, ``warehouse refresh`` and ``dashboard`` to the CLI."""
     warehouse = sub.add_parser("warehouse", help="the reporting warehouse: schema, KPI views, refresh")
     commands = warehouse.add_subparsers(dest="warehouse_command", required=True)

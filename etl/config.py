@@ -199,7 +199,7 @@ class UnitConversion(_Model):
     #: Divide instead: for per-unit values such as cycle time per unit.
     inverse: bool = False
     #: Cleaning of the unit code before the lookup; padding is never part of a unit.
-    clean: list[Clean] = Field(default_factory=lambda: ["trim"])
+    clean: list[Clean] = Field(default_factory=lambda: list[Clean](["trim"]))
 
 
 class TimezoneRule(_Model):
@@ -214,7 +214,7 @@ class TimezoneRule(_Model):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use IANA names like Asia/Shanghai)")
+            raise ValueError(f"unknown time zone {value!r} (use IANA names like Asia/Shanghai)") from None
         return value
 
 

@@ -100,7 +100,7 @@ def _airflow_connection_uri(conn_id: str) -> str | None:
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        conn = Connection.get(conn_id)
+        conn: Connection = Connection.get(conn_id)
     except AirflowNotFoundException:
         return None
     if conn.conn_type == "sqlite" and conn.host and not conn.schema:

@@ -382,7 +382,7 @@ def read_lookup(crosswalk: Crosswalk, conn: Connection) -> tuple[Crosswalk, list
     )
     erp = parse_expression(spec.erp).evaluate(frame).values
     mes = parse_expression(spec.mes).evaluate(frame).values
-    pairs = [(e, m) for e, m in zip(erp, mes) if e is not None and m is not None]
+    pairs = [(e, m) for e, m in zip(erp, mes, strict=True) if e is not None and m is not None]
     maps = {
         "mes": _one_way((_code_text(e), _code_text(m)) for e, m in pairs),
         "erp": _one_way((_code_text(m), _code_text(e)) for e, m in pairs),

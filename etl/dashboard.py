@@ -9,12 +9,13 @@ latest day, not on today, so a demo or a late load still shows something.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from html import escape
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
@@ -139,7 +140,7 @@ def oee_section(conn: Connection) -> Section:
         "FROM kpi_oee_daily WHERE production_date >= :since ORDER BY work_center, production_date",
         since=since,
     )
-    days = sorted({_day(r["production_date"]) for r in rows})
+    days = sorted({day for r in rows if (day := _day(r["production_date"])) is not None})
     columns = [f"{d:%m-%d}" for d in days]
     labels = sorted({f"{r['work_center']} ({r['equipment_code']})" for r in rows})
     cells = {
@@ -285,7 +286,7 @@ def render_dashboard(conn: Connection, generated_at: datetime) -> str:
 def write_dashboard(engine: Engine, path: Path, generated_at: datetime | None = None) -> Path:
     """Write the dashboard of the warehouse at ``engine`` to ``path`` (folders created);
     returns the absolute path. Reads only; the warehouse must have been built."""
-    moment = generated_at or datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    moment = generated_at or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     with engine.connect() as conn:
         html = render_dashboard(conn, moment)
     path = path.resolve()

@@ -19,10 +19,14 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl.config import Project
 from etl.connections import Connections
 from etl.validation import parameters, suite_path
+
+if TYPE_CHECKING:
+    from great_expectations.datasource.fluent import SQLDatasource
 
 log = logging.getLogger("etl.data_docs")
 
@@ -56,7 +60,7 @@ def build_data_docs(project: Project, connections: Connections, site: Path, now_
 
     context = gx.get_context(mode="file", project_root_dir=str(site.parent))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    sources: dict[str, object] = {}
+    sources: dict[str, SQLDatasource] = {}
     success: dict[str, bool] = {}
     for flow in project.flows.values():
         if flow.expectations is None:
@@ -70,9 +74,9 @@ def build_data_docs(project: Project, connections: Connections, site: Path, now_
         source = sources[conn_id]
         asset_name = f"{flow.flow}__{flow.target.table}"
         try:
-            asset = source.get_asset(asset_name)  # type: ignore[attr-defined]
+            asset = source.get_asset(asset_name)
         except LookupError:
-            asset = source.add_table_asset(name=asset_name, table_name=flow.target.table)  # type: ignore[attr-defined]
+            asset = source.add_table_asset(name=asset_name, table_name=flow.target.table)
         try:
             batch = asset.get_batch_definition("whole_table")
         except KeyError:
@@ -90,7 +94,7 @@ def build_data_docs(project: Project, connections: Connections, site: Path, now_
         )
         success[flow.flow] = bool(result.success)
         for r in result.results:
-            if not r.success:
+            if not r.success and r.expectation_config is not None:
                 log.info("data docs: flow %s: expectation %s failed", flow.flow, r.expectation_config.meta.get("name"))
         log.info("data docs: flow %s on %s.%s: %s", flow.flow, conn_id, flow.target.table,
                  "within its suite" if result.success else "outside its suite")

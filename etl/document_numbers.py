@@ -62,5 +62,5 @@ def allocate(conn: Connection, flow: Flow, staging: Table, target: Table) -> int
     if not seqs:
         return 0
     numbers = reserve(conn, flow, spec, len(seqs))
-    staged_rows.rewrite(conn, staging, spec.column, {s: spec.format.format(n=n) for s, n in zip(seqs, numbers)})
+    staged_rows.rewrite(conn, staging, spec.column, {s: spec.format.format(n=n) for s, n in zip(seqs, numbers, strict=True)})
     return len(seqs)

@@ -22,7 +22,7 @@ from sqlalchemy import Column, Connection, MetaData, Table, and_, delete, exists
 from etl.config import Flow, LinesSpec
 from etl.crosswalk import Crosswalk
 from etl.dialects import Dialect, dialect_for
-from etl.dialects.base import SOURCE_KEY, scope_filter
+from etl.dialects.base import SOURCE_KEY, LoadMode, scope_filter
 from etl.errors import SchemaDriftError
 from etl.extract import frame_from_rows
 from etl.schema import ColumnType, column_type, reflect_table
@@ -67,7 +67,7 @@ class DocumentLines:
         self.source = reflect_table(self.read_conn, spec.source.table, role="lines source", flow=flow)
         self.target = reflect_table(tconn, spec.target.table, role="lines target", flow=flow)
         self._check_columns()
-        self.types: dict[str, ColumnType] = {c.name: column_type(c.type, c.nullable) for c in self.target.columns}
+        self.types: dict[str, ColumnType] = {c.name: column_type(c.type, bool(c.nullable)) for c in self.target.columns}
         self.columns = [spec.target.header_id_column] + [c.target for c in spec.columns]
         self.header_keys = {k: f"{_HEADER}{k}" for k in flow.key}
         shape = Table(
@@ -131,7 +131,7 @@ class DocumentLines:
         key = list(self.spec.key)
         repeated = rows[rows.duplicated(subset=[_HEADER, *key], keep=False)]
         return [
-            (parent, ", ".join(f"{k}={v}" for k, v in zip(key, values)))
+            (parent, ", ".join(f"{k}={v}" for k, v in zip(key, values, strict=True)))
             for parent, *values in repeated[[_HEADER, *key]].drop_duplicates().itertuples(index=False, name=None)
         ]
 
@@ -139,7 +139,8 @@ class DocumentLines:
         header_of = {parent: labels[-1] for parent, labels in labels_of.items()}
         staged = pd.DataFrame(index=rows.index)
         for key, name in self.header_keys.items():
-            staged[name] = [headers.at[header_of[p], key] if header_of[p] in headers.index else None for p in rows[_HEADER]]
+            values: list[Any] = [headers.at[header_of[p], key] if header_of[p] in headers.index else None for p in rows[_HEADER]]
+            staged[name] = values
         staged = staged.dropna(subset=list(self.header_keys.values()))
         staged[self.spec.target.header_id_column] = None
         for column in self.columns[1:]:
@@ -172,7 +173,7 @@ class DocumentLines:
         conn.execute(delete(self.staging).where(not_(exists(select(1).select_from(header_staging).where(same_header)))))
         self._point_at_headers(conn, header_staging)
         key = [self.spec.target.header_id_column, *self.spec.key]
-        mode = "append" if self.flow.load.mode == "append" else "upsert"
+        mode: LoadMode = "append" if self.flow.load.mode == "append" else "upsert"
         written = self.dialect.merge_by_natural_key(conn, self.staging, self.target, key, self.columns, mode)
         deleted = self._delete_missing(conn, header_staging, key) if self.spec.missing == "delete" else 0
         return written, deleted

@@ -64,7 +64,7 @@ from decimal import (
     Overflow,
 )
 from itertools import repeat
-from typing import TypeAlias
+from typing import TypeAlias, TypeGuard, cast
 
 import numpy as np
 import pandas as pd
@@ -205,14 +205,16 @@ def _cells(value: Value, n: int) -> Iterable[object]:
         return repeat(value, n)
     if value.dtype.kind == "f":
         return [None if x != x else x for x in value.tolist()]
-    return value.tolist()
+    cells: list[object] = value.tolist()
+    return cells
 
 
 def _as_number(value: object) -> int | float | Decimal | None:
     """Return the value as int, float or Decimal, or None when it is not a number (bool is not)."""
     kind = type(value)
     if kind is int or kind is float or kind is Decimal:
-        return value  # type: ignore[return-value]
+        # The exact-type test is the fast path; mypy does not narrow through ``kind``.
+        return cast("int | float | Decimal", value)
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, np.integer)):
@@ -276,7 +278,7 @@ def _map_text(value: Value, transform: Callable[[str], str]) -> Value:
     return _object_array([None if t is None else transform(t) for t in texts.tolist()])
 
 
-def _elementwise(ctx: _Context, function: Callable[..., object], *operands: Value) -> Value:
+def _elementwise(ctx: _Context, function: Callable[..., Value], *operands: Value) -> Value:
     """Apply ``function`` cell by cell; a _RowError flags that row and leaves it NULL."""
     if not any(isinstance(operand, np.ndarray) for operand in operands):
         try:
@@ -287,7 +289,7 @@ def _elementwise(ctx: _Context, function: Callable[..., object], *operands: Valu
     results: list[object] = []
     failures: dict[int, str] = {}
     append = results.append
-    for row, cells in enumerate(zip(*(_cells(operand, ctx.n) for operand in operands))):
+    for row, cells in enumerate(zip(*(_cells(operand, ctx.n) for operand in operands), strict=True)):
         try:
             append(function(*cells))
         except _RowError as exc:
@@ -336,7 +338,7 @@ def _float_arithmetic(op: str, left: float, right: float) -> float:
         raise _RowError("division by zero") from None
 
 
-def _arithmetic_cell(op: str, left: object, right: object) -> object:
+def _arithmetic_cell(op: str, left: object, right: object) -> int | float | Decimal | None:
     """Compute one row of ``left op right`` by the module's number rules."""
     if left is None or right is None:
         return None
@@ -360,7 +362,7 @@ def _arithmetic_cell(op: str, left: object, right: object) -> object:
     return x * y
 
 
-def _is_numpy_number(value: Value) -> bool:
+def _is_numpy_number(value: Value) -> TypeGuard[np.ndarray | int]:
     if isinstance(value, np.ndarray):
         return value.dtype.kind in "if"
     return type(value) is int and -_INT64_LIMIT < value < _INT64_LIMIT
@@ -370,15 +372,15 @@ def _is_float(value: Value) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind == "f"
 
 
-def _magnitude(value: Value) -> int:
+def _magnitude(value: np.ndarray | int) -> int:
     if isinstance(value, np.ndarray):
         if value.size == 0:
             return 0
         return max(abs(int(value.min())), abs(int(value.max())))
-    return abs(int(value))  # type: ignore[arg-type]
+    return abs(value)
 
 
-def _fits_int64(op: str, left: Value, right: Value) -> bool:
+def _fits_int64(op: str, left: np.ndarray | int, right: np.ndarray | int) -> bool:
     if op == "*":
         return _magnitude(left) * _magnitude(right) < _INT64_LIMIT
     return _magnitude(left) + _magnitude(right) < _INT64_LIMIT
@@ -387,9 +389,9 @@ def _fits_int64(op: str, left: Value, right: Value) -> bool:
 _NUMPY_OPS = {"+": np.add, "-": np.subtract, "*": np.multiply}
 
 
-def _numpy_divide(ctx: _Context, left: Value, right: Value) -> np.ndarray:
+def _numpy_divide(ctx: _Context, left: np.ndarray | int, right: np.ndarray | int) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        result = np.true_divide(left, right)
+        result: np.ndarray = np.true_divide(left, right)
     dividend = np.broadcast_to(np.asarray(left, dtype=float), result.shape)
     divisor = np.broadcast_to(np.asarray(right, dtype=float), result.shape)
     by_zero = (divisor == 0) & ~np.isnan(dividend)
@@ -412,7 +414,8 @@ def _numpy_arithmetic(ctx: _Context, op: str, left: Value, right: Value) -> np.n
     if not floats and not _fits_int64(op, left, right):
         return None
     with np.errstate(over="ignore", invalid="ignore"):
-        return _NUMPY_OPS[op](left, right)
+        result: np.ndarray = _NUMPY_OPS[op](left, right)
+    return result
 
 
 def _arithmetic(ctx: _Context, op: str, left: Value, right: Value) -> Value:
@@ -422,7 +425,7 @@ def _arithmetic(ctx: _Context, op: str, left: Value, right: Value) -> Value:
     return _elementwise(ctx, lambda a, b: _arithmetic_cell(op, a, b), left, right)
 
 
-def _negate_cell(value: object) -> object:
+def _negate_cell(value: object) -> int | float | Decimal | None:
     if value is None:
         return None
     number = _as_number(value)
@@ -448,9 +451,10 @@ def _negate(ctx: _Context, value: Value) -> Value:
 def _concat(ctx: _Context, args: list[Value]) -> Value:
     texts = [_texts(arg) for arg in args]
     if not any(isinstance(t, np.ndarray) for t in texts):
-        return None if any(t is None for t in texts) else "".join(texts)  # type: ignore[arg-type]
+        strings = [t for t in texts if isinstance(t, str)]
+        return None if len(strings) < len(texts) else "".join(strings)
     columns = [t.tolist() if isinstance(t, np.ndarray) else repeat(t, ctx.n) for t in texts]
-    return _object_array([None if None in parts else "".join(parts) for parts in zip(*columns)])
+    return _object_array([None if None in parts else "".join(parts) for parts in zip(*columns, strict=True)])
 
 
 def _upper(ctx: _Context, args: list[Value]) -> Value:
@@ -467,18 +471,21 @@ def _trim(ctx: _Context, args: list[Value]) -> Value:
 
 def _lpad(ctx: _Context, args: list[Value]) -> Value:
     value, width, fill = args
-    return _map_text(value, lambda t: t.rjust(width, fill))  # type: ignore[arg-type]
+    assert isinstance(width, int) and isinstance(fill, str)  # checked when parsed: _WIDTH, _FILL
+    return _map_text(value, lambda t: t.rjust(width, fill))
 
 
 def _rpad(ctx: _Context, args: list[Value]) -> Value:
     value, width, fill = args
-    return _map_text(value, lambda t: t.ljust(width, fill))  # type: ignore[arg-type]
+    assert isinstance(width, int) and isinstance(fill, str)  # checked when parsed: _WIDTH, _FILL
+    return _map_text(value, lambda t: t.ljust(width, fill))
 
 
 def _substr(ctx: _Context, args: list[Value]) -> Value:
     value, start, length = args
-    begin = int(start) - 1  # type: ignore[arg-type]
-    end = begin + int(length)  # type: ignore[arg-type]
+    assert isinstance(start, int) and isinstance(length, int)  # checked when parsed: whole numbers
+    begin = start - 1
+    end = begin + length
     return _map_text(value, lambda t: t[begin:end])
 
 
@@ -562,7 +569,8 @@ def _round_cell(value: object, exponent: Decimal) -> Decimal | None:
 
 def _round(ctx: _Context, args: list[Value]) -> Value:
     value, ndigits = args
-    exponent = Decimal((0, (1,), -int(ndigits)))  # type: ignore[arg-type]
+    assert isinstance(ndigits, int)  # checked when parsed: a whole number
+    exponent = Decimal((0, (1,), -ndigits))
     return _elementwise(ctx, lambda v: _round_cell(v, exponent), value)
 
 

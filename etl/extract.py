@@ -7,8 +7,9 @@ quarantine. Sources are only read: every statement is a SELECT with bound values
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import pandas as pd
 from sqlalchemy import Connection, Select, Table, and_, func, select
@@ -63,7 +64,8 @@ class TableSource:
         filters = self._filters()
         if filters:
             stmt = stmt.where(and_(*filters))
-        return self.conn.execute(stmt).scalar_one()
+        ceiling: CursorValue | None = self.conn.execute(stmt).scalar_one()
+        return ceiling
 
     def query(self, window: Window | None) -> Select[Any]:
         columns = self.flow.source_columns()

@@ -103,7 +103,7 @@ def resolve_duplicates(
             drop_seqs += [r[SEQ] for r in group[:-1]]
             continue
         drop_seqs += [r[SEQ] for r in group]
-        label = ", ".join(f"{k}={v}" for k, v in zip(key, key_values))
+        label = ", ".join(f"{k}={v}" for k, v in zip(key, key_values, strict=True))
         sources = sorted({r[SOURCE_KEY] for r in group})
         for r in group:
             conflicts.append(

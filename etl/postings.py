@@ -104,7 +104,7 @@ def _minus(cumulative: Any, total: Any) -> Any:
 
 
 def _reason(delta: DeltaSpec, spec: ColumnSpec, group: tuple[Any, ...], total: Any, cumulative: Any) -> str:
-    label = ", ".join(f"{g}={v}" for g, v in zip(delta.group_by, group))
+    label = ", ".join(f"{g}={v}" for g, v in zip(delta.group_by, group, strict=True))
     return (
         f"cumulative {spec.target} went down to {_plain(cumulative)} while the target already holds "
         f"{_plain(total)} for ({label}): post the correction in the ERP, or set delta.negative: post"

@@ -20,10 +20,11 @@ import fcntl
 import io
 import os
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -58,7 +59,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from etl.config import ColumnSpec, Flow
 from etl.crosswalk import Crosswalk
 from etl.dialects import Dialect, dialect_for
-from etl.dialects.base import RETRY, SEQ, SOURCE_KEY, copy_text
+from etl.dialects.base import RETRY, SEQ, SOURCE_KEY, copy_text, driver_cursor
 from etl.dialects.postgresql import COPY_BLOCK, render
 from etl.expressions import TRIM_CHARS
 from etl.pipeline_tables import SOURCE_KEY_LENGTH, lookback_loaded
@@ -233,10 +234,11 @@ class _Compiler:
             return Value(joined, "string", failures, _longest_of(args, sum))
         if name in ("upper", "lower", "trim", "str", "string"):
             body = _text_of(args[0])
-            sql = {
+            rules: dict[str, Callable[[ColumnElement[Any]], ColumnElement[Any]]] = {
                 "upper": func.upper, "lower": func.lower, "trim": lambda t: func.btrim(t, TRIM_CHARS),
                 "str": lambda t: t, "string": lambda t: t,
-            }[name](body)
+            }
+            sql = rules[name](body)
             # upper('ß') may be 'SS': only trimming and taking a string as it is keep the bound.
             kept = args[0].longest if name in ("trim", "str", "string") else None
             return Value(sql, "string", failures, kept)
@@ -318,7 +320,9 @@ class _Compiler:
         return Value(_lit_text(str(constant)), "string", longest=len(str(constant)))
 
     def _crosswalk(self, spec: ColumnSpec, value: Value) -> Value:
-        name, side = self.flow.crosswalk_side(spec)  # type: ignore[misc]
+        used = self.flow.crosswalk_side(spec)
+        assert used is not None  # called only for a column with a crosswalk
+        name, side = used
         code = _text_of(value)
         mapped, _ = self.lookup(name, side, code)
         missing = and_(code.isnot(None), mapped.is_(None))
@@ -358,6 +362,7 @@ class _Compiler:
     def _timezone(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
         rule = spec.timezone
         assert rule is not None
+        instant: ColumnElement[Any]
         if value.kind == "timestamp":
             if spec.source is None:
                 raise Unsupported("time zone rule on a computed timestamp")
@@ -464,7 +469,7 @@ def unsupported_reason(
 
 
 def _types(table: Table) -> dict[str, ColumnType]:
-    return {c.name: column_type(c.type, c.nullable) for c in table.columns}
+    return {c.name: column_type(c.type, bool(c.nullable)) for c in table.columns}
 
 
 def raw_table(flow: Flow, source: Table, source_dialect: str) -> Table:
@@ -556,11 +561,11 @@ def copy_between(
 
     thread = threading.Thread(target=produce, name="etl-copy-source", daemon=True)
     thread.start()
-    target_cursor = tconn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    target_cursor = driver_cursor(tconn)
     target_error: Exception | None = None
     try:
         target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN{options}", reader, size=COPY_BLOCK)
-        rows = target_cursor.rowcount
+        rows = int(target_cursor.rowcount)
     except Exception as exc:
         target_error = exc
     finally:
@@ -820,7 +825,7 @@ def _two_layers(
     adapt = ClauseAdapter(before).traverse
     values = {}
     for i, (spec, value, tests) in enumerate(plan):
-        failures = [(before.c[name], adapt(reason)) for name, reason in tests]
+        failures: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = [(before.c[name], adapt(reason)) for name, reason in tests]
         values[spec.target] = compiler.finish(spec, Value(before.c[f"_p{i}"], value.kind, failures, value.longest))
     return before, values
 
@@ -840,12 +845,13 @@ def _checked_rows(flow: Flow, rows: Any, values: dict[str, Value]) -> tuple[Any,
         plan.append((spec.target, tests))
     checked = select(*rows.c, *computed).select_from(rows).offset(0).subquery("etl_checked")
     adapt = ClauseAdapter(checked).traverse
-    outputs, reasons = [], []
+    outputs: list[ColumnElement[Any]] = []
+    reasons: list[ColumnElement[Any]] = []
     for i, (target, tests) in enumerate(plan):
-        value = checked.c[f"_v{i}"]
+        output: ColumnElement[Any] = checked.c[f"_v{i}"]
         if tests:
-            value = case((or_(*[checked.c[name] for name, _ in tests]), null()), else_=value)
-        outputs.append(value.label(target))
+            output = case((or_(*[checked.c[name] for name, _ in tests]), null()), else_=output)
+        outputs.append(output.label(target))
         reasons += [case((checked.c[name], adapt(reason))) for name, reason in tests]
     reason = func.nullif(func.concat_ws("; ", *reasons), "") if reasons else null()
     return checked, outputs, reason
@@ -869,7 +875,7 @@ def _with_lookups(raw: Table, collector: _Compiler) -> Any:
     twice, and PostgreSQL folding this into the next layer saves a projection of every row
     (0.2 s a million rows)."""
     joined: Any = raw
-    for table, (_, _, code, _) in zip(collector.lookup_tables, collector.lookups):
+    for table, (_, _, code, _) in zip(collector.lookup_tables, collector.lookups, strict=True):
         joined = joined.outerjoin(table, table.c.code == code)
     lookups = []
     for i, (mapped, factor) in enumerate(collector.resolved):
@@ -882,16 +888,16 @@ def _fill_lookups(conn: Connection, collector: _Compiler, raw: Table, crosswalks
     a table-only crosswalk loads its entries for the direction; one with a rule translates the
     distinct codes the rows actually hold."""
     prep = conn.dialect.identifier_preparer
-    for table, (name, side, code, has_rule) in zip(collector.lookup_tables, collector.lookups):
+    for table, (name, side, code, has_rule) in zip(collector.lookup_tables, collector.lookups, strict=True):
         table.create(conn)
         crosswalk = crosswalks[name]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(conn)
         try:
             if has_rule:
                 # Fetched by the driver alone: a batch may hold 250,000 distinct order numbers.
                 cursor.execute(render(conn, select(code).select_from(raw).where(code.isnot(None)).distinct()))
                 hits = ((c, crosswalk.lookup(c, side)) for (c,) in cursor.fetchall())
-                entries = {c: hit for c, hit in hits if hit is not None}
+                entries: Mapping[str, tuple[str, Decimal | None]] = {c: hit for c, hit in hits if hit is not None}
             else:
                 entries = crosswalk.entries(side)
             quoted = prep.format_table(table)
@@ -904,7 +910,7 @@ def _fill_lookups(conn: Connection, collector: _Compiler, raw: Table, crosswalks
             cursor.close()
 
 
-def _copy_lines(entries: dict[str, tuple[str, Decimal | None]]) -> str:
+def _copy_lines(entries: Mapping[str, tuple[str, Decimal | None]]) -> str:
     """A crosswalk's entries as COPY text."""
     # Codes almost never hold a tab, a line break or a backslash: build the lines as they are and
     # escape each value only when the text shows one. For 250,000 order numbers that is a third
@@ -920,7 +926,9 @@ def _copy_lines(entries: dict[str, tuple[str, Decimal | None]]) -> str:
     )
 
 
-def _local_time_failures(conn: Connection, compiler: _Compiler, raw: Table, rows: Any) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
+def _local_time_failures(
+    conn: Connection, compiler: _Compiler, raw: Table, rows: Any,
+) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
     """Reject naive local times inside a DST gap or overlap of their zone, within the data's range;
     keyed by target column."""
     failures: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Table, and_, case, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from etl.dialects.base import SEQ, SOURCE_KEY
 from etl.ledger import CheckResult
@@ -77,7 +78,7 @@ def target_matches_batch(
     match = and_(*[target.c[k] == stg[k] for k in key])
     nonkey = [c for c in columns if c not in key]
     # An outer join, so the database can hash both sides once instead of probing per row.
-    bad = target.c[key[0]].is_(None)
+    bad: ColumnElement[bool] = target.c[key[0]].is_(None)
     if compare_values and nonkey:
         bad = or_(bad, *[target.c[c].is_distinct_from(stg[c]) for c in nonkey])
     joined = staging.outerjoin(target, match)

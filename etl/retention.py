@@ -9,7 +9,7 @@ daily, like any housekeeping job.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from etl import quarantine
 from etl.config import Project
@@ -35,7 +35,7 @@ def purge_released_quarantine(
     """Delete, on every target database of the project, the released quarantine entries older
     than the retention period. Returns the number deleted per connection id."""
     period = retention_period(project)
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     purged: dict[str, int] = {}
     for conn_id in sorted({flow.target.connection for flow in project.flows.values()}):
         with connections.engine(conn_id).begin() as conn:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, Table, false, func, select
@@ -40,7 +41,13 @@ from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
 from etl.documents import DocumentLines
 from etl.errors import (
-    EtlError, FlowBusy, ReconciliationFailed, SchemaDriftError, SourceUnavailable, StepFailed, ValidationFailed,
+    EtlError,
+    FlowBusy,
+    ReconciliationFailed,
+    SchemaDriftError,
+    SourceUnavailable,
+    StepFailed,
+    ValidationFailed,
 )
 from etl.extract import TableSource, frame_from_rows
 from etl.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
@@ -53,7 +60,7 @@ log = logging.getLogger("etl.runner")
 
 def utcnow() -> datetime:
     """Naive UTC, the convention of the pipeline's own tables."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -212,7 +219,7 @@ def _write_ledger_alone(connections: Connections, flow: Flow, run: ledger.RunRec
 
 
 def _target_types(target: Table) -> dict[str, ColumnType]:
-    return {c.name: column_type(c.type, c.nullable) for c in target.columns}
+    return {c.name: column_type(c.type, bool(c.nullable)) for c in target.columns}
 
 
 def _run(
@@ -472,7 +479,7 @@ def _source_plants(
         return plants
     crosswalk = crosswalks.get("plant")
     translated = [crosswalk.lookup(p, "mes") if crosswalk else None for p in plants]
-    unknown = [p for p, t in zip(plants, translated) if t is None]
+    unknown = [p for p, t in zip(plants, translated, strict=True) if t is None]
     if unknown:
         raise ValueError(f"plants {', '.join(unknown)} have no MES code in the 'plant' crosswalk")
     return [t[0] for t in translated if t is not None]
@@ -494,14 +501,14 @@ def _stage_frame(
         if missing:
             for label, reason in missing.items():
                 payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
-                rejects.append(Reject(rows.at[label, SOURCE_KEY], payload, reason))
+                rejects.append(Reject(str(rows.at[label, SOURCE_KEY]), payload, reason))
             rows = rows.drop(index=list(missing))
     if lines is not None:
         # A document whose lines fail waits whole, as its header's source row.
         failed = lines.stage_for(tconn, frame, rows)
         for label, reason in failed.items():
             payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
-            rejects.append(Reject(rows.at[label, SOURCE_KEY], payload, reason))
+            rejects.append(Reject(str(rows.at[label, SOURCE_KEY]), payload, reason))
         rows = rows.drop(index=list(failed))
     if rejects:
         counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now)

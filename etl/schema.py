@@ -94,10 +94,10 @@ def check_flow_schema(flow: Flow, source: Table, target: Table) -> SchemaReport:
             problems.append(
                 f"source column {source.name}.{col} not found{_closest(col, [c for c in source_cols if c not in flow.source_columns()])}"
             )
-    for col in flow.columns:
-        if col.target not in target_cols:
+    for spec in flow.columns:
+        if spec.target not in target_cols:
             problems.append(
-                f"target column {target.name}.{col.target} not found{_closest(col.target, target_cols)}"
+                f"target column {target.name}.{spec.target} not found{_closest(spec.target, target_cols)}"
             )
     filters = list(flow.source.where) + list(flow.source.where_not)
     for name in filters + ([flow.source.plant_column] if flow.source.plant_column else []):

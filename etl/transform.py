@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -52,7 +53,7 @@ def source_keys(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     if not columns:
         return [str(i) for i in range(len(frame))]
     parts = [[f"{c}={'NULL' if is_null(v) else v}" for v in frame[c]] for c in columns]
-    return [", ".join(p)[:SOURCE_KEY_LENGTH] for p in zip(*parts)]
+    return [", ".join(p)[:SOURCE_KEY_LENGTH] for p in zip(*parts, strict=True)]
 
 
 class _Reasons:
@@ -64,6 +65,12 @@ class _Reasons:
     def add(self, mask: Any, reason: Callable[[int], str] | str) -> None:
         for pos in [i for i, bad in enumerate(mask) if bad]:
             self.by_row[pos].append(reason(pos) if callable(reason) else reason)
+
+    def add_each(self, reasons: list[str | None]) -> None:
+        """Add one reason per row position; None where that row has none."""
+        for pos, reason in enumerate(reasons):
+            if reason is not None:
+                self.by_row[pos].append(reason)
 
 
 def _map_values(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
@@ -91,7 +98,9 @@ def _input(spec: ColumnSpec, frame: pd.DataFrame, reasons: _Reasons) -> pd.Serie
 def _crosswalk(
     spec: ColumnSpec, flow: Flow, values: pd.Series, crosswalks: dict[str, Crosswalk], reasons: _Reasons
 ) -> pd.Series:
-    name, side = flow.crosswalk_side(spec)  # type: ignore[misc]
+    used = flow.crosswalk_side(spec)
+    assert used is not None  # called only for a column with a crosswalk
+    name, side = used
     codes, _ = crosswalks[name].translate(values, side)
     missing = values.notna() & codes.isna()
     vals = list(values)
@@ -126,7 +135,7 @@ def _convert_unit(
     )
     out: list[Any] = []
     bad: list[str | None] = []
-    for value, factor in zip(values, factors):
+    for value, factor in zip(values, factors, strict=True):
         if is_null(value) or is_null(factor):
             out.append(None)
             bad.append(None)
@@ -138,7 +147,7 @@ def _convert_unit(
         except (InvalidOperation, ArithmeticError, ValueError):
             out.append(None)
             bad.append(f"column {spec.target}: {_short(value)} is not a number")
-    reasons.add([b is not None for b in bad], lambda i: bad[i])  # type: ignore[arg-type,return-value]
+    reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -176,7 +185,7 @@ def _timezone(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: 
         converted = aware.astimezone(dst)
         out.append(converted if target.tz_aware else converted.replace(tzinfo=None))
         bad.append(None)
-    reasons.add([b is not None for b in bad], lambda i: bad[i])  # type: ignore[arg-type,return-value]
+    reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -185,7 +194,7 @@ def _check_local_time(value: datetime, zone: ZoneInfo) -> str | None:
     fold0 = value.replace(tzinfo=zone, fold=0)
     fold1 = value.replace(tzinfo=zone, fold=1)
     if fold0.utcoffset() != fold1.utcoffset():
-        roundtrip = fold0.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None)
+        roundtrip = fold0.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
         if roundtrip != value:
             return f"{value.isoformat()} does not exist in {zone.key} (clocks skip it)"
         return f"{value.isoformat()} is ambiguous in {zone.key} (clocks repeat it)"
@@ -216,7 +225,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if target.scale is not None:
             number = number.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP)
         if target.precision is not None:
-            int_digits = max(len(number.as_tuple().digits) + number.as_tuple().exponent, 0)
+            int_digits = max(number.adjusted() + 1, 0)
             if int_digits > target.precision - (target.scale or 0):
                 raise ValueError(f"overflows NUMERIC({target.precision},{target.scale or 0})")
         return number
@@ -232,7 +241,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if target.tz_aware and value.tzinfo is None:
             raise ValueError(f"{value.isoformat()} has no time zone; add a timezone rule to the column")
         if not target.tz_aware and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value
     if kind == "date":
         if isinstance(value, datetime):
@@ -307,7 +316,7 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
         except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
             out.append(None)
             bad.append(f"column {spec.target}: {what} {_short(value)}: {exc}")
-    reasons.add([b is not None for b in bad], lambda i: bad[i])  # type: ignore[arg-type,return-value]
+    reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
 
@@ -351,7 +360,7 @@ def transform(
             # A value already rejected above (say, a crosswalk miss) is NULL for that reason.
             label = "natural key column" if spec.target in flow.key else "required column"
             grew = [len(reasons.by_row.get(i, ())) > before.get(i, 0) for i in range(len(values))]
-            reasons.add([n and not g for n, g in zip(values.isna(), grew)], f"{label} {spec.target} is NULL")
+            reasons.add([n and not g for n, g in zip(values.isna(), grew, strict=True)], f"{label} {spec.target} is NULL")
         out[spec.target] = values
 
     keys = source_keys(frame, flow.source_key_columns())
@@ -363,8 +372,8 @@ def transform(
     bad_positions = sorted(reasons.by_row)
     records = frame.iloc[bad_positions].to_dict("records")
     rejects = [
-        Reject(keys[pos], {k: (None if is_null(v) else v) for k, v in record.items()}, "; ".join(_unique(reasons.by_row[pos])))
-        for pos, record in zip(bad_positions, records)
+        Reject(keys[pos], {str(k): (None if is_null(v) else v) for k, v in record.items()}, "; ".join(_unique(reasons.by_row[pos])))
+        for pos, record in zip(bad_positions, records, strict=True)
     ]
     good = rows.drop(index=frame.index[bad_positions])
     return TransformResult(good, rejects)

@@ -23,14 +23,29 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    Connection, Table, and_, case, column, delete, false, func, literal, not_, or_, select, text, tuple_,
+    Column,
+    Connection,
+    Table,
+    and_,
+    case,
+    column,
+    delete,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    text,
+    tuple_,
 )
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime
@@ -135,7 +150,8 @@ def _read_expectation(
     if allowed is None:
         problems.append(ConfigProblem(
             rel, f"{where}.type",
-            f"{kind!r} cannot be checked on each batch{_hint(kind, list(_ALLOWED_KWARGS))}; supported: {', '.join(sorted(_ALLOWED_KWARGS))}",
+            f"{kind!r} cannot be checked on each batch{_hint(kind, list(_ALLOWED_KWARGS))}; "
+            f"supported: {', '.join(sorted(_ALLOWED_KWARGS))}",
         ))
         return None
     before = len(problems)
@@ -144,22 +160,29 @@ def _read_expectation(
         return None
     for key in kwargs:
         if key not in allowed:
-            why = " (conditions are not supported: split the flow or use unexpected_rows_expectation)" if key in ("row_condition", "condition_parser") else ""
+            why = (" (conditions are not supported: split the flow or use unexpected_rows_expectation)"
+                   if key in ("row_condition", "condition_parser") else "")
             problems.append(ConfigProblem(rel, f"{where}.kwargs.{key}", f"not an argument of {kind} here{why}"))
     for key in allowed - _COMMON_KWARGS - _OPTIONAL_KWARGS.get(kind, set()):
         if key not in kwargs:
             problems.append(ConfigProblem(rel, f"{where}.kwargs", f"{kind} needs {key!r}"))
     for key in ("column", "column_A", "column_B"):
         if isinstance(kwargs.get(key), str) and kwargs[key] not in targets:
-            problems.append(ConfigProblem(rel, f"{where}.kwargs.{key}", f"{kwargs[key]!r} is not a target column of the flow{_hint(kwargs[key], targets)}"))
+            problems.append(ConfigProblem(
+                rel, f"{where}.kwargs.{key}", f"{kwargs[key]!r} is not a target column of the flow{_hint(kwargs[key], targets)}",
+            ))
     for col in kwargs.get("column_list", []) if isinstance(kwargs.get("column_list"), list) else []:
         if col not in targets:
-            problems.append(ConfigProblem(rel, f"{where}.kwargs.column_list", f"{col!r} is not a target column of the flow{_hint(col, targets)}"))
+            problems.append(ConfigProblem(
+                rel, f"{where}.kwargs.column_list", f"{col!r} is not a target column of the flow{_hint(col, targets)}",
+            ))
     for key, value in kwargs.items():
         if isinstance(value, dict) and "$PARAMETER" in value:
             ref = value["$PARAMETER"]
             if ref != "now" and ref not in spec.parameters:
-                problems.append(ConfigProblem(rel, f"{where}.kwargs.{key}", f"$PARAMETER {ref!r} is neither 'now' nor set in the flow's expectations.parameters"))
+                problems.append(ConfigProblem(
+                    rel, f"{where}.kwargs.{key}", f"$PARAMETER {ref!r} is neither 'now' nor set in the flow's expectations.parameters",
+                ))
     mostly = kwargs.get("mostly")
     if mostly is not None and (not isinstance(mostly, (int, float)) or not 0 <= mostly <= 1):
         problems.append(ConfigProblem(rel, f"{where}.kwargs.mostly", "must be a number from 0 to 1"))
@@ -254,7 +277,8 @@ def _a_greater_than_b(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[
 
 
 def _pair_equal(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
-    a, b = t.c[kw["column_A"]], t.c[kw["column_B"]]
+    a: Column[Any] = t.c[kw["column_A"]]
+    b: Column[Any] = t.c[kw["column_B"]]
     # As GX on SQL: a value against a missing one is unequal; two missing values are skipped
     # unless ignore_row_if says otherwise.
     ignore = kw.get("ignore_row_if", "both_values_are_missing")
@@ -268,7 +292,8 @@ def _pair_equal(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
 def _unique(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
     c = t.c[kw["column"]]
     other = t.alias("dup")
-    repeated = select(other.c[kw["column"]]).where(other.c[kw["column"]].is_not(None)).group_by(other.c[kw["column"]]).having(func.count() > 1)
+    dup = other.c[kw["column"]]
+    repeated = select(dup).where(dup.is_not(None)).group_by(dup).having(func.count() > 1)
     return and_(c.is_not(None), c.in_(repeated))
 
 
@@ -281,11 +306,13 @@ def _compound_unique(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[b
 
 
 def _not_null(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
-    return t.c[kw["column"]].is_(None)
+    col: Column[Any] = t.c[kw["column"]]
+    return col.is_(None)
 
 
 def _null(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
-    return t.c[kw["column"]].is_not(None)
+    col: Column[Any] = t.c[kw["column"]]
+    return col.is_not(None)
 
 
 def _unexpected_rows(t: Table, kw: dict[str, Any], p: Params, quoted_batch: str = "") -> ColumnElement[bool]:
@@ -341,7 +368,7 @@ _OPTIONAL_KWARGS: dict[str, set[str]] = {
 
 def parameters(spec: ExpectationsSpec, now_utc: datetime) -> Params:
     """``$PARAMETER`` values for one run: ``now`` on the target's clock, plus the flow's own."""
-    aware = now_utc.replace(tzinfo=timezone.utc) + spec.clock_skew
+    aware = now_utc.replace(tzinfo=UTC) + spec.clock_skew
     local = aware.astimezone(ZoneInfo(spec.timezone)).replace(tzinfo=None)
     return {**spec.parameters, "now": local, "now_utc": aware}
 
@@ -409,21 +436,22 @@ class Verdict:
             lines.append(f"  {o.expectation.name} [{o.expectation.describe()}]: {share}{keys}")
         return "\n".join(lines)
 
-    def _quarantining(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.quarantines]
+    def _quarantining(self) -> list[tuple[Outcome, ColumnElement[bool]]]:
+        # Only row-level expectations quarantine, and each of those has its predicate.
+        return [(o, o.predicate) for o in self.outcomes if o.quarantines and o.predicate is not None]
 
     def failing_rows(self, conn: Connection, staging: Table, columns: list[str]) -> Iterator[list[Reject]]:
         """The rows to quarantine, in batches, each with the names of the expectations it failed."""
         outcomes = self._quarantining()
         if not outcomes:
             return
-        flags = [case((o.predicate, 1), else_=0).label(f"_failed_{i}") for i, o in enumerate(outcomes)]
+        flags = [case((p, 1), else_=0).label(f"_failed_{i}") for i, (_, p) in enumerate(outcomes)]
         stg = staging.c
         last = -1
         while True:
             rows = conn.execute(
                 select(*[stg[c] for c in columns], stg[SEQ], stg[SOURCE_KEY], *flags)
-                .where(or_(*[o.predicate for o in outcomes]), stg[SEQ] > last)
+                .where(or_(*[p for _, p in outcomes]), stg[SEQ] > last)
                 .order_by(stg[SEQ])
                 .limit(_FETCH_BATCH)
             ).mappings().all()
@@ -432,7 +460,7 @@ class Verdict:
             last = rows[-1][SEQ]
             batch = []
             for row in rows:
-                failed = [o.expectation for i, o in enumerate(outcomes) if row[f"_failed_{i}"]]
+                failed = [o.expectation for i, (o, _) in enumerate(outcomes) if row[f"_failed_{i}"]]
                 reason = f"failed expectations of suite {self.suite.name!r}: " + "; ".join(
                     f"{e.name} [{e.describe()}]" for e in failed
                 )
@@ -444,7 +472,7 @@ class Verdict:
         outcomes = self._quarantining()
         if not outcomes:
             return 0
-        return conn.execute(delete(staging).where(or_(*[o.predicate for o in outcomes]))).rowcount or 0
+        return conn.execute(delete(staging).where(or_(*[p for _, p in outcomes]))).rowcount or 0
 
 
 def check_batch(
@@ -474,7 +502,7 @@ def check_batch(
     rows = int(totals[0])
     failures = iter(int(v) for v in totals[1:])
     outcomes = []
-    for e, p in zip(suite.expectations, predicates):
+    for e, p in zip(suite.expectations, predicates, strict=True):
         if p is not None:
             outcome = Outcome(e, rows, next(failures), p)
         else:

@@ -14,7 +14,7 @@ Rules, kept in this one place:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -90,7 +90,7 @@ def next_watermark(old: CursorValue | None, window: Window) -> CursorValue | Non
 
 def _sortable(value: CursorValue) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 

@@ -625,7 +625,7 @@ def _make_routing(
 ) -> tuple[_Operation, ...]:
     """2-4 operations on plant-1000 work centers in a plausible flow for the material."""
     if material.unit == "KG":
-        steps = _WEIGHED_FLOW[: 2 if rng.random() < 0.4 else 3]
+        steps: Sequence[tuple[str, str]] = _WEIGHED_FLOW[: 2 if rng.random() < 0.4 else 3]
     elif material.type == "FERT":
         steps = _ASSEMBLY_FLOW[-rng.randint(2, 4):]
     else:

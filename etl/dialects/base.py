@@ -7,20 +7,23 @@ A database gets its own subclass; nothing else in the package branches on the di
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, BinaryIO, Iterable, Literal
+from typing import Any, BinaryIO, Literal
 
 import pandas as pd
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Delete,
     MetaData,
-    SmallInteger,
     Select,
+    SmallInteger,
     Table,
     Unicode,
+    Update,
     and_,
     delete,
     exists,
@@ -94,6 +97,13 @@ def exclude_filter(table: Table, excluded: dict[str, Scalar | list[Scalar]]) -> 
     return and_(*clauses) if clauses else None
 
 
+def driver_cursor(conn: Connection) -> Any:
+    """A cursor of the driver itself, for what SQLAlchemy has no construct for (COPY, mogrify)."""
+    driver = conn.connection.dbapi_connection
+    assert driver is not None  # an open Connection always holds its driver's connection
+    return driver.cursor()
+
+
 class Dialect:
     """Portable implementation; subclasses replace the parts their database does better."""
 
@@ -129,12 +139,11 @@ class Dialect:
         if binary:
             raise ValueError(f"{self.name} cannot write PostgreSQL's binary COPY format")
         result = conn.execution_options(stream_results=True, yield_per=COPY_ROWS).execute(statement)
-        number = 0
+        written = 0
         for part in result.partitions(COPY_ROWS):
-            lines = []
-            for number, row in enumerate(part, start=number + 1):
-                lines.append("\t".join([copy_text(v) for v in row]) + f"\t{number}\n")
+            lines = ["\t".join([copy_text(v) for v in row]) + f"\t{n}\n" for n, row in enumerate(part, start=written + 1)]
             out.write("".join(lines).encode())
+            written += len(part)
 
     def staging_name(self, label: str) -> str:
         return f"etl_stg_{label}"
@@ -244,6 +253,7 @@ class Dialect:
         scoped = scope_filter(target, scope)
         if scoped is not None:
             where.append(scoped)
+        stmt: Delete | Update
         if action == "delete":
             stmt = delete(target).where(*where)
         else:
@@ -260,7 +270,7 @@ def _records(rows: pd.DataFrame, staging: Table, first_seq: int, retry: bool) ->
     flag = 1 if retry else 0
     out = []
     for seq, values in enumerate(rows.itertuples(index=False, name=None), start=first_seq):
-        record = dict(zip(names, values))
+        record = dict(zip(names, values, strict=True))
         record[SEQ] = seq
         record[RETRY] = flag
         out.append(record)
@@ -272,7 +282,7 @@ def iter_records(rows: pd.DataFrame, first_seq: int, retry: bool) -> Iterable[tu
     columns = [c for c in rows.columns if c != SOURCE_KEY]
     flag = 1 if retry else 0
     for seq, (values, source_key) in enumerate(
-        zip(rows[columns].itertuples(index=False, name=None), rows[SOURCE_KEY]), start=first_seq
+        zip(rows[columns].itertuples(index=False, name=None), rows[SOURCE_KEY], strict=True), start=first_seq
     ):
         yield (*values, seq, source_key, flag)
 

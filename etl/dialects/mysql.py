@@ -26,7 +26,7 @@ class MySQLDialect(Dialect):
         # GET_LOCK is held by the session, not the transaction: release_lock frees it, and the
         # server frees it if the process dies.
         got = conn.execute(select(func.get_lock(f"erp-mes-sync:{lock_key(flow)}", 0))).scalar_one()
-        return got == 1
+        return bool(got == 1)
 
     def release_lock(self, conn: Connection, flow: str) -> None:
         conn.execute(select(func.release_lock(f"erp-mes-sync:{lock_key(flow)}")))
@@ -48,12 +48,10 @@ class MySQLDialect(Dialect):
         line = func.concat_ws(literal("\t", String), *[_copy_field(c) for c in statement.selected_columns])
         statement = statement.with_only_columns(line, maintain_column_froms=True)
         result = conn.execution_options(stream_results=True, yield_per=COPY_ROWS).execute(statement)
-        number = 0
+        written = 0
         for part in result.partitions(COPY_ROWS):
-            block = []
-            for number, (text_line,) in enumerate(part, start=number + 1):
-                block.append(f"{text_line}\t{number}\n")
-            out.write("".join(block).encode())
+            out.write("".join([f"{line}\t{n}\n" for n, (line,) in enumerate(part, start=written + 1)]).encode())
+            written += len(part)
 
     def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
         stg = staging.c

@@ -16,6 +16,7 @@ from etl.dialects.base import (
     LoadMode,
     OnConflictDialect,
     copy_text,
+    driver_cursor,
     iter_records,
     lock_key,
     quoted_name,
@@ -32,9 +33,9 @@ COPY_BLOCK = 1 << 20
 def render(conn: Connection, statement: Any) -> str:
     """A statement with its bound values inlined by the driver's own quoting (COPY takes none)."""
     compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver_cursor(conn)
     try:
-        return cursor.mogrify(str(compiled), compiled.params).decode()
+        return str(cursor.mogrify(str(compiled), compiled.params).decode())
     finally:
         cursor.close()
 
@@ -95,7 +96,7 @@ class PostgresDialect(OnConflictDialect):
         read = statement.subquery("etl_read")
         numbered = select(*read.c, func.row_number().over().label(SEQ))
         options = " (FORMAT binary)" if binary else ""
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(conn)
         try:
             cursor.copy_expert(f"COPY ({render(conn, numbered)}) TO STDOUT{options}", out, size=COPY_BLOCK)
         finally:
@@ -156,7 +157,7 @@ class PostgresDialect(OnConflictDialect):
         names = [c for c in rows.columns if c != "_source_key"] + [SEQ, "_source_key", "_retry"]
         columns = ", ".join(preparer.quote(c) for c in names)
         sql = f"COPY {preparer.format_table(staging)} ({columns}) FROM STDIN"
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = driver_cursor(conn)
         try:
             cursor.copy_expert(sql, buffer)
         finally:

@@ -8,12 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from report_factory import business_fixture
 from sqlalchemy.engine import URL, make_url
 
 from etl.business_reconciliation import reconcile, reconcile_all
 from etl.config import BusinessReconciliation, ReconciliationQuery, load_project
 from etl.connections import Connections, create_db_engine
-from report_factory import business_fixture
 
 D = Decimal
 

@@ -25,7 +25,7 @@ def etl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def _table_rows(output: str) -> dict[str, list[str]]:
     """The summary table's data rows by flow name."""
     lines = output.strip().splitlines()
-    header = lines.index(next(l for l in lines if l.startswith("flow ")))
+    header = lines.index(next(row for row in lines if row.startswith("flow ")))
     return {line.split()[0]: line.split() for line in lines[header + 2:] if line.strip()}
 
 

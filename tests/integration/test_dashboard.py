@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from warehouse_factory import factory_urls, make_tiny_factory, refreshed_twice
 from websockets.sync.client import ClientConnection, connect
 
 from etl.config import REPO_ROOT, load_project
@@ -24,7 +25,6 @@ from etl.connections import Connections
 from etl.dashboard import write_dashboard
 from etl.demo.setup import init_demo
 from etl.warehouse import refresh
-from warehouse_factory import factory_urls, make_tiny_factory, refreshed_twice
 
 pytestmark = pytest.mark.slow
 

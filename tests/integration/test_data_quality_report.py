@@ -15,13 +15,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from report_factory import History, business_fixture, engines_of, pipeline_history, trimmed_mappings
 from sqlalchemy.engine import URL
+from test_dashboard import DevTools, browser  # noqa: F401  (the fixture)
 
 from etl.config import REPO_ROOT, load_project
 from etl.connections import CONNECTIONS_FILE_ENV, Connections
 from etl.report import Window, build_report, collect, render_html, subject, utcnow
-from report_factory import History, business_fixture, engines_of, pipeline_history, trimmed_mappings
-from test_dashboard import DevTools, browser  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.postgres]
 

@@ -4,7 +4,7 @@ the difference from what it already holds, exactly once, whatever crashes in bet
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 
 from etl.errors import StepFailed
 from etl.pipeline_tables import quarantine, watermark
-from tests.integration.product_schemas import GOODS_MOVEMENT, T, Site, make_site
+from tests.integration.product_schemas import GOODS_MOVEMENT, Site, T, make_site
 
 pytestmark = pytest.mark.slow
 

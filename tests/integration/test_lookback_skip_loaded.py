@@ -5,7 +5,7 @@ every row that changed or arrived late; a full refresh compares everything again
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,7 @@ from etl.runner import RunOptions, RunResult, run_flow
 
 pytestmark = pytest.mark.postgres
 
-T0 = datetime(2026, 11, 20, 8, 0, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, 8, 0, 0, 123456, tzinfo=UTC)
 
 
 def _flow(key: list[str], transform: str = "auto") -> Flow:

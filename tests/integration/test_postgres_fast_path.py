@@ -8,14 +8,29 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg2
 import pytest
 from sqlalchemy import (
-    ARRAY, Column, DateTime, Engine, Integer, Interval, MetaData, Numeric, String, Table, Text, create_engine, event, func,
-    column, select, text,
+    ARRAY,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    Interval,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    column,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ENUM, JSONB
 from sqlalchemy.engine import URL
@@ -28,8 +43,8 @@ pytestmark = pytest.mark.postgres
 
 ROWS = [
     # 18-digit decimal, microseconds, Chinese text, an empty string beside a NULL, JSON
-    (1, Decimal("123456789012345.678"), datetime(2026, 11, 20, 8, 0, 0, 123456, tzinfo=timezone.utc), "换线 / changeover", "", {"a": [1, "二"]}),
-    (2, Decimal("-0.001"), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), None, None, None),
+    (1, Decimal("123456789012345.678"), datetime(2026, 11, 20, 8, 0, 0, 123456, tzinfo=UTC), "换线 / changeover", "", {"a": [1, "二"]}),
+    (2, Decimal("-0.001"), datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), None, None, None),
     (3, None, None, "tab\there\nnewline \\ backslash", "x", {"nested": {"k": None}}),
 ]
 
@@ -48,7 +63,7 @@ def engines(pg_database: Callable[[str], URL]) -> Iterator[tuple[Engine, Engine]
     with source.begin() as conn:
         table = _table("reading")
         table.create(conn)
-        conn.execute(table.insert(), [dict(zip(("id", "qty", "at", "note", "code", "doc"), r)) for r in ROWS])
+        conn.execute(table.insert(), [dict(zip(("id", "qty", "at", "note", "code", "doc"), r, strict=True)) for r in ROWS])
     with target.begin() as conn:
         _table("reading").create(conn)
     yield source, target
@@ -137,7 +152,8 @@ def test_merge_writes_new_and_changed_rows_only(pg_database: Callable[[str], URL
             # the equal row was neither written nor locked
             assert conn.execute(text("SELECT xmin::text, xmax::text FROM order_in WHERE order_no = '2'")).one() == (xmin_before, "0")
             assert conn.execute(select(target).order_by(target.c.order_no)).all() == [
-                ("1", Decimal("1.000"), ""), ("2", Decimal("2.000"), "same"), ("3", None, "new"), ("9", Decimal("9.000"), "not in the batch"),
+                ("1", Decimal("1.000"), ""), ("2", Decimal("2.000"), "same"), ("3", None, "new"),
+                ("9", Decimal("9.000"), "not in the batch"),
             ]
             assert PostgresDialect().merge(conn, staging, target, ["order_no"], columns, "upsert") == 0
             conn.execute(staging.update().values(note="appended?"))
@@ -184,7 +200,8 @@ def test_a_small_batch_probes_the_key_index_and_writes_the_same(pg_database: Cal
                                             {"order_no": "new", "qty": Decimal("1")}])
             assert not dialect._batch_is_large(conn, staging, target)
             assert dialect.merge(conn, staging, target, ["order_no"], ["order_no", "qty"], "upsert") == 2
-            assert conn.execute(select(target.c.qty).where(target.c.order_no.in_(["7", "8", "new"])).order_by(target.c.order_no)).scalars().all() == [
+            qty = select(target.c.qty).where(target.c.order_no.in_(["7", "8", "new"])).order_by(target.c.order_no)
+            assert conn.execute(qty).scalars().all() == [
                 Decimal("70.000"), Decimal("8.000"), Decimal("1.000"),
             ]
             conn.execute(text("INSERT INTO stg SELECT i::text, i FROM generate_series(1, 20000) AS i"))

@@ -334,7 +334,8 @@ def test_a_lookup_on_a_missing_column_stops_the_run_naming_the_crosswalk(plant: 
         run_flow(project, "erpnext_work_orders", plant.connections)
     assert failure.value.step == "read_lookups"
     assert isinstance(failure.value.cause, SchemaDriftError)
-    assert "odoo_product.yaml: lookup of crosswalk 'odoo_product' on odoo_db: column product_product.internal_ref not found" in str(failure.value.cause)
+    assert ("odoo_product.yaml: lookup of crosswalk 'odoo_product' on odoo_db: column product_product.internal_ref not found"
+            in str(failure.value.cause))
 
 
 def test_names_with_spaces_and_capitals_on_mariadb_and_a_dst_zone(plant: Plant) -> None:

@@ -68,17 +68,24 @@ def _tables() -> tuple[Table, Table]:
 T = datetime(2026, 11, 20, 8, 0)
 ROWS = [
     # fine
-    dict(report_id=1, wo_no=" WO-2026-000001 ", equipment_code="EQ-SH01-CUT-01", qty=Decimal("1500"), unit="g", minutes=30, note=" ok ", started_local=datetime(2026, 6, 1, 8, 0)),
+    dict(report_id=1, wo_no=" WO-2026-000001 ", equipment_code="EQ-SH01-CUT-01", qty=Decimal("1500"),
+         unit="g", minutes=30, note=" ok ", started_local=datetime(2026, 6, 1, 8, 0)),
     # spring-forward gap and autumn overlap in Berlin
-    dict(report_id=2, wo_no="WO-2026-000002", equipment_code="EQ-SH01-CUT-01", qty=Decimal("1"), unit="pcs", minutes=1, note="gap", started_local=datetime(2026, 3, 29, 2, 30)),
-    dict(report_id=3, wo_no="WO-2026-000003", equipment_code="EQ-SH01-CUT-01", qty=Decimal("1"), unit="pcs", minutes=1, note="overlap", started_local=datetime(2026, 10, 25, 2, 30)),
+    dict(report_id=2, wo_no="WO-2026-000002", equipment_code="EQ-SH01-CUT-01", qty=Decimal("1"),
+         unit="pcs", minutes=1, note="gap", started_local=datetime(2026, 3, 29, 2, 30)),
+    dict(report_id=3, wo_no="WO-2026-000003", equipment_code="EQ-SH01-CUT-01", qty=Decimal("1"),
+         unit="pcs", minutes=1, note="overlap", started_local=datetime(2026, 10, 25, 2, 30)),
     # order number outside the rule, unknown equipment, unknown unit
-    dict(report_id=4, wo_no="WO-2025-000004", equipment_code="EQ-XX", qty=Decimal("1"), unit="oz", minutes=1, note="miss", started_local=None),
+    dict(report_id=4, wo_no="WO-2025-000004", equipment_code="EQ-XX", qty=Decimal("1"),
+         unit="oz", minutes=1, note="miss", started_local=None),
     # NULL order number (a NOT NULL target column), note too long, quantity overflow
-    dict(report_id=5, wo_no=None, equipment_code="EQ-SH01-ASM-01", qty=Decimal("123456789"), unit="pcs", minutes=2, note="far too long", started_local=None),
+    dict(report_id=5, wo_no=None, equipment_code="EQ-SH01-ASM-01", qty=Decimal("123456789"),
+         unit="pcs", minutes=2, note="far too long", started_local=None),
     # division by zero, grams to kilograms with rounding half up
-    dict(report_id=6, wo_no="WO-2026-000006", equipment_code="EQ-SH01-ASM-01", qty=Decimal("0.5"), unit="g", minutes=0, note=None, started_local=None),
-    dict(report_id=7, wo_no="WO-2026-000007", equipment_code="EQ-SH01-ASM-01", qty=Decimal("2.0005"), unit="kg", minutes=3, note="", started_local=datetime(2026, 10, 25, 3, 30)),
+    dict(report_id=6, wo_no="WO-2026-000006", equipment_code="EQ-SH01-ASM-01", qty=Decimal("0.5"),
+         unit="g", minutes=0, note=None, started_local=None),
+    dict(report_id=7, wo_no="WO-2026-000007", equipment_code="EQ-SH01-ASM-01", qty=Decimal("2.0005"),
+         unit="kg", minutes=3, note="", started_local=datetime(2026, 10, 25, 3, 30)),
 ]
 
 
@@ -110,7 +117,9 @@ def test_both_paths_agree_on_every_row(urls: dict[str, URL]) -> None:
     loaded, waiting, count = results["sql"]
     assert [r["posting_key"] for r in loaded] == ["S-000001", "S-000007"]
     first, seventh = loaded
-    assert (first["order_no"], first["qty"], first["note"], first["started_utc"]) == ("1000001", Decimal("1.500"), "OK", datetime(2026, 6, 1, 6, 0))
+    assert (first["order_no"], first["qty"], first["note"], first["started_utc"]) == (
+        "1000001", Decimal("1.500"), "OK", datetime(2026, 6, 1, 6, 0),
+    )
     assert seventh["qty"] == Decimal("2.001") and seventh["rate"] == Decimal("0.6670")  # 2.001 / 3, half up
     assert seventh["started_utc"] == datetime(2026, 10, 25, 2, 30)  # 03:30 CET, just after the overlap
     reasons = dict(waiting)

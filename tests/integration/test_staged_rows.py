@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from tests.integration.product_schemas import GOODS_MOVEMENT, ODOO, T, Site, make_site, odoo_order_flow, write_orders
+from tests.integration.product_schemas import GOODS_MOVEMENT, ODOO, Site, T, make_site, odoo_order_flow, write_orders
 
 pytestmark = pytest.mark.slow
 

@@ -117,7 +117,8 @@ def test_clean_demo_passes_and_planted_dirty_rows_wait_in_quarantine_under_the_f
     orders = _table(demo.erp, "production_order")
     with demo.erp.connect() as conn:
         material = conn.execute(select(orders.c.material_no).where(orders.c.material_no.like("MAT-0%")).limit(1)).scalar_one()
-        wo_rows = conn.execute(select(orders.c.order_no).where(orders.c.status == "REL").order_by(orders.c.order_no).limit(2)).scalars().all()
+        released = select(orders.c.order_no).where(orders.c.status == "REL").order_by(orders.c.order_no).limit(2)
+        wo_rows = conn.execute(released).scalars().all()
     order = wo_rows[0]
     wo = "WO-2026-" + order[1:]
     with demo.erp.begin() as conn:
@@ -127,17 +128,22 @@ def test_clean_demo_passes_and_planted_dirty_rows_wait_in_quarantine_under_the_f
             {**base, "order_no": "1950002", "quantity": Decimal("5"), "planned_start": late, "planned_end": late - timedelta(hours=1)},
             {**base, "order_no": "1950003", "quantity": Decimal("5"), "planned_start": late, "planned_end": late + timedelta(hours=2)},
         ])
-        conn.execute(_table(demo.erp, "work_center").update().where(text("work_center = 'WC-CUT1'")).values(capacity_hours=Decimal("30"), updated_at=late))
+        conn.execute(_table(demo.erp, "work_center").update().where(text("work_center = 'WC-CUT1'"))
+                     .values(capacity_hours=Decimal("30"), updated_at=late))
     reports = _table(demo.mes, "operation_report")
     report = dict(wo_no=wo, step_no=10, equipment_code="EQ-SH01-MIX-01", good_qty=Decimal("3"), scrap_qty=Decimal("0"),
                   unit="pcs", scrap_reason=None, operator_badge="00001001", updated_at=late)
     future = datetime.now().replace(microsecond=0) + timedelta(days=2)
     with demo.mes.begin() as conn:
         conn.execute(reports.insert(), [
-            {**report, "report_id": 9_500_001, "report_no": "R-BACKWARDS", "start_time_utc": late, "end_time_utc": late - timedelta(minutes=5)},
-            {**report, "report_id": 9_500_002, "report_no": "R-NEGATIVE", "scrap_qty": Decimal("-1"), "scrap_reason": "S01", "start_time_utc": late, "end_time_utc": late},
-            {**report, "report_id": 9_500_003, "report_no": "R-FUTURE", "start_time_utc": future, "end_time_utc": future},
-            {**report, "report_id": 9_500_004, "report_no": "R-CLEAN", "start_time_utc": late, "end_time_utc": late + timedelta(minutes=30)},
+            {**report, "report_id": 9_500_001, "report_no": "R-BACKWARDS",
+             "start_time_utc": late, "end_time_utc": late - timedelta(minutes=5)},
+            {**report, "report_id": 9_500_002, "report_no": "R-NEGATIVE", "scrap_qty": Decimal("-1"), "scrap_reason": "S01",
+             "start_time_utc": late, "end_time_utc": late},
+            {**report, "report_id": 9_500_003, "report_no": "R-FUTURE",
+             "start_time_utc": future, "end_time_utc": future},
+            {**report, "report_id": 9_500_004, "report_no": "R-CLEAN",
+             "start_time_utc": late, "end_time_utc": late + timedelta(minutes=30)},
         ])
         conn.execute(_table(demo.mes, "quality_inspection").insert(), [
             dict(inspection_id=9_500_001, lot_no="L-DIRTY", wo_no=wo, item_code="1" + material[5:], sample_size=5, defect_qty=7,
@@ -173,7 +179,8 @@ def test_clean_demo_passes_and_planted_dirty_rows_wait_in_quarantine_under_the_f
     with demo.mes.connect() as conn:
         loaded_orders = set(conn.execute(text("SELECT wo_no FROM work_order WHERE wo_no LIKE 'WO-2026-95000%'")).scalars())
         assert loaded_orders == {"WO-2026-950003"}
-        assert conn.execute(text("SELECT capacity_hours FROM equipment WHERE equipment_code = 'EQ-SH01-CUT-01'")).scalar_one() != Decimal("30")
+        capacity = text("SELECT capacity_hours FROM equipment WHERE equipment_code = 'EQ-SH01-CUT-01'")
+        assert conn.execute(capacity).scalar_one() != Decimal("30")
     with demo.erp.connect() as conn:
         posted = set(conn.execute(text("SELECT posting_key FROM if_confirmation WHERE posting_key LIKE 'MES-OPR-R-%'")).scalars())
         assert posted == {"MES-OPR-R-CLEAN"}
@@ -322,11 +329,14 @@ def test_a_suite_with_mistakes_is_refused_with_file_and_key_path(tmp_path: Path)
         "column": "defect_qty", "min_value": 0, "row_condition": "result == 'R'"}})
     suite_file.write_text(json.dumps(suite))
     flow_file = tmp_path / "mappings" / "flows" / "quality_results.yaml"
-    flow_file.write_text(flow_file.read_text().replace("timezone: Asia/Shanghai}", "timezone: Asia/Shanghai, on_failure: {defects_in_sample: warning}}"))
+    flow_file.write_text(flow_file.read_text().replace(
+        "timezone: Asia/Shanghai}", "timezone: Asia/Shanghai, on_failure: {defects_in_sample: warning}}",
+    ))
     with pytest.raises(ConfigError) as error:
         load_project(tmp_path / "mappings")
     text_ = str(error.value)
-    assert "quality_results.json: expectations[2].kwargs.column: 'sample_sise' is not a target column of the flow (did you mean 'sample_size'?)" in text_
+    assert ("quality_results.json: expectations[2].kwargs.column: 'sample_sise' is not a target column of the flow "
+            "(did you mean 'sample_size'?)") in text_
     assert "expectations[7].type: 'expect_column_kl_divergence_to_be_less_than' cannot be checked on each batch" in text_
     assert "expectations[8].kwargs.row_condition" in text_
     assert "quality_results.yaml: expectations.on_failure.defects_in_sample: no expectation named 'defects_in_sample'" in text_
@@ -336,22 +346,40 @@ def test_a_suite_with_mistakes_is_refused_with_file_and_key_path(tmp_path: Path)
 PARITY_SUITE = {
     "name": "parity",
     "expectations": [
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "code"}, "meta": {"name": "code_present"}},
-        {"type": "expect_column_values_to_be_null", "kwargs": {"column": "note"}, "meta": {"name": "no_note"}},
-        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "code", "regex": "^MAT-[0-9]{6}$"}, "meta": {"name": "code_format"}},
-        {"type": "expect_column_values_to_not_match_regex", "kwargs": {"column": "code", "regex": "^MAT-9"}, "meta": {"name": "not_nine"}},
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "qty", "min_value": 0, "max_value": 500}, "meta": {"name": "qty_range"}},
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "qty", "min_value": 0, "strict_min": True}, "meta": {"name": "qty_positive"}},
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "end_ts", "max_value": {"$PARAMETER": "now"}}, "meta": {"name": "not_future"}},
-        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "unit", "value_set": ["KG", "PC"]}, "meta": {"name": "unit_known"}},
-        {"type": "expect_column_values_to_not_be_in_set", "kwargs": {"column": "unit", "value_set": ["XX"]}, "meta": {"name": "unit_not_xx"}},
-        {"type": "expect_column_pair_values_a_to_be_greater_than_b", "kwargs": {"column_A": "end_ts", "column_B": "start_ts", "or_equal": True}, "meta": {"name": "end_after_start"}},
-        {"type": "expect_column_pair_values_a_to_be_greater_than_b", "kwargs": {"column_A": "total", "column_B": "qty", "ignore_row_if": "either_value_is_missing"}, "meta": {"name": "total_above_qty"}},
-        {"type": "expect_column_pair_values_to_be_equal", "kwargs": {"column_A": "unit", "column_B": "unit2"}, "meta": {"name": "units_agree"}},
-        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "grp"}, "meta": {"name": "grp_unique"}},
-        {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["grp", "unit"]}, "meta": {"name": "grp_unit_unique"}},
-        {"type": "unexpected_rows_expectation", "kwargs": {"unexpected_rows_query": "SELECT * FROM {batch} WHERE qty > total"}, "meta": {"name": "qty_over_total"}},
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10}, "meta": {"name": "small_batch", "on_failure": "warning"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "code"},
+         "meta": {"name": "code_present"}},
+        {"type": "expect_column_values_to_be_null", "kwargs": {"column": "note"},
+         "meta": {"name": "no_note"}},
+        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "code", "regex": "^MAT-[0-9]{6}$"},
+         "meta": {"name": "code_format"}},
+        {"type": "expect_column_values_to_not_match_regex", "kwargs": {"column": "code", "regex": "^MAT-9"},
+         "meta": {"name": "not_nine"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "qty", "min_value": 0, "max_value": 500},
+         "meta": {"name": "qty_range"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "qty", "min_value": 0, "strict_min": True},
+         "meta": {"name": "qty_positive"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "end_ts", "max_value": {"$PARAMETER": "now"}},
+         "meta": {"name": "not_future"}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "unit", "value_set": ["KG", "PC"]},
+         "meta": {"name": "unit_known"}},
+        {"type": "expect_column_values_to_not_be_in_set", "kwargs": {"column": "unit", "value_set": ["XX"]},
+         "meta": {"name": "unit_not_xx"}},
+        {"type": "expect_column_pair_values_a_to_be_greater_than_b",
+         "kwargs": {"column_A": "end_ts", "column_B": "start_ts", "or_equal": True},
+         "meta": {"name": "end_after_start"}},
+        {"type": "expect_column_pair_values_a_to_be_greater_than_b",
+         "kwargs": {"column_A": "total", "column_B": "qty", "ignore_row_if": "either_value_is_missing"},
+         "meta": {"name": "total_above_qty"}},
+        {"type": "expect_column_pair_values_to_be_equal", "kwargs": {"column_A": "unit", "column_B": "unit2"},
+         "meta": {"name": "units_agree"}},
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "grp"},
+         "meta": {"name": "grp_unique"}},
+        {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["grp", "unit"]},
+         "meta": {"name": "grp_unit_unique"}},
+        {"type": "unexpected_rows_expectation", "kwargs": {"unexpected_rows_query": "SELECT * FROM {batch} WHERE qty > total"},
+         "meta": {"name": "qty_over_total"}},
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1, "max_value": 10},
+         "meta": {"name": "small_batch", "on_failure": "warning"}},
     ],
 }
 

@@ -10,12 +10,21 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from warehouse_factory import (
+    ASM,
+    PKG,
+    TinyFactory,
+    factory_urls,
+    insert,
+    make_tiny_factory,
+    postgres_urls,
+    refreshed_twice,
+    report,
+    sqlite_urls,
+)
 
 from etl import warehouse
 from etl.warehouse import MATERIAL_HISTORY
-from warehouse_factory import (
-    ASM, PKG, TinyFactory, factory_urls, insert, make_tiny_factory, postgres_urls, refreshed_twice, report, sqlite_urls,
-)
 
 pytestmark = pytest.mark.slow
 

@@ -98,9 +98,12 @@ ERP_ROWS: dict[str, list[dict[str, Any]]] = {
         _component("1000005", 10, "MAT-000002", "100.000", "KG"),
     ],
     "stock_level": [
-        {"material_no": "MAT-000002", "plant": "1000", "storage_loc": "0001", "quantity": Decimal("45.000"), "unit": "KG", "updated_at": local("2026-03-01 10:00")},
-        {"material_no": "MAT-000002", "plant": "1000", "storage_loc": "0002", "quantity": Decimal("2.000"), "unit": "KG", "updated_at": local("2026-03-02 09:00")},
-        {"material_no": "MAT-000003", "plant": "1000", "storage_loc": "0001", "quantity": Decimal("1000"), "unit": "PC", "updated_at": local("2026-03-02 09:30")},
+        {"material_no": "MAT-000002", "plant": "1000", "storage_loc": "0001", "quantity": Decimal("45.000"),
+         "unit": "KG", "updated_at": local("2026-03-01 10:00")},
+        {"material_no": "MAT-000002", "plant": "1000", "storage_loc": "0002", "quantity": Decimal("2.000"),
+         "unit": "KG", "updated_at": local("2026-03-02 09:00")},
+        {"material_no": "MAT-000003", "plant": "1000", "storage_loc": "0001", "quantity": Decimal("1000"),
+         "unit": "PC", "updated_at": local("2026-03-02 09:30")},
     ],
 }
 

@@ -167,12 +167,17 @@ def build_odoo(engine: Engine, synced_orders: bool = True) -> None:
         conn.execute(text("INSERT INTO uom_category (id, name) VALUES (1, CAST(:u AS jsonb)), (2, CAST(:w AS jsonb))"),
                      {"u": _name("Unit"), "w": _name("Weight")})
     _insert(engine, "uom_uom", [
-        {"id": 1, "category_id": 1, "name": {"en_US": "Units", "zh_CN": "件"}, "uom_type": "reference", "factor": Decimal(1), "rounding": Decimal("0.01"), "active": True, **stamp},
-        {"id": 2, "category_id": 1, "name": {"en_US": "Dozens", "zh_CN": "打"}, "uom_type": "bigger", "factor": Decimal("0.08333333333333333"), "rounding": Decimal("0.01"), "active": True, **stamp},
-        {"id": 3, "category_id": 2, "name": {"en_US": "kg", "zh_CN": "千克"}, "uom_type": "reference", "factor": Decimal(1), "rounding": Decimal("0.01"), "active": True, **stamp},
-        {"id": 4, "category_id": 2, "name": {"en_US": "g", "zh_CN": "克"}, "uom_type": "smaller", "factor": Decimal(1000), "rounding": Decimal("0.01"), "active": True, **stamp},
+        {"id": 1, "category_id": 1, "name": {"en_US": "Units", "zh_CN": "件"}, "uom_type": "reference",
+         "factor": Decimal(1), "rounding": Decimal("0.01"), "active": True, **stamp},
+        {"id": 2, "category_id": 1, "name": {"en_US": "Dozens", "zh_CN": "打"}, "uom_type": "bigger",
+         "factor": Decimal("0.08333333333333333"), "rounding": Decimal("0.01"), "active": True, **stamp},
+        {"id": 3, "category_id": 2, "name": {"en_US": "kg", "zh_CN": "千克"}, "uom_type": "reference",
+         "factor": Decimal(1), "rounding": Decimal("0.01"), "active": True, **stamp},
+        {"id": 4, "category_id": 2, "name": {"en_US": "g", "zh_CN": "克"}, "uom_type": "smaller",
+         "factor": Decimal(1000), "rounding": Decimal("0.01"), "active": True, **stamp},
         # An archived duplicate: the lookup's `where: {active: true}` must leave it out.
-        {"id": 6, "category_id": 2, "name": {"en_US": "KG"}, "uom_type": "reference", "factor": Decimal(1), "rounding": Decimal("0.01"), "active": False, **stamp},
+        {"id": 6, "category_id": 2, "name": {"en_US": "KG"}, "uom_type": "reference",
+         "factor": Decimal(1), "rounding": Decimal("0.01"), "active": False, **stamp},
     ])
     templates = [
         (1, "FG-BOLT-M8", "Bolt M8", "螺栓 M8", 1, True),

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sync_harness import Diff, Postgres, SiteFactory
 
 from etl.demo.setup import init_demo
-from sync_harness import Diff, Postgres, SiteFactory
 
 #: Orders of the pristine demo: small enough to clone and sync in well under a second.
 ORDERS = 120

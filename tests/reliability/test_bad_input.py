@@ -27,13 +27,13 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sync_harness import TRANSFORM_PATHS, Postgres
 
 from etl import cli
 from etl.config import REPO_ROOT, load_project
 from etl.connections import Connections
 from etl.errors import SchemaDriftError, StepFailed
 from etl.runner import RunOptions, RunResult, run_flow
-from sync_harness import TRANSFORM_PATHS, Postgres
 
 pytestmark = pytest.mark.slow
 
@@ -421,7 +421,10 @@ def test_a_new_upstream_column_is_reported_not_fatal(site: BadSite, caplog: pyte
 def _sqlite_source(path: Path, descr: Any, raw_sql: str | None = None) -> URL:
     conn = sqlite3.connect(path)
     conn.executescript(SOURCE_DDL.replace("timestamp", "TIMESTAMP"))
-    rows = [{**OK, "id": 1, "order_no": "S-01", "updated_at": UPDATED}, {**OK, "id": 2, "order_no": "S-02", "descr": descr, "updated_at": UPDATED}]
+    rows = [
+        {**OK, "id": 1, "order_no": "S-01", "updated_at": UPDATED},
+        {**OK, "id": 2, "order_no": "S-02", "descr": descr, "updated_at": UPDATED},
+    ]
     columns = list(rows[0])
     for row in rows:
         conn.execute(

@@ -15,9 +15,9 @@ import sys
 from typing import Any
 
 import pytest
+from sync_harness import SYNC_FLOWS, Child, SiteFactory, SourceChanges, assert_same, sync_state
 
 from etl.config import REPO_ROOT
-from sync_harness import SYNC_FLOWS, Child, SiteFactory, SourceChanges, assert_same, sync_state
 
 pytestmark = pytest.mark.slow
 

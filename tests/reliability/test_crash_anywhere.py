@@ -24,21 +24,31 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sync_harness import (
+    SYNC_FLOWS,
+    TRANSFORM_PATHS,
+    Child,
+    Site,
+    SiteFactory,
+    SourceChanges,
+    assert_same,
+    diff_states,
+    leftovers,
+    sync_state,
+)
 
 import etl.quarantine
 from etl.config import REPO_ROOT
 from etl.dialects.postgresql import PostgresDialect
 from etl.errors import StepFailed
 from etl.runner import RunOptions
-from sync_harness import (
-    SYNC_FLOWS, TRANSFORM_PATHS, Child, Site, SiteFactory, SourceChanges, assert_same, diff_states, leftovers, sync_state,
-)
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +189,7 @@ def _story(site: Site, side: str, flow: str) -> list[dict[str, Any]]:
     """The flow's ledger; checks the windows of successive successful runs leave no gap."""
     rows = site.ledger(side, flow)
     done = [r for r in rows if r["outcome"] == "success"]
-    for before, after in zip(done, done[1:]):
+    for before, after in zip(done, done[1:], strict=False):
         if before["window_to"] and after["window_from"]:
             assert datetime.fromisoformat(after["window_from"]) <= datetime.fromisoformat(before["window_to"]), (before, after)
     return rows
@@ -232,7 +242,8 @@ def _crash_matrix(sites: SiteFactory, figures: Any, pg: Any, mode: str, path: st
                     if point.inside is None:
                         child = Child(site, [name], options=opts, kill_at=(name, point.step, point.nth))
                     else:
-                        child = Child(site, [name], options=opts, patch=lambda p=point: _after_call(p, lambda: os.kill(os.getpid(), signal.SIGKILL))())
+                        child = Child(site, [name], options=opts,
+                                      patch=lambda p=point: _after_call(p, lambda: os.kill(os.getpid(), signal.SIGKILL))())
                     assert child.wait() == -signal.SIGKILL, (point, child.lines())
                 crashes += 1
                 figures.crash_points.add(f"{mode}/{path}: {point.label}")

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL
+from sync_harness import Postgres, Site, SiteFactory, assert_same, diff_states, leftovers, sync_state
 
 from etl import cli
 from etl.connections import Connections
 from etl.errors import SourceUnavailable, StepFailed
-from sync_harness import Postgres, Site, SiteFactory, assert_same, diff_states, leftovers, sync_state
 
 pytestmark = pytest.mark.slow
 

@@ -4,17 +4,17 @@ entries still waiting, and recent releases, are kept."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sync_harness import Site, SiteFactory
 
 from etl import cli
 from etl.config import load_project
 from etl.errors import ConfigError
-from sync_harness import Site, SiteFactory
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_purge_deletes_only_released_entries_older_than_the_retention(
     (site.mappings / "crosswalks" / "material.csv").write_text("erp,mes\nMAT-A00001,190001\n", encoding="utf-8")
     site.reload()
     assert site.run("materials").record.counts.rows_released == 1
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     # The real release, dated 40 days back; beside it, entries of every age and status.
     site.execute("mes", "UPDATE etl_quarantine SET released_at = :t WHERE status = 'released'", t=now - timedelta(days=40))
     insert = (

@@ -131,7 +131,7 @@ def test_orders_go_to_the_mes_and_come_back_unchanged(rows: list[dict[str, Any]]
     back = up.rows.drop(columns="_source_key").to_dict("records")
     kept = [r for r in rows if f"order_no={r['order_no']}" not in too_big]
     assert len(back) == len(kept)
-    for original, returned in zip(kept, back):
+    for original, returned in zip(kept, back, strict=True):
         assert {k: returned[k] for k in ERP_COLUMNS} == original  # Decimal compares by value
 
 

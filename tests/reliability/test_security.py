@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ProgrammingError
+from sync_harness import SYNC_FLOWS, Postgres, Site, SiteFactory, assert_same
 
 from etl.config import REPO_ROOT
 from etl.connections import Connections
@@ -29,7 +30,6 @@ from etl.errors import StepFailed
 from etl.pipeline_tables import ensure_pipeline_tables
 from etl.retention import purge_released_quarantine
 from etl.runner import RunOptions, run_flow
-from sync_harness import SYNC_FLOWS, Postgres, Site, SiteFactory, assert_same
 
 pytestmark = pytest.mark.slow
 
@@ -249,7 +249,7 @@ def test_a_password_appears_in_no_log_line_error_or_ledger_row(
             ({"erp_db": urls["erp"], "mes_db": urls["mes"].set(port=1)}, "materials", None),            # target refused
         ]
         for overrides, flow, drop_at in failing:
-            def hook(step: str) -> None:
+            def hook(step: str, drop_at: str | None = drop_at) -> None:
                 if step == drop_at:
                     pg.terminate(site.databases["mes"])
 

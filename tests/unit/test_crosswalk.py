@@ -226,7 +226,11 @@ def test_direction_rows_may_share_a_code(folder: Path) -> None:
 
 @pytest.mark.parametrize(
     ("factor", "message"),
-    [("abc", "factor 'abc' is not a number"), ("0", "factor '0' must be a positive finite number"), ("-1", "factor '-1' must be a positive finite number")],
+    [
+        ("abc", "factor 'abc' is not a number"),
+        ("0", "factor '0' must be a positive finite number"),
+        ("-1", "factor '-1' must be a positive finite number"),
+    ],
 )
 def test_bad_factor(folder: Path, factor: str, message: str) -> None:
     write(folder, unit__csv=f"erp,mes,factor\nKG,g,{factor}\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -55,7 +55,7 @@ def test_naive_datetime_stays_naive() -> None:
     assert back.microsecond == 1
 
 
-@pytest.mark.parametrize("zone", [timezone.utc, ZoneInfo("Asia/Shanghai"), timezone(timedelta(hours=-5, minutes=-30))])
+@pytest.mark.parametrize("zone", [UTC, ZoneInfo("Asia/Shanghai"), timezone(timedelta(hours=-5, minutes=-30))])
 def test_aware_datetime_keeps_instant_and_offset(zone: Any) -> None:
     value = datetime(2026, 3, 1, 8, 0, 0, 250000, tzinfo=zone)
     back = round_trip({"v": value})["v"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,8 @@ def test_unit_conversion_kg_to_g_is_exact(crosswalks: dict[str, Crosswalk]) -> N
 
 
 def test_unit_conversion_g_to_kg_divides(crosswalks: dict[str, Crosswalk]) -> None:
-    result = run(crosswalks, frame(k=[1, 2], quantity=[Decimal("12345"), Decimal("2")], unit=["g", "kg"]), QTY_COLUMNS, direction="mes_to_erp")
+    grams = frame(k=[1, 2], quantity=[Decimal("12345"), Decimal("2")], unit=["g", "kg"])
+    result = run(crosswalks, grams, QTY_COLUMNS, direction="mes_to_erp")
     assert result.rows["qty"].tolist() == [Decimal("12.345"), Decimal("2")]
 
 
@@ -210,14 +211,14 @@ def test_utc_to_shanghai(crosswalks: dict[str, Crosswalk]) -> None:
 
 def test_aware_source_value_converted_by_its_own_zone(crosswalks: dict[str, Crosswalk]) -> None:
     rule = {"timezone": {"from": "Asia/Shanghai", "to": "UTC"}}
-    value = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+    value = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
     assert value_of(single(crosswalks, value, rule, TS)) == datetime(2026, 3, 1, 8, 0)
 
 
 def test_aware_target_keeps_zone(crosswalks: dict[str, Crosswalk]) -> None:
     rule = {"timezone": {"from": "Asia/Shanghai", "to": "UTC"}}
     out = value_of(single(crosswalks, datetime(2026, 3, 1, 8), rule, ColumnType("timestamp", tz_aware=True)))
-    assert out == datetime(2026, 3, 1, 0, tzinfo=timezone.utc)
+    assert out == datetime(2026, 3, 1, 0, tzinfo=UTC)
     assert out.utcoffset() is not None
 
 
@@ -305,7 +306,10 @@ def test_integer_cast_of_text_rejected(crosswalks: dict[str, Crosswalk]) -> None
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("Y", True), ("x", True), ("true", True), (1, True), (True, True), ("N", False), ("0", False), ("", False), (0, False), (False, False)],
+    [
+        ("Y", True), ("x", True), ("true", True), (1, True), (True, True),
+        ("N", False), ("0", False), ("", False), (0, False), (False, False),
+    ],
 )
 def test_boolean_coercion(crosswalks: dict[str, Crosswalk], value: Any, expected: bool) -> None:
     out = value_of(single(crosswalks, value, {}, ColumnType("boolean")))

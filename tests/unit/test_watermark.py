@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,7 +49,7 @@ def test_incremental_run_starts_lookback_before_watermark() -> None:
     [
         (0, 100, 0),
         (EPOCH, CEILING, EPOCH - LOOKBACK),
-        (EPOCH.replace(tzinfo=timezone.utc), CEILING, EPOCH.replace(tzinfo=timezone.utc) - LOOKBACK),
+        (EPOCH.replace(tzinfo=UTC), CEILING, EPOCH.replace(tzinfo=UTC) - LOOKBACK),
     ],
     ids=["int-0", "epoch", "aware-epoch"],
 )
@@ -142,7 +142,7 @@ def test_zero_watermark_is_kept_as_a_value() -> None:
 
 
 def test_aware_watermarks_compare_by_instant() -> None:
-    utc_10 = datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    utc_10 = datetime(2026, 1, 1, 10, tzinfo=UTC)
     shanghai_17 = datetime(2026, 1, 1, 17, tzinfo=ZoneInfo("Asia/Shanghai"))  # 09:00 UTC
     assert next_watermark(utc_10, Window(None, shanghai_17)) == utc_10
     shanghai_19 = datetime(2026, 1, 1, 19, tzinfo=ZoneInfo("Asia/Shanghai"))  # 11:00 UTC
@@ -157,7 +157,7 @@ def test_aware_watermarks_compare_by_instant() -> None:
     [
         datetime(2026, 3, 1, 8, 0, 0, 123456),
         datetime(2026, 3, 1, 8, 0, 0, 1, tzinfo=ZoneInfo("Asia/Shanghai")),
-        datetime(2026, 3, 1, 0, 0, tzinfo=timezone.utc),
+        datetime(2026, 3, 1, 0, 0, tzinfo=UTC),
         date(2026, 3, 1),
         0,
         123456789012345,
