@@ -414,11 +414,12 @@ def main() -> None:
         return
 
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    names = {k: f"ems_bench_{k}_{uuid.uuid4().hex[:6]}" for k in ("src", "dst")}
+    # mdst: the MariaDB paths' own PostgreSQL target, so the incremental runs find dst as they left it.
+    names = {k: f"ems_bench_{k}_{uuid.uuid4().hex[:6]}" for k in ("src", "dst", "mdst")}
     with admin.connect() as conn:
         for name in names.values():
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    src, dst = (make_url(ADMIN_URL).set(database=names[k]) for k in ("src", "dst"))
+    src, dst, mariadb_dst = (make_url(ADMIN_URL).set(database=names[k]) for k in ("src", "dst", "mdst"))
     results: list[Result] = []
     try:
         started = time.perf_counter()
@@ -461,7 +462,7 @@ def main() -> None:
         # Before the incremental runs change the source: the MariaDB copy holds the same rows.
         if "mariadb" not in skipped:
             copy_ddl = source_ddl.replace("op_confirmation", "op_confirmation_copy")
-            results += mariadb_paths(args.rows, args.repeats, src, dst, env, target_ddl, copy_ddl)
+            results += mariadb_paths(args.rows, args.repeats, src, mariadb_dst, env, target_ddl, copy_ddl)
         # As an MES writes: a changed row's cursor moves past every other row's, here 6 minutes
         # on, as if a run came every 6 minutes. The 10-minute lookback then reads the batches of
         # the last two runs again beside the 10,000 rows just changed.
@@ -488,12 +489,12 @@ def main() -> None:
         admin.dispose()
 
     limit = statistics.median(results[0][2])
-    print(f"\n{'path':<22}{'rows':>11}{'median s':>10}{'engine s':>10}{'rows/s':>12}{'× COPY':>8}{'peak RSS MB':>13}{'differing':>11}")
+    print(f"\n{'path':<26}{'rows':>11}{'median s':>10}{'engine s':>10}{'rows/s':>12}{'× COPY':>8}{'peak RSS MB':>13}{'differing':>11}")
     for path, rows, times, rss, differ in results:
         median = statistics.median(times)
         # GX rows: the validation call alone; engine rows: the run inside the process.
         inner = _median_figure(path, "engine") or _median_figure(path, "validate")
-        print(f"{path:<22}{rows:>11,}{median:>10.2f}{'' if inner is None else f'{inner:.2f}':>10}{rows / median:>12,.0f}"
+        print(f"{path:<26}{rows:>11,}{median:>10.2f}{'' if inner is None else f'{inner:.2f}':>10}{rows / median:>12,.0f}"
               f"{median / limit:>8.2f}{max(rss):>13.0f}{'' if differ is None else differ:>11}")
     medians = {path: statistics.median(times) for path, _, times, _, _ in results}
     for path, limit_path in OWN_LIMITS.items():
