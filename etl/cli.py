@@ -249,7 +249,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report written to {written.path}")
     if args.send:
         try:
-            sent = send_html(project.defaults.report, written.subject, written.html)
+            sent = send_html(project.defaults.report, written.subject, written.mail_html, text=written.text)
         except Exception as exc:  # the provider's own errors: connection missing, server refused
             print(f"error: the report was written but not sent: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILED

@@ -578,8 +578,11 @@ class ReportSettings(_Model):
     #: Days of history in each flow's trend chart.
     trend_days: int = Field(default=14, ge=1, le=90)
     #: Where Great Expectations Data Docs are built (a folder that gets index.html, relative to
-    #: the repository or absolute; GX's own project goes beside it); the report links it.
+    #: the repository or absolute; GX's own project goes beside it).
     data_docs: str | None = None
+    #: Where recipients reach that folder (a web server's URL, ending in the folder): the report
+    #: links ``<data_docs_url>/index.html`` only when it is set; a local file is no link for them.
+    data_docs_url: str | None = None
 
     @field_validator("recipients")
     @classmethod

@@ -344,7 +344,7 @@ def send_data_quality_report(mappings_dir: str) -> dict[str, Any]:
         _refresh_data_docs(project, connections)
         written = build_report(project, connections, Path(os.environ.get(REPORT_PATH_ENV) or DEFAULT_REPORT))
     log.info("%s: report written to %s", written.subject, written.path)
-    sent = send_html(project.defaults.report, written.subject, written.html)
+    sent = send_html(project.defaults.report, written.subject, written.mail_html, text=written.text)
     if not sent:
         log.info("report not mailed: no recipients under report.recipients")
     return {"path": str(written.path), "subject": written.subject, "needs_action": written.needs_action, "sent_to": sent}

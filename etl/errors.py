@@ -90,3 +90,24 @@ class ValidationFailed(EtlError):
 
 class ReconciliationFailed(EtlError):
     """A run's counts or the target's key checksum disagree with the source: nothing was committed."""
+
+
+@dataclass(frozen=True)
+class ParameterProblem:
+    """One bad run parameter: its name, what was given and the form it accepts."""
+
+    name: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+class TriggerParametersInvalid(EtlError):
+    """A run was triggered with parameters the flow does not take (an unknown key, a bad value).
+    Holds every problem, not just the first; nothing was read or written."""
+
+    def __init__(self, flow: str, problems: list[ParameterProblem]):
+        self.flow = flow
+        self.problems = problems
+        super().__init__(f"flow {flow!r}: bad trigger parameters: " + "; ".join(str(p) for p in problems))

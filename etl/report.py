@@ -16,7 +16,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from html import escape
@@ -355,9 +355,14 @@ def flow_report(
     return report
 
 
-def data_docs_link(settings: ReportSettings) -> str | None:
-    """A file URI of the Data Docs' index.html when the configured folder has one."""
-    if not settings.data_docs:
+def data_docs_link(settings: ReportSettings, *, local: bool = True) -> str | None:
+    """Where readers open the Data Docs: ``<report.data_docs_url>/index.html`` when a URL is
+    configured; else, for the page written on this machine only (``local``), a file URI of the
+    built folder's index.html; else None. A mail never carries a file URI: it is dead for
+    every recipient."""
+    if settings.data_docs_url:
+        return settings.data_docs_url.rstrip("/") + "/index.html"
+    if not local or not settings.data_docs:
         return None
     folder = Path(settings.data_docs)
     folder = folder if folder.is_absolute() else REPO_ROOT / folder
@@ -424,6 +429,34 @@ def subject(report: Report) -> str:
     if items:
         return f"{SUBJECT_PREFIX} ACTION NEEDED: {', '.join(items)} — {day}"
     return f"{SUBJECT_PREFIX} OK — {day}"
+
+
+def render_text(report: Report) -> str:
+    """The report's plain-text part: the verdict, what needs action and one line per flow."""
+    w = report.window
+    lines = [
+        subject(report), "",
+        f"Window {w.since:%Y-%m-%d %H:%M} – {w.until:%Y-%m-%d %H:%M} UTC, generated "
+        f"{report.generated_at:%Y-%m-%d %H:%M} UTC.", "",
+    ]
+    todo = [f"- {f.flow}: {'; '.join(f.problems)}" for f in report.flows_needing_action]
+    todo += [
+        f"- reconciliation {r.check.name}: "
+        + (r.error or f"{plural(len(r.mismatches), 'line')} beyond tolerance")
+        for r in report.reconciliations if not r.ok
+    ]
+    lines += ["Needs action:", *todo] if todo else ["Nothing needs action."]
+    lines += ["", "Flows (runs ok / failed / busy; rows read, loaded, quarantined; waiting in quarantine):"]
+    for f in report.flows:
+        lines.append(
+            f"- {f.flow}: {f.runs[SUCCESS]} / {f.runs[FAILED]} / {f.runs[BUSY]}; {_n(f.rows_read)}, "
+            f"{_n(f.rows_loaded)}, {_n(f.rows_quarantined)}; {_n(f.backlog)} waiting; last success "
+            f"{_ago(f.freshness.last_success, w.until)}"
+        )
+    if report.data_docs:
+        lines += ["", f"Great Expectations Data Docs: {report.data_docs}"]
+    lines += ["", "The HTML part has each flow's checks, quarantine reasons and trend."]
+    return "\n".join(lines) + "\n"
 
 
 # --- HTML -------------------------------------------------------------------------------------
@@ -694,7 +727,11 @@ class Written:
     path: Path
     subject: str
     needs_action: bool
+    #: The page as written to ``path`` (it may link Data Docs on this machine).
     html: str
+    #: The page as mailed (Data Docs linked only through report.data_docs_url) and its text twin.
+    mail_html: str
+    text: str
 
 
 def build_report(
@@ -710,4 +747,5 @@ def build_report(
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
-    return Written(out, subject(report), report.needs_action, html)
+    mailed = replace(report, data_docs=data_docs_link(report.settings, local=False))
+    return Written(out, subject(report), report.needs_action, html, render_html(mailed), render_text(mailed))

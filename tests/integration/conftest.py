@@ -60,6 +60,12 @@ class Received:
         assert part is not None, "the message has no HTML body"
         return str(part.get_content())
 
+    @property
+    def text(self) -> str:
+        part = self.message.get_body(preferencelist=("plain",))
+        assert part is not None, "the message has no plain-text body"
+        return str(part.get_content())
+
 
 @dataclass
 class Mailbox:

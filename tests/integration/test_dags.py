@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -103,6 +104,20 @@ def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> tuple[Any, Any, dic
     print(f"dag.test({dag.dag_id}, {conf or {}}): {time.perf_counter() - started:.2f}s")
     task = dag_run.get_task_instance(TASK_ID)
     return dag_run, task, task.xcom_pull(task_ids=TASK_ID)
+
+
+def with_recipients(project: Project, recipients: list[str]) -> Project:
+    """``project`` with the report and alert mails going to ``recipients``."""
+    from etl.config import ReportSettings
+
+    defaults = project.defaults.model_copy(update={"report": ReportSettings(recipients=recipients)})
+    return project.model_copy(update={"defaults": defaults})
+
+
+def build_dag_of(project: Project, flow: str) -> Any:
+    from etl.dag_factory import build_dag
+
+    return build_dag(project, project.flow(flow))
 
 
 def count(engine: Engine, table: str, where: str = "") -> int:
@@ -426,27 +441,34 @@ def test_the_demo_runs_through_airflow_and_a_rerun_loads_nothing(tmp_path: Path)
 
 @pytest.mark.slow
 def test_a_failed_sync_mails_an_alert_with_the_flow_the_error_and_what_to_do(
-    sqlite_demo: Demo, smtp_server: Any,
+    sqlite_demo: Demo, smtp_server: Any, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from etl.config import ReportSettings
-    from etl.dag_factory import build_dag
-
     # The ERP renamed a mapped column: the run fails for real, at once, and the alert goes out.
     with sqlite_demo.erp.begin() as conn:
         conn.execute(text("ALTER TABLE work_center RENAME COLUMN description TO descr"))
     recipients = ["it-oncall@plant.example"]
-    defaults = sqlite_demo.project.defaults.model_copy(update={"report": ReportSettings(recipients=recipients)})
-    project = sqlite_demo.project.model_copy(update={"defaults": defaults})
+    project = with_recipients(sqlite_demo.project, recipients)
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.plant.example")
+    # The masker warns once per process; as in a fresh task process, it has not warned yet.
+    from airflow.sdk._shared.secrets_masker.secrets_masker import SecretsMasker
+    monkeypatch.setattr(SecretsMasker, "_has_warned_short_secret", False)
 
-    dag_run, task, _ = run_dag(build_dag(project, project.flow("work_centers")))
+    dag_run, task, _ = run_dag(build_dag_of(project, "work_centers"))
     assert dag_run.state == "failed" and task.try_number == 1
+    assert "Skipping masking for a secret" not in "".join(capfd.readouterr())
 
     (mail,) = smtp_server.wait_for(1)
     assert mail.rcpt_tos == recipients
+    # The subject keeps the cause: the missing column, not the file or the run id.
     assert mail.subject.startswith("[erp-mes-sync] FAILED: sync_work_centers — SchemaDriftError: ")
+    assert "work_center.description not found" in mail.subject, mail.subject
+    assert dag_run.run_id not in mail.subject and ".yaml" not in mail.subject
     body = mail.html
     assert "Sync of flow work_centers failed" in body
     assert "work_center.description" in body and "did you mean &#x27;descr&#x27;" in body  # the task's error
+    assert body.count("mappings/flows/work_centers.yaml") == 1  # the full error, once
+    log_link = f"https://airflow.plant.example/dags/sync_work_centers/runs/{quote(dag_run.run_id)}/tasks/sync"
+    assert log_link in body and log_link in mail.text  # the task log, from [api] base_url
     assert dag_run.run_id in body  # the Airflow run
     with sqlite_demo.mes.connect() as conn:
         ledger_run = conn.execute(text("SELECT run_id FROM etl_ledger WHERE flow = 'work_centers'")).scalar_one()
@@ -489,4 +511,7 @@ def test_the_report_dag_writes_the_report_and_mails_it(
     (mail,) = smtp_server.wait_for(1)
     assert mail.subject == result["subject"] and mail.subject.startswith("[erp-mes-sync] ACTION NEEDED: ")
     assert "<a href='#flow-work_centers'>work_centers</a>" in mail.html
-    assert mail.html == (tmp_path / "dq.html").read_text(encoding="utf-8")
+    # A text part beside the HTML, and no link to a file on the Airflow host.
+    assert mail.message.get_content_type() == "multipart/alternative"
+    assert mail.text.startswith(mail.subject) and "- work_centers: " in mail.text
+    assert "file://" not in mail.html + mail.text

@@ -9,10 +9,12 @@ from etl.config import ReportSettings
 from etl.errors import (
     ConfigError,
     ConfigProblem,
+    ParameterProblem,
     ReconciliationFailed,
     SchemaDriftError,
     SourceUnavailable,
     StepFailed,
+    TriggerParametersInvalid,
     ValidationFailed,
 )
 
@@ -44,7 +46,7 @@ def test_the_next_step_depends_on_the_error_type(cause: BaseException, kind: str
 
 def test_the_alert_names_flow_error_and_both_run_ids_escaped() -> None:
     alert = failure_alert("confirmations", _failed(ValidationFailed("{{ 3 }} rows <b>报工</b> fail")), "manual__2026-11-25")
-    assert alert.subject.startswith("[erp-mes-sync] FAILED: sync_confirmations — ValidationFailed: mappings/flows/")
+    assert alert.subject == "[erp-mes-sync] FAILED: sync_confirmations — ValidationFailed: {{ 3 }} rows <b>报工</b> fail"
     assert "Sync of flow confirmations failed" in alert.html
     assert "{{ 3 }} rows &lt;b&gt;报工&lt;/b&gt; fail" in alert.html and "<b>" not in alert.html
     assert "manual__2026-11-25" in alert.html and "run-42" in alert.html
@@ -54,3 +56,31 @@ def test_the_alert_names_flow_error_and_both_run_ids_escaped() -> None:
 def test_without_recipients_the_callback_does_nothing() -> None:
     # No connection exists here: a send attempt would raise inside; nothing is attempted.
     FailureAlert("confirmations", ReportSettings())({"exception": ValueError("x"), "run_id": "r"})
+
+
+def test_the_subject_keeps_the_cause_and_the_body_says_the_error_once_with_the_log_link() -> None:
+    cause = SchemaDriftError(
+        "mappings/flows/personnel.yaml: flow 'personnel': schema drift detected before any write:\n  "
+        "column employee.dept_code not found (did you mean 'department_code'?); column employee.shift not found"
+    )
+    log_url = "https://airflow.plant.example/dags/sync_personnel/runs/manual__2026-12-01/tasks/sync?try_number=1"
+    alert = failure_alert("personnel", _failed(cause, "personnel"), "manual__2026-12-01T08:00:00+00:00", log_url)
+    assert alert.subject.startswith(
+        "[erp-mes-sync] FAILED: sync_personnel — SchemaDriftError: schema drift detected before any write: "
+        "column employee.dept_code not found"
+    )
+    assert len(alert.subject) < 160 and "manual__" not in alert.subject and "yaml" not in alert.subject
+    for body in (alert.html, alert.text):
+        assert body.count("mappings/flows/personnel.yaml: flow") == 1, body
+        assert "column employee.shift not found" in body and "run-42" in body
+    assert f"<a href='{log_url}'>" in alert.html and f"Task log: {log_url}" in alert.text
+
+
+def test_bad_trigger_parameters_are_a_refusal_not_an_outage() -> None:
+    refused = TriggerParametersInvalid("production_orders", [
+        ParameterProblem("full_refesh", "unknown parameter; did you mean 'full_refresh'?"),
+    ])
+    alert = failure_alert("production_orders", _failed(refused, "production_orders"))
+    assert alert.subject == ("[erp-mes-sync] REFUSED: sync_production_orders — bad trigger parameters: "
+                             "full_refesh: unknown parameter; did you mean 'full_refresh'?")
+    assert "Not an outage" in alert.text and "refused: bad trigger parameters" in alert.html

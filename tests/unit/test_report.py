@@ -119,7 +119,7 @@ def test_every_value_in_the_page_is_escaped() -> None:
     assert "&lt;r&gt;" in html and "<meta charset='utf-8'>" in html
 
 
-def test_the_data_docs_are_linked_only_when_their_index_exists(tmp_path) -> None:
+def test_the_data_docs_are_linked_locally_only_when_their_index_exists(tmp_path) -> None:
     from etl.report import data_docs_link
 
     settings = ReportSettings(data_docs=str(tmp_path / "data_docs"))
@@ -131,3 +131,20 @@ def test_the_data_docs_are_linked_only_when_their_index_exists(tmp_path) -> None
     report = _report([])
     report.data_docs = link
     assert f"<a href='{link}'>Great Expectations Data Docs</a>" in render_html(report)
+    # A mail gets no file link: only a configured URL.
+    assert data_docs_link(settings, local=False) is None
+    published = settings.model_copy(update={"data_docs_url": "https://dq.plant.example/gx/"})
+    assert data_docs_link(published, local=False) == "https://dq.plant.example/gx/index.html"
+
+
+def test_the_plain_text_part_says_what_needs_action() -> None:
+    from etl.report import render_text
+
+    failing = FlowReport("production_orders", "erp_to_mes", "mes_db", "@hourly",
+                         last_run={"run_id": "r", "started_at": NOW, "outcome": "failed",
+                                   "error": "parameters: TriggerParametersInvalid: bad trigger parameters"},
+                         freshness=Freshness(NOW, timedelta(hours=1), False))
+    text = render_text(_report([failing]))
+    assert text.startswith("[erp-mes-sync] ACTION NEEDED: 1 flow failing")
+    assert "- production_orders: last run failed: parameters: TriggerParametersInvalid" in text
+    assert "<" not in text
