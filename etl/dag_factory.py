@@ -15,9 +15,10 @@ Every task reads its source through a pool named after the source connection
 once; the pools must exist before the scheduler runs the tasks (``make airflow`` creates them,
 see ``source_pools``). A task retries with exponential backoff only for transient failures (a
 database went away, a deadlock, another run holds the lock); configuration, schema and data
-errors fail at once. Each task declares its target table as an outlet Asset
-(``x-erpmes://mes_db/work_order``), so the warehouse and report DAGs can schedule on it, and
-returns only the run's counts through XCom, never rows: any executor can run it. When a task
+errors fail at once. A run that changed its target table adds an event to the table's Asset
+(``x-erpmes://mes_db/work_order``) through the task's outlet alias, so the warehouse DAG runs
+after changes only; each task returns only the run's counts through XCom, never rows: any
+executor can run it. Unknown trigger parameters, which Airflow accepts, fail the task at once. When a task
 fails for good, its ``on_failure_callback`` mails an alert with the error and the next step to
 ``report.recipients`` (etl.alerts); ``data_quality_report`` mails the daily report at 06:00.
 
@@ -26,6 +27,7 @@ Nothing here touches a database at parse time: building the DAGs only reads the 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -33,11 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Asset, AssetAny, Param
+from airflow.sdk import DAG, Asset, AssetAlias, AssetAny, Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from etl.alerts import FailureAlert
 from etl.config import DEFAULT_MAPPINGS, ColumnSpec, Flow, Project, load_project
+from etl.errors import ParameterProblem, TriggerParametersInvalid
 
 if TYPE_CHECKING:
     from etl.runner import RunOptions, RunResult
@@ -108,34 +111,80 @@ def target_asset(flow: Flow) -> Asset:
     return table_asset(flow.target.connection, flow.target.table)
 
 
+def changes_alias(flow: Flow) -> AssetAlias:
+    """The task's outlet: an alias through which the task adds an event to ``target_asset`` only
+    when the run changed the table. A plain Asset outlet would get an event on every success,
+    dry runs and runs that loaded nothing included, and wake every consumer each time."""
+    return AssetAlias(name=f"{target_asset(flow).name}.changes")
+
+
 def tags_of(flow: Flow) -> list[str]:
     """The flow's direction, ``master_data`` if it is master data, its own tags, the project's."""
     return sorted({flow.direction, *flow.tags, PROJECT_TAG})
 
 
+#: Each run parameter's accepted form, in words: the form's help text and every refusal say it.
+ACCEPTED_FORMS = {
+    "full_refresh": "true or false",
+    "since": "a timestamp on the source's clock, YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS], e.g. 2026-11-20 08:00 "
+    "(ERP: plant local time, MES: UTC; an offset, if given, is dropped), or empty",
+    "dry_run": "true or false",
+    "plants": "a list of distinct ERP plant codes of 1 to 10 letters or digits, e.g. [\"1000\", \"2000\"]; "
+    "empty means every plant",
+}
+
+
 def trigger_params() -> dict[str, Param]:
-    """The trigger form: each value is checked against its JSON schema when a run is created."""
+    """The trigger form: each value is checked against its JSON schema when a run is created.
+    Each description ends with the accepted form; no field is marked required (none is)."""
     return {
         "full_refresh": Param(
             False, type="boolean", title="Full refresh",
-            description="Read the whole source again, ignoring the watermark.",
+            description="Read the whole source again, ignoring the watermark. "
+            f"Accepts {ACCEPTED_FORMS['full_refresh']}.",
         ),
+        # No `format: date-time`: the UI's picker for it is labelled UTC, but the value is read
+        # on the source's clock. The pattern checks the form whatever jsonschema has installed.
         "since": Param(
-            None, type=["null", "string"], format="date-time", pattern=ISO_TIMESTAMP,
-            title="Since",
-            description="Read from this source timestamp, ignoring the watermark. It is read on the "
-            "source's own clock (ERP: plant local time, MES: UTC); an offset, if given, is dropped.",
+            None, type=["null", "string"], pattern=ISO_TIMESTAMP, title="Since (source's clock)",
+            description="Read from this source timestamp, ignoring the watermark. "
+            f"Accepts {ACCEPTED_FORMS['since']}.",
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",
-            description="Do everything, then roll back; the ledger says what would have changed.",
+            description="Do everything, then roll back; the ledger says what would have changed. "
+            f"Accepts {ACCEPTED_FORMS['dry_run']}.",
         ),
         "plants": Param(
-            [], type="array", items={"type": "string", "pattern": PLANT_CODE}, uniqueItems=True,
+            [], type=["array", "null"], items={"type": "string", "pattern": PLANT_CODE}, uniqueItems=True,
             title="Plants",
-            description="ERP plant codes to limit the run to, one per line; empty means every plant.",
+            description=f"ERP plant codes to limit the run to, one per line. Accepts {ACCEPTED_FORMS['plants']}.",
         ),
     }
+
+
+def trigger_problems(conf: Mapping[str, Any] | None) -> list[ParameterProblem]:
+    """Every problem of a run's ``conf``, not just the first: unknown keys (with the nearest
+    known one) and values outside their accepted form. ``[]`` when the conf is good."""
+    import difflib
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = trigger_params()
+    problems = []
+    for key, value in (conf or {}).items():
+        if key not in params:
+            near = difflib.get_close_matches(key, list(params), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            problems.append(ParameterProblem(
+                key, f"unknown parameter{hint} (the form takes {', '.join(params)})",
+            ))
+            continue
+        try:
+            params[key].resolve(value)
+        except ParamValidationError:
+            problems.append(ParameterProblem(key, f"got {json.dumps(value)}; accepts {ACCEPTED_FORMS[key]}"))
+    return problems
 
 
 def _markdown_cell(value: object) -> str:
@@ -279,7 +328,7 @@ def build_dag(project: Project, flow: Flow) -> DAG:
             retry_exponential_backoff=RETRY_BACKOFF,
             max_retry_delay=MAX_RETRY_DELAY,
             execution_timeout=EXECUTION_TIMEOUTS.get(flow.schedule_group, timedelta(hours=1)),
-            outlets=[target_asset(flow)],
+            outlets=[changes_alias(flow)],
             # Called once the task has failed for good (retries used up), never on a retry.
             on_failure_callback=FailureAlert(flow.flow, project.defaults.report),
             doc_md=f"Runs flow `{flow.flow}` once (`python -m etl run {flow.flow}` does the same).",
@@ -463,8 +512,9 @@ def run_options(params: Mapping[str, Any]) -> RunOptions:
     )
 
 
-def _unknown_conf_keys(conf: Mapping[str, Any] | None) -> list[str]:
-    return sorted(set(conf or {}) - set(trigger_params()))
+def changed_target(summary: Mapping[str, Any], dry_run: bool) -> bool:
+    """Whether a run changed its target table: rows loaded or deleted, and not a dry run."""
+    return not dry_run and (summary["rows_loaded"] > 0 or summary["rows_deleted"] > 0)
 
 
 def sync_flow(
@@ -477,26 +527,33 @@ def sync_flow(
     """The task: run one flow with the trigger's parameters; return its counts for XCom.
 
     Returns ``{"run_id", "outcome", "seconds", <ledger counts>}``, never rows. Raises
-    AirflowFailException (no retry) for errors a retry cannot fix, and re-raises transient
-    ones (StepFailed with ``retryable``) so Airflow retries them with backoff.
+    AirflowFailException (no retry) for errors a retry cannot fix, bad trigger parameters
+    included (recorded in the ledger as a failed run), and re-raises transient ones (StepFailed
+    with ``retryable``) so Airflow retries them with backoff. Adds an event to the target's
+    asset only when the run changed the table.
     """
     from etl.connections import Connections
     from etl.errors import ConfigError, StepFailed
-    from etl.runner import run_flow
+    from etl.runner import refuse_run, run_flow
 
-    unknown = _unknown_conf_keys(getattr(dag_run, "conf", None))
-    if unknown:
-        raise AirflowFailException(
-            f"flow {flow_name!r}: unknown run parameter(s) {', '.join(unknown)}; "
-            f"expected: {', '.join(trigger_params())}"
-        )
     try:
         project = load_project(mappings_dir)
         flow = project.flow(flow_name)
-        options = run_options(params)
-    except (ConfigError, ValueError) as exc:
-        # The YAML changed since the DAG was parsed, or a value passed the form but not the parser.
+    except ConfigError as exc:
+        # The YAML changed since the DAG was parsed.
         raise AirflowFailException(f"flow {flow_name!r}: {exc}") from exc
+    conf = dict(getattr(dag_run, "conf", None) or {})
+    problems = trigger_problems(conf)
+    if not problems:
+        try:
+            options = run_options(params)
+        except ValueError as exc:  # a value that passed the form but not the parser
+            problems = [ParameterProblem("since", f"{exc}; accepts {ACCEPTED_FORMS['since']}")]
+    if problems:
+        with Connections() as connections:
+            refused = refuse_run(project, flow.flow, connections, conf, TriggerParametersInvalid(flow.flow, problems))
+        log.error("%s (not retried: trigger the DAG again with good parameters)", refused.cause)
+        raise AirflowFailException(str(refused.cause)) from refused
     log.info("flow %s (%s): %s", flow.flow, flow.file, options.as_dict())
     with Connections() as connections:
         try:
@@ -513,11 +570,11 @@ def sync_flow(
     for warning in result.warnings:
         log.warning("flow %s: %s", flow.flow, warning)
     summary = run_summary(result)
-    if outlet_events is not None:
-        outlet_events[target_asset(flow)].extra = {
+    if outlet_events is not None and changed_target(summary, options.dry_run):
+        outlet_events[changes_alias(flow)].add(target_asset(flow), extra={
             "flow": flow.flow, "run_id": summary["run_id"], "rows_loaded": summary["rows_loaded"],
-            "rows_deleted": summary["rows_deleted"], "dry_run": options.dry_run,
-        }
+            "rows_deleted": summary["rows_deleted"],
+        })
     return summary
 
 

@@ -193,6 +193,23 @@ def run_flow(
     return result
 
 
+def refuse_run(
+    project: Project, name: str, connections: Connections, given: dict[str, Any], cause: EtlError,
+) -> StepFailed:
+    """Record a run refused before it started (e.g. bad trigger parameters) as a failed run at
+    step ``parameters`` in the ledger, so the report counts it; returns the StepFailed to raise.
+    Nothing is read or written besides the ledger row."""
+    flow = project.flow(name)
+    now = utcnow()
+    run = ledger.RunRecord(
+        run_id=str(uuid.uuid4()), flow=flow.flow, direction=flow.direction, started_at=now,
+        options=given, finished_at=now, outcome=ledger.FAILED,
+        error=f"parameters: {type(cause).__name__}: {_one_line(cause)}",
+    )
+    _write_ledger_alone(connections, flow, run)
+    return StepFailed(flow.flow, "parameters", run.run_id, cause)
+
+
 def _release_lock(conn: Connection, flow: str) -> None:
     try:
         dialect_for(conn).release_lock(conn, flow)

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 from etl.config import REPO_ROOT, Project, load_project
-from etl.connections import CONNECTIONS_FILE_ENV, create_db_engine
+from etl.connections import CONNECTIONS_FILE_ENV, Connections, create_db_engine
 from etl.demo.setup import init_demo
 from etl.ledger import RunCounts
 
@@ -162,6 +162,7 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
         TASK_ID,
         WAREHOUSE_DAG_ID,
         WAREHOUSE_REBUILD_DAG_ID,
+        changes_alias,
         dag_id_of,
         pool_of,
         target_asset,
@@ -192,8 +193,9 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
         assert task.pool == pool_of(flow) == f"{flow.source.connection}_pool"
         assert task.retries == RETRIES and task.retry_exponential_backoff > 1
         assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=3)
-        assert task.outlets == [target_asset(flow)]
-        assert task.outlets[0].uri == f"x-erpmes://{flow.target.connection}/{flow.target.table}"
+        # Events reach the table's asset through the alias, only from runs that changed it.
+        assert task.outlets == [changes_alias(flow)]
+        assert target_asset(flow).uri == f"x-erpmes://{flow.target.connection}/{flow.target.table}"
         (alert,) = task.on_failure_callback
         assert isinstance(alert, FailureAlert) and alert.flow == name
     schedules = {bag.dags[dag_id_of(n)].schedule for n in ("materials", "production_orders", "confirmations")}
@@ -225,6 +227,7 @@ def test_trigger_form_accepts_good_values_and_refuses_bad_ones(airflow_home: Pat
         {"since": "2026-11-20T08:00"},
         {"since": "2026-11-20T08:00:00+08:00"},
         {"since": None, "plants": ["1000", "2000"]},
+        {"plants": None},
     ]
     for conf in good:
         validated_form(dag, conf)
@@ -245,6 +248,20 @@ def test_trigger_form_accepts_good_values_and_refuses_bad_ones(airflow_home: Pat
         dag.test(run_conf={"plants": ["1000;DROP"]})
 
 
+def test_the_task_names_every_bad_parameter_with_its_accepted_form(airflow_home: Path) -> None:
+    from etl.dag_factory import ACCEPTED_FORMS, trigger_problems
+
+    assert trigger_problems({"full_refresh": True, "since": "2026-11-20 08:00", "plants": ["1000"]}) == []
+    problems = {p.name: p.message for p in trigger_problems(
+        {"full_refesh": True, "since": "yesterday", "plants": ["1000;DROP"], "dry_run": "yes"}
+    )}
+    assert set(problems) == {"full_refesh", "since", "plants", "dry_run"}
+    assert problems["full_refesh"].startswith("unknown parameter; did you mean 'full_refresh'?")
+    assert problems["since"] == f'got "yesterday"; accepts {ACCEPTED_FORMS["since"]}'
+    assert "YYYY-MM-DD HH:MM" in problems["since"] and "1 to 10 letters or digits" in problems["plants"]
+    assert all("schema" not in m and "^" not in m for m in problems.values())
+
+
 @pytest.mark.slow
 def test_a_flow_dag_loads_rows_writes_the_ledger_and_updates_its_asset(demo: Demo) -> None:
     from airflow.models.asset import AssetEvent, AssetModel
@@ -252,6 +269,8 @@ def test_a_flow_dag_loads_rows_writes_the_ledger_and_updates_its_asset(demo: Dem
 
     from etl.dag_factory import target_asset
 
+    _, _, dry = run_dag(demo.dag("materials"), {"dry_run": True})
+    assert dry is not None and dry["outcome"] == "dry_run" and dry["rows_loaded"] > 0 == count(demo.mes, "item")
     dag_run, task, summary = run_dag(demo.dag("materials"))
     assert dag_run.state == "success" and task.try_number == 1
     assert summary is not None and set(summary) == {"run_id", "outcome", "seconds"} | LEDGER_COUNTS
@@ -273,6 +292,13 @@ def test_a_flow_dag_loads_rows_writes_the_ledger_and_updates_its_asset(demo: Dem
     _, _, again = run_dag(demo.dag("materials"))
     assert again is not None and again["outcome"] == "success"
     assert again["rows_loaded"] == 0 and again["rows_new_in_quarantine"] == 0
+    # Neither the run that changed nothing nor the dry run woke the table's consumers.
+    with create_session() as session:
+        runs = [
+            e.extra.get("run_id") for e in session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == asset.uri).all()
+        ]
+    assert summary["run_id"] in runs and again["run_id"] not in runs and dry["run_id"] not in runs
 
 
 @pytest.mark.slow
@@ -327,11 +353,31 @@ def test_a_schema_error_fails_at_once_and_the_log_names_flow_file_and_column(
 
 
 @pytest.mark.slow
-def test_an_unknown_run_parameter_fails_at_once(sqlite_demo: Demo, capfd: pytest.CaptureFixture[str]) -> None:
-    dag_run, task, _ = run_dag(sqlite_demo.dag("work_centers"), {"full_refesh": True})
-    assert dag_run.state == "failed" and task.try_number == 1
-    assert "unknown run parameter(s) full_refesh" in "".join(capfd.readouterr())
+def test_a_conf_typo_is_refused_as_bad_trigger_parameters_alerted_and_counted_in_the_report(
+    sqlite_demo: Demo, smtp_server: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+) -> None:
+    from etl.report import Window, build_report, utcnow
+
+    project = with_recipients(sqlite_demo.project, ["qa-lead@plant.example", "it-oncall@plant.example"])
+    dag_run, task, _ = run_dag(build_dag_of(project, "work_centers"), {"full_refesh": True, "plant": ["1000"]})
+    assert dag_run.state == "failed" and task.try_number == 1, "bad parameters must not be retried"
+    assert "did you mean 'full_refresh'?" in "".join(capfd.readouterr())
     assert count(sqlite_demo.mes, "equipment") == 0
+
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.subject.startswith("[erp-mes-sync] REFUSED: sync_work_centers — bad trigger parameters: "
+                                   "full_refesh: unknown parameter; did you mean 'full_refresh'?")
+    assert "FAILED" not in mail.subject and "Not an outage" in mail.text
+    assert "plant: unknown parameter; did you mean 'plants'?" in mail.text  # every problem, not the first
+
+    with sqlite_demo.mes.connect() as conn:
+        (row,) = conn.execute(text("SELECT run_id, outcome, error FROM etl_ledger WHERE flow = 'work_centers'")).all()
+    assert row.outcome == "failed" and row.error.startswith("parameters: TriggerParametersInvalid: ")
+    assert row.run_id in mail.text
+    now = utcnow() + timedelta(seconds=1)  # the report's clock has whole seconds
+    written = build_report(project, Connections(), tmp_path / "dq.html", Window(now - timedelta(hours=1), now))
+    assert "1 flow failing" in written.subject
+    assert "- work_centers: last run failed: parameters: TriggerParametersInvalid" in written.text
 
 
 @pytest.mark.slow
