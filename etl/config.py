@@ -437,6 +437,8 @@ class Flow(_Model):
     direction: Direction
     tags: list[str] = Field(default_factory=list)
     schedule: str | None = None
+    #: Whether the flow's Airflow DAG starts paused when it first appears; unset: the project's.
+    paused_on_create: bool | None = None
     depends_on: list[str] = Field(default_factory=list)
     source: SourceSpec
     target: TargetSpec
@@ -613,6 +615,9 @@ class Defaults(_Model):
     cursor: dict[str, Any] = Field(default_factory=dict)
     #: Released quarantine entries (their payloads are business data) are purged after this many days.
     quarantine_retention_days: int | None = Field(default=None, ge=1)
+    #: New flow DAGs start paused: a flow writes into a production system only once a person
+    #: has unpaused it. A flow file's own ``paused_on_create`` overrides this.
+    paused_on_create: bool = True
     report: ReportSettings = ReportSettings()
 
 
@@ -692,6 +697,10 @@ class Project(_Model):
 
     def schedule_of(self, flow: Flow) -> str | None:
         return flow.schedule or self.defaults.schedules.get(flow.schedule_group)
+
+    def paused_on_create(self, flow: Flow) -> bool:
+        """Whether the flow's DAG starts paused: the flow's own setting, else the project's."""
+        return self.defaults.paused_on_create if flow.paused_on_create is None else flow.paused_on_create
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:

@@ -317,6 +317,7 @@ def build_dag(project: Project, flow: Flow) -> DAG:
         max_active_runs=1,
         tags=tags_of(flow),
         params=trigger_params(),
+        is_paused_upon_creation=project.paused_on_create(flow),
     ) as dag:
         PythonOperator(
             task_id=TASK_ID,

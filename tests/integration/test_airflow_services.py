@@ -35,6 +35,9 @@ pytestmark = pytest.mark.slow
 
 ORDERS = 60
 FLOW_DAG = "sync_work_centers"
+WAREHOUSE_DAG = "warehouse"
+# Several scheduler loops (a few seconds each): long enough for a run to start if it could.
+PAUSED_WAIT = 15
 REDIS = ("127.0.0.1", 6379)
 STARTUP_TIMEOUT = 120
 RUN_TIMEOUT = 240
@@ -242,7 +245,40 @@ def equipment_rows(mes_url: str) -> int:
         engine.dispose()
 
 
-def test_a_run_triggered_through_the_rest_api_with_a_conf(
+def dag_runs(airflow: AirflowServices, dag_id: str) -> list[dict[str, Any]]:
+    status, body = airflow.request("GET", f"/api/v2/dags/{dag_id}/dagRuns")
+    assert status == 200, body
+    return list(body["dag_runs"])
+
+
+def run_state(airflow: AirflowServices, dag_id: str, run_id: str) -> str:
+    return str(airflow.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")[1]["state"])
+
+
+def is_paused(airflow: AirflowServices, dag_id: str) -> bool:
+    status, body = airflow.request("GET", f"/api/v2/dags/{dag_id}")
+    assert status == 200, body
+    return bool(body["is_paused"])
+
+
+def wait_finished(airflow: AirflowServices, dag_id: str, run_id: str) -> str:
+    def finished() -> str | None:
+        state = run_state(airflow, dag_id, run_id)
+        return state if state in ("success", "failed") else None
+
+    return str(airflow.wait_for(f"run {run_id} of {dag_id}", finished, RUN_TIMEOUT))
+
+
+def sync_summary(airflow: AirflowServices, run_id: str) -> dict[str, Any]:
+    status, entry = airflow.request(
+        "GET", f"/api/v2/dags/{FLOW_DAG}/dagRuns/{run_id}/taskInstances/sync/xcomEntries/return_value",
+    )
+    assert status == 200, entry
+    value = entry["value"]
+    return dict(json.loads(value) if isinstance(value, str) else value)
+
+
+def test_a_new_dag_waits_paused_runs_as_readme_says_and_only_changes_wake_the_warehouse(
     tmp_path: Path, services: Callable[[dict[str, str]], AirflowServices],
 ) -> None:
     urls = {n: URL.create("sqlite", database=str(tmp_path / f"{n}.db")) for n in ("erp", "mes", "warehouse")}
@@ -253,10 +289,66 @@ def test_a_run_triggered_through_the_rest_api_with_a_conf(
     airflow.start("api-server", "api-server")
     airflow.start("scheduler", "scheduler")
     airflow.start("dag-processor", "dag-processor")
+    airflow.wait_for("the api-server", airflow.healthy, STARTUP_TIMEOUT)
+    airflow.wait_for(
+        f"DAG {FLOW_DAG} to be parsed", lambda: airflow.request("GET", f"/api/v2/dags/{FLOW_DAG}")[0] == 200,
+        STARTUP_TIMEOUT,
+    )
+    # A new flow's DAG starts paused (paused_on_create in mappings/defaults.yaml).
+    assert is_paused(airflow, FLOW_DAG)
 
-    summary, _ = trigger_and_wait(airflow, {"full_refresh": True, "plants": ["1000", "2000"]})
-    assert summary["outcome"] == "success" and summary["rows_read"] > 0
-    assert equipment_rows(demo["mes"]) == summary["rows_read"]
+    # A refused trigger creates no run and leaves the DAG paused.
+    status, body = airflow.request(
+        "POST", f"/api/v2/dags/{FLOW_DAG}/dagRuns", {"logical_date": None, "conf": {"plants": ["1000;DROP"]}},
+    )
+    assert status == 400 and "plants" in body["detail"], body
+    assert is_paused(airflow, FLOW_DAG) and dag_runs(airflow, FLOW_DAG) == []
+
+    # The warehouse DAG listens to every sync flow's table.
+    status, body = airflow.request("PATCH", f"/api/v2/dags/{WAREHOUSE_DAG}", {"is_paused": False})
+    assert status == 200, body
+
+    # Triggering does not unpause: the run waits in queued while the scheduler goes round.
+    conf = {"full_refresh": True, "plants": ["1000", "2000"]}
+    status, body = airflow.request("POST", f"/api/v2/dags/{FLOW_DAG}/dagRuns", {"logical_date": None, "conf": conf})
+    assert status == 200 and body["conf"] == conf, body
+    waiting = body["dag_run_id"]
+    time.sleep(PAUSED_WAIT)
+    assert run_state(airflow, FLOW_DAG, waiting) == "queued" and is_paused(airflow, FLOW_DAG)
+
+    # README: unpause, then the queued run goes; a trigger of the unpaused DAG runs as well.
+    status, body = airflow.request("PATCH", f"/api/v2/dags/{FLOW_DAG}", {"is_paused": False})
+    assert status == 200, body
+    assert wait_finished(airflow, FLOW_DAG, waiting) == "success", airflow.logs()
+    # Unpausing also starts the run of the schedule's latest interval (catchup is off: only that).
+    runs = dag_runs(airflow, FLOW_DAG)
+    assert {r["run_type"] for r in runs} == {"manual", "scheduled"} and len(runs) == 2, runs
+    assert all(wait_finished(airflow, FLOW_DAG, r["dag_run_id"]) == "success" for r in runs), airflow.logs()
+    summaries = {r["dag_run_id"]: sync_summary(airflow, r["dag_run_id"]) for r in runs}
+    (changed,) = [run_id for run_id, summary in summaries.items() if summary["rows_loaded"] > 0]
+    assert equipment_rows(demo["mes"]) == summaries[changed]["rows_loaded"] > 0
+
+    # The run that loaded rows woke the warehouse once; the other loaded nothing and added no event.
+    airflow.wait_for("the warehouse run the sync's asset event queues",
+                     lambda: dag_runs(airflow, WAREHOUSE_DAG), STARTUP_TIMEOUT)
+    (woken,) = dag_runs(airflow, WAREHOUSE_DAG)
+    assert woken["run_type"] == "asset_triggered", woken
+
+    status, body = airflow.request("POST", f"/api/v2/dags/{FLOW_DAG}/dagRuns", {"logical_date": None, "conf": {}})
+    assert status == 200, body
+    noop = body["dag_run_id"]
+    assert wait_finished(airflow, FLOW_DAG, noop) == "success", airflow.logs()
+    unchanged = sync_summary(airflow, noop)
+    assert unchanged["rows_loaded"] == 0 and unchanged["rows_deleted"] == 0, unchanged
+
+    # A run that changed nothing adds no asset event: nothing queued, no second warehouse run.
+    status, events = airflow.request("GET", f"/api/v2/assets/events?source_dag_id={FLOW_DAG}")
+    assert status == 200, events
+    assert [e["source_run_id"] for e in events["asset_events"]] == [changed], events
+    time.sleep(PAUSED_WAIT)
+    status, queued = airflow.request("GET", f"/api/v2/dags/{WAREHOUSE_DAG}/assets/queuedEvents")
+    assert status == 404 or queued["total_entries"] == 0, queued
+    assert [r["dag_run_id"] for r in dag_runs(airflow, WAREHOUSE_DAG)] == [woken["dag_run_id"]]
 
 
 def redis_reachable() -> bool:

@@ -186,6 +186,11 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
         assert ("master_data" in dag.tags) == ("master_data" in flow.tags)
         assert set(dag.params) == {"full_refresh", "since", "dry_run", "plants"}
         assert dag.params["full_refresh"] is False and dag.params["plants"] == []
+        # The UI marks a field required unless its type allows null: an empty `plants` means all.
+        assert "null" in dag.params.get_param("plants").schema["type"]
+        assert "format" not in dag.params.get_param("since").schema  # no picker labelled UTC
+        assert all("Accepts " in dag.params.get_param(p).description for p in dag.params)
+        assert dag.is_paused_upon_creation is project.paused_on_create(flow) is True
         assert flow.source.table in dag.doc_md and flow.target.table in dag.doc_md
         assert all(f"`{c.target}`" in dag.doc_md for c in flow.columns)
         (task,) = dag.tasks
