@@ -68,7 +68,8 @@ def build_message(sender: str, to: Sequence[str], subject: str, html: str, text:
     message["To"] = ", ".join(to)
     message["Date"] = formatdate(localtime=True)
     message.set_content(text)
-    message.add_alternative(html, subtype="html")
+    # Base64 keeps the page byte for byte: its lines can be longer than SMTP allows.
+    message.add_alternative(html, subtype="html", cte="base64")
     return message
 
 
