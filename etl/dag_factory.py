@@ -134,6 +134,12 @@ ACCEPTED_FORMS = {
 }
 
 
+def _in_refusals(name: str) -> dict[str, Any]:
+    """The accepted form as a JSON-schema comment: validators ignore it, but Airflow's refusal
+    of a run (400) prints the failing (sub)schema, so the refusal says the form in words."""
+    return {"$comment": f"{name} accepts {ACCEPTED_FORMS[name]}"}
+
+
 def trigger_params() -> dict[str, Param]:
     """The trigger form: each value is checked against its JSON schema when a run is created.
     Each description ends with the accepted form; no field is marked required (none is)."""
@@ -149,6 +155,7 @@ def trigger_params() -> dict[str, Param]:
             None, type=["null", "string"], pattern=ISO_TIMESTAMP, title="Since (source's clock)",
             description="Read from this source timestamp, ignoring the watermark. "
             f"Accepts {ACCEPTED_FORMS['since']}.",
+            **_in_refusals("since"),
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",
@@ -156,8 +163,8 @@ def trigger_params() -> dict[str, Param]:
             f"Accepts {ACCEPTED_FORMS['dry_run']}.",
         ),
         "plants": Param(
-            [], type=["array", "null"], items={"type": "string", "pattern": PLANT_CODE}, uniqueItems=True,
-            title="Plants",
+            [], type=["array", "null"], items={"type": "string", "pattern": PLANT_CODE, **_in_refusals("plants")},
+            uniqueItems=True, title="Plants", **_in_refusals("plants"),
             description=f"ERP plant codes to limit the run to, one per line. Accepts {ACCEPTED_FORMS['plants']}.",
         ),
     }

@@ -302,6 +302,8 @@ def test_a_new_dag_waits_paused_runs_as_readme_says_and_only_changes_wake_the_wa
         "POST", f"/api/v2/dags/{FLOW_DAG}/dagRuns", {"logical_date": None, "conf": {"plants": ["1000;DROP"]}},
     )
     assert status == 400 and "plants" in body["detail"], body
+    # The accepted form, in words (the refusal prints the schema wrapped and quoted).
+    assert "1 to 10 letters or digits" in " ".join(body["detail"].replace("'", "").split()), body
     assert is_paused(airflow, FLOW_DAG) and dag_runs(airflow, FLOW_DAG) == []
 
     # The warehouse DAG listens to every sync flow's table.

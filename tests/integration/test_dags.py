@@ -138,6 +138,11 @@ def validated_form(dag: Any, conf: dict[str, Any]) -> dict[str, Any]:
     return params.validate()
 
 
+def words(text: object) -> str:
+    """``text`` without quotes, on one line: Airflow's refusal wraps and quotes the schema it prints."""
+    return " ".join(str(text).replace("'", "").replace('"', "").split())
+
+
 def fresh_parse_seconds() -> float:
     """Seconds a new Python process with Airflow loaded takes to parse dags/ (our imports included)."""
     script = (
@@ -248,9 +253,13 @@ def test_trigger_form_accepts_good_values_and_refuses_bad_ones(airflow_home: Pat
     for conf in bad:
         with pytest.raises(ParamValidationError):
             validated_form(dag, conf)
-    # The same check refuses the run before anything is created or executed.
-    with pytest.raises(ParamValidationError, match="1000;DROP"):
+    # The same check refuses the run before anything is created or executed, in words too.
+    with pytest.raises(ParamValidationError, match="1000;DROP") as refused:
         dag.test(run_conf={"plants": ["1000;DROP"]})
+    assert "plants accepts a list of distinct ERP plant codes of 1 to 10 letters or digits" in words(refused.value)
+    with pytest.raises(ParamValidationError) as refused:
+        dag.test(run_conf={"since": "yesterday"})
+    assert "since accepts a timestamp on the sources clock, YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS]" in words(refused.value)
 
 
 def test_the_task_names_every_bad_parameter_with_its_accepted_form(airflow_home: Path) -> None:
