@@ -109,7 +109,9 @@ def root_error(exc: BaseException | None) -> BaseException | None:
     chain = causes(exc)
     for cause in chain:
         if isinstance(cause, StepFailed):
-            return cause.cause
+            # A driver error the runner judged transient is raised from its one-line
+            # SourceUnavailable, without the statement and parameters the driver's text carries.
+            return cause.__cause__ if isinstance(cause.__cause__, SourceUnavailable) else cause.cause
     for cause in chain:
         if isinstance(cause, EtlError):
             return cause

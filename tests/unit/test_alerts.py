@@ -84,3 +84,14 @@ def test_bad_trigger_parameters_are_a_refusal_not_an_outage() -> None:
     assert alert.subject == ("[erp-mes-sync] REFUSED: sync_production_orders — bad trigger parameters: "
                              "full_refesh: unknown parameter; did you mean 'full_refresh'?")
     assert "Not an outage" in alert.text and "refused: bad trigger parameters" in alert.html
+
+
+def test_a_transient_driver_error_is_shown_as_its_one_line_not_the_statement() -> None:
+    driver = RuntimeError("(psycopg2.OperationalError) server closed the connection\n[SQL: SELECT * FROM item]")
+    step = StepFailed("materials", "extract", "run-7", driver)
+    try:
+        raise step from SourceUnavailable("server closed the connection")
+    except StepFailed as exc:
+        alert = failure_alert("materials", exc)
+    assert alert.subject == "[erp-mes-sync] FAILED: sync_materials — SourceUnavailable: server closed the connection"
+    assert "[SQL" not in alert.html + alert.text and "run-7" in alert.text
