@@ -181,6 +181,10 @@ class CursorSpec(_Model):
     #: aside before the transform instead of being compared with the target again (the SQL
     #: path). Off by default: a re-read row then also restores a hand edit on the target.
     skip_loaded: bool = False
+    #: How far past the source's own clock a cursor value may lie (local times read against
+    #: a clock in another zone, clock skew). A row beyond it is loaded and reported, but the
+    #: watermark never passes the clock plus this.
+    future_tolerance: Duration = timedelta(days=1)
 
 
 class CrosswalkRef(_Model):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import pandas as pd
-from sqlalchemy import Connection, Select, Table, and_, func, select
+from sqlalchemy import Connection, DateTime, Select, Table, and_, func, select
 
 from etl.config import Flow
 from etl.dialects.base import exclude_filter, scope_filter
@@ -20,7 +21,11 @@ from etl.watermark import CursorValue, Window, window_filter
 
 
 class Source(Protocol):
-    def ceiling(self) -> CursorValue | None: ...
+    def ceiling(self, limit: CursorValue | None = None) -> CursorValue | None: ...
+
+    def clock(self) -> datetime: ...
+
+    def beyond(self, limit: CursorValue, sample: int) -> tuple[int, list[str]]: ...
 
     def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]: ...
 
@@ -55,17 +60,42 @@ class TableSource:
             clauses.append(self.table.c[self.flow.source.plant_column].in_(self.plants))
         return clauses
 
-    def ceiling(self) -> CursorValue | None:
-        """The source's own latest cursor value now; a run reads nothing past it."""
+    def ceiling(self, limit: CursorValue | None = None) -> CursorValue | None:
+        """The source's own latest cursor value now, not past ``limit``; a run reads nothing
+        past it (but rows dated past the limit, see ``Window.beyond``)."""
         if self.flow.cursor is None:
             return None
         column = self.table.c[self.flow.cursor.column]
         stmt = select(func.max(column)).select_from(self.table)
         filters = self._filters()
+        if limit is not None:
+            filters.append(column <= limit)
         if filters:
             stmt = stmt.where(and_(*filters))
         ceiling: CursorValue | None = self.conn.execute(stmt).scalar_one()
         return ceiling
+
+    def clock(self) -> datetime:
+        """The source database's own time now (naive in its session's zone, or aware)."""
+        now: datetime = self.conn.execute(select(func.current_timestamp(type_=DateTime()))).scalar_one()
+        return now
+
+    def beyond(self, limit: CursorValue, sample: int) -> tuple[int, list[str]]:
+        """How many rows have a cursor past ``limit``, and the keys of the first ``sample``."""
+        assert self.flow.cursor is not None
+        column = self.table.c[self.flow.cursor.column]
+        clauses = [*self._filters(), column > limit]
+        count = int(self.conn.execute(select(func.count()).select_from(self.table).where(and_(*clauses))).scalar_one())
+        keys = self.flow.source_key_columns()
+        rows = self.conn.execute(
+            select(column, *[self.table.c[k] for k in keys]).where(and_(*clauses))
+            .order_by(*[self.table.c[k] for k in keys]).limit(sample)
+        ).all()
+        described = [
+            ", ".join(f"{k}={v}" for k, v in zip(keys, row[1:], strict=True)) + f" ({self.flow.cursor.column} {row[0]})"
+            for row in rows
+        ]
+        return count, described
 
     def query(self, window: Window | None) -> Select[Any]:
         columns = self.flow.source_columns()

@@ -270,11 +270,13 @@ def _run_steps(
     plants = _source_plants(flow, options.plants, crosswalks, result)
     source = TableSource(sconn, source_table, flow, plants)
     full_read = options.full_refresh or flow.load.mode == "snapshot_replace" or flow.cursor is None
-    ceiling = source.ceiling()
-    window = (
-        wm.plan_window(flow_state.watermark, ceiling, flow.cursor.lookback, since=options.since, full_refresh=full_read)
-        if flow.cursor is not None else None
-    )
+    window = None
+    if flow.cursor is not None:
+        ceiling, beyond = _ceiling(flow, source, flow_state.watermark, run, result)
+        window = wm.plan_window(
+            flow_state.watermark, ceiling, flow.cursor.lookback, since=options.since, full_refresh=full_read,
+            beyond=beyond,
+        )
     if window is not None:
         run.window_from = None if window.lower is None else str(window.lower)
         run.window_to = None if window.upper is None else str(window.upper)
@@ -282,7 +284,7 @@ def _run_steps(
     enter("stage")
     staging = dialect.create_staging(tconn, target_table, columns + insert_only_columns(flow), flow.flow)
     now = clock()
-    empty_source = window is not None and window.upper is None and not window.include_null
+    empty_source = window is not None and window.upper is None and not window.include_null and window.beyond is None
     sql_path = pushdown.unsupported_reason(
         flow, source_table, target_table, sconn.dialect.name, tconn.dialect.name, crosswalks,
     )
@@ -443,6 +445,42 @@ def _run_steps(
     if not options.dry_run:
         run.outcome = ledger.SUCCESS
         ledger.write_run(tconn, run)
+
+
+def _ceiling(
+    flow: Flow, source: TableSource, watermark: wm.CursorValue | None, run: ledger.RunRecord, result: RunResult,
+) -> tuple[wm.CursorValue | None, wm.CursorValue | None]:
+    """The window's ceiling, and the clock's limit when rows lie past it (else None).
+
+    A row dated past the source's clock plus ``cursor.future_tolerance`` is read and loaded,
+    but never becomes the watermark: it would hide every later change. Each run reports it.
+    """
+    assert flow.cursor is not None
+    highest = source.ceiling()
+    if highest is None:
+        return None, None
+    limit = wm.clock_limit(source.clock(), flow.cursor.future_tolerance, highest)
+    frozen = watermark is not None and limit is not None and wm.is_after(watermark, limit)
+    if limit is None or (not wm.is_after(highest, limit) and not frozen):
+        return highest, None
+    count, keys = source.beyond(limit, 5)
+    if count:
+        run.options["rows_beyond_clock"] = count
+        warning = (
+            f"flow {flow.flow!r}: {count} source row(s) have {flow.cursor.column} past the source's clock plus "
+            f"cursor.future_tolerance ({limit}), e.g. {'; '.join(keys)}: they are loaded, but the watermark "
+            "stays at the latest time not past the clock; correct them at the source"
+        )
+        result.warnings.append(warning)
+        log.warning("%s", warning)
+    if frozen:
+        warning = (
+            f"flow {flow.flow!r}: the stored watermark {watermark} is past the source's clock plus "
+            f"cursor.future_tolerance ({limit}); this run reads every row up to {limit} once"
+        )
+        result.warnings.append(warning)
+        log.warning("%s", warning)
+    return source.ceiling(limit), limit
 
 
 def _validate(
