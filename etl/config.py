@@ -876,11 +876,17 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         crosswalks = load_crosswalks(base / "crosswalks")
     except ConfigError as exc:
         problems += exc.problems
+    translated: set[tuple[str, str]] = set()  # (crosswalk, side) some flow translates codes to
     for flow in flows.values():
+        if flow.direction == "mes_to_erp" and flow.source.plant_column is not None:
+            translated.add(("plant", "mes"))  # --plants are ERP codes, translated for an MES source
         located = [(f"columns[{i}]", col) for i, col in enumerate(flow.columns)]
         if flow.lines is not None:
             located += [(f"lines.columns[{i}]", col) for i, col in enumerate(flow.lines.columns)]
         for at, col in located:
+            side = flow.crosswalk_side(col)
+            if side is not None:
+                translated.add(side)
             for name, where in _crosswalks_used(flow, col):
                 if name not in crosswalks:
                     problems.append(ConfigProblem(flow.file, f"{at}.{where}", f"no crosswalk named {name!r}"))
@@ -890,6 +896,12 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
                         flow.file, f"{at}.{where}",
                         f"crosswalk {name!r} is a lookup and has no unit factors; use a CSV crosswalk with a factor column",
                     ))
+
+    # A crosswalk stays one-to-one across its table and its rule in each direction flows use.
+    problems += [
+        problem for name, crosswalk in sorted(crosswalks.items())
+        for to, problem in crosswalk.collisions if (name, to) in translated
+    ]
 
     suites_dir = Path(expectations_dir) if expectations_dir is not None else base.parent / "expectations"
     for flow in flows.values():

@@ -8,13 +8,18 @@ the real PostgreSQL server (sites cloned from the demo pair) or through the CLI.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sync_harness import SiteFactory
 
+from etl import cli
 from etl import watermark as wm
+from etl.crosswalk import load_crosswalks, resolve_lookups
+from etl.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +86,58 @@ def test_a_watermark_stored_past_the_clock_is_repaired_and_reads_what_it_hid(sit
     assert site.count("mes", "item", "WHERE name_en = 'hidden'") == 1
     mark = _watermark(site, "materials")
     assert mark is not None and mark < _source_now(site)
+
+
+# 2. A crosswalk table entry that collides with the crosswalk's rule, in either direction.
+COLLISIONS = {
+    # the example: two ERP materials would write to MES item 100005
+    "ERP exception takes the rule's MES item": (
+        "material.csv", "erp,mes\nMAT-A00001,100005\n", None, ["'MAT-A00001'", "'100005'", "'MAT-000005'"],
+    ),
+    # feedback on MES items 200007 and 100007 would both post as MAT-000007
+    "MES exception takes the rule's ERP material": (
+        "material.csv", "erp,mes\nMAT-000007,200007\n", None, ["'200007'", "'MAT-000007'", "'100007'"],
+    ),
+    # another crosswalk, given a table next to its rule
+    "order number exception takes the rule's work order": (
+        "order_number.csv", "erp,mes\n1000099,WO-2026-000012\n", "order_number.yaml",
+        ["'1000099'", "'WO-2026-000012'", "'1000012'"],  # (and MES WO-2026-000099, which the rule gives 1000099)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", COLLISIONS, ids=list(COLLISIONS))
+def test_a_crosswalk_entry_colliding_with_its_rule_is_refused(
+    sites: SiteFactory, case: str, capsys: pytest.CaptureFixture[str], figures: Any,
+) -> None:
+    table, content, definition, named = COLLISIONS[case]
+    site = sites.new("collision")
+    crosswalks = site.mappings / "crosswalks"
+    (crosswalks / table).write_text(content, encoding="utf-8")
+    if definition is not None:
+        yaml_file = crosswalks / definition
+        yaml_file.write_text(yaml_file.read_text(encoding="utf-8") + f"table: {table}\n", encoding="utf-8")
+    assert cli.main(["--mappings", str(site.mappings), "check"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    collision = [line for line in err.splitlines() if "would share" in line]
+    assert any(f"{table}: line 2:" in line and all(code in line for code in named) for line in collision), err
+    with pytest.raises(ConfigError):
+        site.reload()
+    figures.inputs.add(f"hostile: {case}")
+
+
+def test_a_lookup_never_sends_two_codes_to_one_counterpart(sites: SiteFactory, tmp_path: Path) -> None:
+    site = sites.new("lookup_collision")
+    site.execute("erp", "CREATE TABLE xw_product (code text, id integer)")
+    # A and B share MES id 1; D has two MES ids; C is clean.
+    site.execute("erp", "INSERT INTO xw_product VALUES ('A', 1), ('B', 1), ('C', 2), ('D', 3), ('D', 4)")
+    (tmp_path / "xw_product.yaml").write_text(
+        "crosswalk: xw_product\nlookup: {connection: erp_db, table: xw_product, erp: code, mes: id}\n", encoding="utf-8",
+    )
+    resolved, warnings = resolve_lookups(load_crosswalks(tmp_path), ["xw_product"], site.connections.engine)
+    product = resolved["xw_product"]
+    assert product.lookup("C", "mes") == ("2", Decimal(1)) and product.lookup(2, "erp") == ("C", Decimal(1))
+    for code, to in (("A", "mes"), ("B", "mes"), (1, "erp"), ("D", "mes"), (3, "erp"), (4, "erp")):
+        assert product.lookup(code, to) is None, (code, to)
+    assert len(warnings) == 2, warnings
+    assert "'1' with 'A' and 'B'" in warnings[1] and "'D' with '3' and '4'" in warnings[0], warnings
