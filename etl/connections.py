@@ -60,14 +60,35 @@ def _url_from_airflow_json(raw: str) -> URL:
     )
 
 
+class AmbiguousUrl(ValueError):
+    """A URL whose ``user:password@host`` part can be read more than one way."""
+
+
+def check_authority(scheme: str, rest: str) -> None:
+    """Refuse a URL with more than one ``@``: a password holding ``@`` (and ``/``) not
+    percent-encoded is otherwise split at the wrong place, and its tail becomes the host or the
+    database name that the driver's error then prints. The message never quotes the URL."""
+    if scheme.split("+", 1)[0] == "sqlite":
+        return  # a file path, no user or host
+    if rest.count("@") > 1:
+        raise AmbiguousUrl(
+            f"{rest.count('@')} '@' in the URL, so where the password ends is ambiguous: percent-encode "
+            "'@' as %40, '/' as %2F, ':' as %3A in the user name and password (the URL is not shown)"
+        )
+
+
 def to_sqlalchemy_url(raw: str) -> URL:
-    """Turn an Airflow connection URI/JSON or a SQLAlchemy URL into a SQLAlchemy URL."""
+    """Turn an Airflow connection URI/JSON or a SQLAlchemy URL into a SQLAlchemy URL.
+
+    Raises ValueError (AmbiguousUrl for more than one ``@``) or ArgumentError; no message
+    quotes any part of ``raw``."""
     raw = raw.strip()
     if raw.startswith("{"):
         return _url_from_airflow_json(raw)
     scheme, sep, rest = raw.partition("://")
     if not sep:
         raise ValueError("not a URL (expected scheme://...)")
+    check_authority(scheme, rest)
     base = scheme.split("+", 1)[0]
     if "+" not in scheme and base in _SCHEMES:
         scheme = _SCHEMES[base]
@@ -123,11 +144,30 @@ def resolve_url(conn_id: str) -> URL:
             f"(an Airflow connection URI), add it to Airflow's connections, "
             f"or list it in the file named by {CONNECTIONS_FILE_ENV}"
         )
+    return _parsed(raw, f"connection {conn_id!r}", to_sqlalchemy_url)
+
+
+def parse_url(raw: str, name: str) -> URL:
+    """A SQLAlchemy URL given on the command line as ``name``; refused as :func:`resolve_url`
+    refuses one, naming ``name`` and never the URL."""
+    def make(text: str) -> URL:
+        scheme, _, rest = text.strip().partition("://")
+        check_authority(scheme, rest)
+        return make_url(text.strip())
+
+    return _parsed(raw, name, make)
+
+
+def _parsed(raw: str, name: str, parse: Any) -> URL:
     try:
-        return to_sqlalchemy_url(raw)
+        url: URL = parse(raw)
+    except AmbiguousUrl as exc:
+        raise ConnectionNotFound(f"{name}: cannot parse its URL: {exc}") from None
     except (ValueError, TypeError, AttributeError, ArgumentError) as exc:
-        # The raw value may hold a password: name the variable, never echo the value.
-        raise ConnectionNotFound(f"connection {conn_id!r}: cannot parse its URL ({type(exc).__name__})") from None
+        # The raw value may hold a password: name the variable, never echo the value (a bad
+        # port's ValueError quotes it, json's quotes the text around the error).
+        raise ConnectionNotFound(f"{name}: cannot parse its URL ({type(exc).__name__})") from None
+    return url
 
 
 def masked(url: URL) -> str:

@@ -19,7 +19,9 @@ from sync_harness import SiteFactory
 from etl import cli
 from etl import watermark as wm
 from etl.crosswalk import load_crosswalks, resolve_lookups
-from etl.errors import ConfigError
+from etl.connections import Connections
+from etl.errors import ConfigError, StepFailed
+from etl.runner import run_flow
 
 pytestmark = pytest.mark.slow
 
@@ -141,3 +143,60 @@ def test_a_lookup_never_sends_two_codes_to_one_counterpart(sites: SiteFactory, t
         assert product.lookup(code, to) is None, (code, to)
     assert len(warnings) == 2, warnings
     assert "'1' with 'A' and 'B'" in warnings[1] and "'D' with '3' and '4'" in warnings[0], warnings
+
+
+# 8. A URL whose user:password@host part is ambiguous is refused, and no part of it is echoed.
+AMBIGUOUS_URLS = {
+    # the example: '@' and '/' in the password, not percent-encoded
+    "password with @ and /": ("env", "postgres://postgres:Ab@localhost/SecretTail99@{host}:{port}/{db}", "SecretTail99"),
+    "password with @ only": ("env", "postgresql://postgres:Pw@Frag77@{host}:{port}/{db}", "Frag77"),
+    "the same in the connections file": ("file", "postgres://postgres:Ab@Frag88/x@{host}:{port}/{db}", "Frag88"),
+    "a port that is not a number": ("env", "postgres://postgres:Secret55@{host}:Port66/{db}", "Port66"),
+}
+
+
+@pytest.mark.parametrize("case", AMBIGUOUS_URLS, ids=list(AMBIGUOUS_URLS))
+def test_a_url_that_does_not_parse_is_refused_and_never_echoed(
+    sites: SiteFactory, case: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, figures: Any,
+) -> None:
+    where, template, fragment = AMBIGUOUS_URLS[case]
+    site = sites.new("ambiguous_url")
+    erp = site.urls["erp"]
+    bad = template.format(host=erp.host, port=erp.port, db=erp.database)
+    connections = {"mes_db": site.connection_urls["mes_db"]}
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", connections["mes_db"])
+    if where == "env":
+        monkeypatch.setenv("AIRFLOW_CONN_ERP_DB", bad)
+        monkeypatch.setenv("ETL_CONNECTIONS_FILE", str(tmp_path / "none.json"))
+    else:
+        monkeypatch.delenv("AIRFLOW_CONN_ERP_DB", raising=False)
+        (tmp_path / "connections.json").write_text(json.dumps({"erp_db": bad}), encoding="utf-8")
+        monkeypatch.setenv("ETL_CONNECTIONS_FILE", str(tmp_path / "connections.json"))
+    caplog.set_level("DEBUG")
+    code = cli.main(["--mappings", str(site.mappings), "-v", "run", "materials"])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_CONFIG, err
+    assert "connection 'erp_db': cannot parse its URL" in err
+    if "port" not in case:
+        assert "percent-encode '@' as %40" in err
+    # The same through run_flow (an Airflow task): the ledger row names the connection only.
+    with Connections() as env_connections, pytest.raises(StepFailed) as failure:
+        run_flow(site.project, "materials", env_connections, crosswalks=site.crosswalks)
+    errors = [str(r["error"]) for r in site.ledger("mes", "materials")]
+    assert errors and all("cannot parse its URL" in e for e in errors), errors
+    texts = [out, err, caplog.text, *errors, str(failure.value), repr(failure.value.cause)]
+    assert not [t for t in texts if fragment in t], "a fragment of the URL was echoed"
+    figures.add("texts searched for a URL fragment", len(texts))
+    figures.inputs.add(f"hostile: URL {case}")
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres:Ab@Frag99@127.0.0.1:5432/erp", "postgresql://postgres:pw@127.0.0.1:Frag99/erp",
+])
+def test_demo_init_refuses_an_ambiguous_url_without_echoing_it(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(["demo", "init", "--erp-url", url, "--connections-file", str(tmp_path / "c.json")])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG and "--erp-url: cannot parse its URL" in err and "Frag99" not in err, err
