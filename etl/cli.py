@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from sqlalchemy.exc import OperationalError
 
@@ -23,6 +23,7 @@ from etl.connections import Connections, masked
 from etl.crosswalk import load_crosswalks
 from etl.errors import ConfigError, ConnectionNotFound, EtlError, SchemaDriftError, StepFailed
 from etl.pipeline_tables import ensure_pipeline_tables
+from etl.printable import EscapingStream, escape_controls
 from etl.runner import RunOptions, RunResult, run_flow
 from etl.watermark import parse_since
 
@@ -60,7 +61,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.2f}"
-    return str(value)
+    return escape_controls(str(value))  # one row per line, whatever a source value holds
 
 
 def _is_number(value: Any) -> bool:
@@ -364,6 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; everything it prints has its control characters escaped."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = cast(TextIO, EscapingStream(stdout)), cast(TextIO, EscapingStream(stderr))
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -7,12 +7,12 @@ YAML holds addresses only. Airflow is imported when a mail is sent, never at imp
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from etl.config import ReportSettings
+from etl.printable import get_logger
 
-log = logging.getLogger("etl.mail")
+log = get_logger("etl.mail")
 
 
 def send_html(settings: ReportSettings, subject: str, html: str, recipients: Sequence[str] | None = None) -> list[str]:

@@ -18,7 +18,6 @@ chunk by chunk). Everything after staging is shared.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -52,10 +51,11 @@ from etl.errors import (
 from etl.extract import TableSource, frame_from_rows
 from etl.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
 from etl.pipeline_tables import ensure_pipeline_tables
+from etl.printable import get_logger
 from etl.schema import ColumnType, check_flow_schema, column_type, has_unique_key, reflect_table
 from etl.transform import Reject, is_null, transform
 
-log = logging.getLogger("etl.runner")
+log = get_logger("etl.runner")
 
 
 def utcnow() -> datetime:

@@ -200,3 +200,37 @@ def test_demo_init_refuses_an_ambiguous_url_without_echoing_it(
     code = cli.main(["demo", "init", "--erp-url", url, "--connections-file", str(tmp_path / "c.json")])
     err = capsys.readouterr().err
     assert code == cli.EXIT_CONFIG and "--erp-url: cannot parse its URL" in err and "Frag99" not in err, err
+
+
+# 9. Control characters in source values are escaped wherever they are printed or logged.
+HOSTILE_TEXT = {
+    "ESC": "\x1b", "BEL": "\x07", "CR": "\r", "backspace": "\x08", "C1 CSI": "\x9b", "RLO": "\u202e",
+}
+
+
+def test_control_characters_in_source_values_are_escaped_on_the_terminal_and_in_the_log(
+    sites: SiteFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, figures: Any,
+) -> None:
+    site = sites.new("escapes")
+    for side in ("erp", "mes"):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{side.upper()}_DB", site.connection_urls[f"{side}_db"])
+    monkeypatch.setenv("ETL_CONNECTIONS_FILE", str(tmp_path / "none.json"))
+    # A material number no crosswalk knows (it waits in quarantine, its key shown by `quarantine`),
+    # dated in the future (its key in a warning on stderr and in the log).
+    key = "MAT-\x1b[2J\x07\u202eX\r\x08\x9b1"
+    site.execute(
+        "erp", "INSERT INTO material (material_no, material_type, base_unit, description_en, is_deleted, updated_at) "
+        "VALUES (:k, 'ROH', 'KG', :d, false, '9999-12-31')", k=key, d="\x1b]0;pwned\x07\x1b[31mred",
+    )
+    caplog.set_level("INFO")
+    assert cli.main(["--mappings", str(site.mappings), "-v", "run", "materials"]) == 0
+    assert cli.main(["--mappings", str(site.mappings), "quarantine"]) == 0
+    assert cli.main(["--mappings", str(site.mappings), "runs"]) == 0
+    out, err = capsys.readouterr()
+    assert "\\x1b[2J\\x07\\u202eX\\x0d\\x08\\x9b1" in out, out  # the key in the quarantine table
+    assert "\\x1b[2J" in err and "\\x1b[2J" in caplog.text  # the warning naming it
+    for text_shown in (out, err, caplog.text):
+        leaked = [name for name, char in HOSTILE_TEXT.items() if char in text_shown]
+        assert not leaked, leaked
+    figures.inputs.add("hostile: control characters in a source value")
