@@ -758,15 +758,40 @@ def problems_from_validation(file: str, exc: ValidationError, model: type[BaseMo
     return list(seen.values())
 
 
-def _read_yaml(path: Path, rel: str) -> tuple[Any, list[ConfigProblem]]:
+class UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (plain YAML keeps the last,
+    so a second ``source:`` or ``depends_on:`` would silently replace the first). Keys merged
+    in with ``<<:`` may still be overridden: that is what a merge is for."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first_line.get(key)
+                except TypeError:  # an unhashable key: the constructor reports it
+                    continue
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen})", key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
+def read_yaml(path: Path, rel: str) -> tuple[Any, list[ConfigProblem]]:
+    """Parse a YAML file with :class:`UniqueKeyLoader`; problems carry file, line and column."""
     try:
         with path.open(encoding="utf-8") as fh:
-            return yaml.safe_load(fh), []
+            return yaml.load(fh, Loader=UniqueKeyLoader), []  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or str(exc)
-        return None, [ConfigProblem(rel, where, f"malformed YAML: {reason}")]
+        return None, [ConfigProblem(rel, where, reason if reason.startswith("duplicate key") else f"malformed YAML: {reason}")]
     except UnicodeDecodeError as exc:
         return None, [ConfigProblem(rel, "", f"not UTF-8 text: {exc}")]
 
@@ -831,7 +856,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
     defaults = Defaults()
     defaults_path = base / "defaults.yaml"
     if defaults_path.exists():
-        raw, errs = _read_yaml(defaults_path, display_path(defaults_path))
+        raw, errs = read_yaml(defaults_path, display_path(defaults_path))
         problems += errs
         if raw is not None:
             try:
@@ -847,7 +872,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         problems.append(ConfigProblem(display_path(base / "flows"), "", "no flow files (*.yaml)"))
     for path in flow_files:
         rel = display_path(path)
-        raw, errs = _read_yaml(path, rel)
+        raw, errs = read_yaml(path, rel)
         problems += errs
         if errs:
             continue
@@ -934,7 +959,7 @@ def _load_reconciliations(path: Path) -> tuple[list[BusinessReconciliation], lis
     if not path.exists():
         return [], []
     rel = display_path(path)
-    raw, problems = _read_yaml(path, rel)
+    raw, problems = read_yaml(path, rel)
     if problems:
         return [], problems
     try:

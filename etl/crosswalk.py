@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from sqlalchemy import Connection, Engine, MetaData, Table, and_, select
 from sqlalchemy.exc import NoSuchTableError
@@ -36,6 +35,7 @@ from etl.config import (
     check_connection_id,
     closest_name,
     problems_from_validation,
+    read_yaml,
 )
 from etl.dialects import dialect_for
 from etl.dialects.base import exclude_filter, scope_filter
@@ -260,10 +260,9 @@ def _read_rule(raw: Any, rel: str, problems: list[ConfigProblem]) -> dict[str, R
 
 def _load_yaml_crosswalk(path: Path, problems: list[ConfigProblem]) -> tuple[Crosswalk | None, Path | None]:
     rel = display_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.append(ConfigProblem(rel, "", f"malformed YAML: {exc}"))
+    raw, errs = read_yaml(path, rel)
+    if errs:
+        problems += errs
         return None, None
     if not isinstance(raw, dict):
         problems.append(ConfigProblem(rel, "", "expected a mapping"))

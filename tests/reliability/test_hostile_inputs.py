@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sync_harness import SiteFactory
+from sync_harness import SiteFactory, copy_mappings
 
 from etl import cli
 from etl import watermark as wm
-from etl.crosswalk import load_crosswalks, resolve_lookups
+from etl.config import load_project
 from etl.connections import Connections
+from etl.crosswalk import load_crosswalks, resolve_lookups
 from etl.errors import ConfigError, StepFailed
 from etl.runner import run_flow
 
@@ -234,3 +235,62 @@ def test_control_characters_in_source_values_are_escaped_on_the_terminal_and_in_
         leaked = [name for name, char in HOSTILE_TEXT.items() if char in text_shown]
         assert not leaked, leaked
     figures.inputs.add("hostile: control characters in a source value")
+
+
+# 11. A key given twice in one YAML mapping is refused with file, line and key, in every YAML file.
+def _duplicate_source(text: str) -> str:
+    return text.replace("source: {connection: erp_db, table: material}", "source: {connection: erp_db, table: material, table: bom_item}")
+
+
+def _second_depends_on(text: str) -> str:
+    return text.replace("depends_on: [materials]\n", "depends_on: [materials]\ntags: [erp_to_mes]\ndepends_on: [work_centers]\n")
+
+
+def _duplicate_rule_side(text: str) -> str:
+    return text.replace("  mes: {pattern:", "  erp: {pattern: '^X$', format: X}\n  mes: {pattern:")
+
+
+def _duplicate_defaults_section(text: str) -> str:
+    return text + "load:\n  chunk_size: 10\n"
+
+
+DUPLICATE_KEYS = {
+    "flow: two table: in one inline mapping": ("flows/materials.yaml", _duplicate_source, "'table'"),
+    "flow: a second depends_on:": ("flows/production_orders.yaml", _second_depends_on, "'depends_on'"),
+    "crosswalk: a rule side twice": ("crosswalks/material.yaml", _duplicate_rule_side, "'erp'"),
+    "defaults: a section twice": ("defaults.yaml", _duplicate_defaults_section, "'load'"),
+}
+
+
+@pytest.mark.parametrize("case", DUPLICATE_KEYS, ids=list(DUPLICATE_KEYS))
+def test_a_key_given_twice_in_a_yaml_mapping_is_refused(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str], figures: Any,
+) -> None:
+    name, edit, key = DUPLICATE_KEYS[case]
+    mappings = copy_mappings(tmp_path / "mappings")
+    path = mappings / name
+    before = path.read_text(encoding="utf-8")
+    path.write_text(edit(before), encoding="utf-8")
+    assert path.read_text(encoding="utf-8") != before
+    assert cli.main(["--mappings", str(mappings), "check"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "duplicate key" in x]
+    assert f"{name}: line " in line and f"duplicate key {key} (first given on line " in line, err
+    figures.inputs.add(f"hostile: YAML {case}")
+
+
+def test_a_merge_key_may_still_override_what_it_merges(tmp_path: Path) -> None:
+    mappings = copy_mappings(tmp_path / "mappings")
+    flow = mappings / "flows" / "work_centers.yaml"
+    flow.write_text(
+        flow.read_text(encoding="utf-8").replace(
+            "source: {connection: erp_db, table: work_center, plant_column: plant}",
+            "x-base: &base {connection: mes_db, table: work_center, plant_column: plant}\n"
+            "source: {<<: *base, connection: erp_db}",
+        ).replace("flow: work_centers\n", "flow: work_centers\n"),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as failure:
+        load_project(mappings)
+    # Only the unknown top-level key is refused; the merge itself, overridden, is fine.
+    assert [p.path for p in failure.value.problems] == ["x-base"], failure.value.problems
