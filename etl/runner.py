@@ -40,6 +40,7 @@ from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
 from etl.documents import DocumentLines
 from etl.errors import (
+    ConfigError,
     EtlError,
     FlowBusy,
     ReconciliationFailed,
@@ -491,9 +492,11 @@ def _validate(
     ValidationFailed when a critical expectation fails. Returns the rows taken out of staging."""
     assert flow.expectations is not None
     suite = validation.load_suite(Path(project.expectations_dir), flow)
-    verdict = validation.check_batch(
-        tconn, staging, suite, validation.parameters(flow.expectations, now), unique_key=list(flow.key),
-    )
+    params = validation.parameters(flow.expectations, now)
+    bad_regexes = validation.regex_problems(tconn, suite, params)
+    if bad_regexes:
+        raise ConfigError(bad_regexes)
+    verdict = validation.check_batch(tconn, staging, suite, params, unique_key=list(flow.key))
     run.checks += verdict.checks()
     if verdict.blocking:
         raise ValidationFailed(verdict.message(flow))

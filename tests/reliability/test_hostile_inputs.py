@@ -294,3 +294,44 @@ def test_a_merge_key_may_still_override_what_it_merges(tmp_path: Path) -> None:
         load_project(mappings)
     # Only the unknown top-level key is refused; the merge itself, overridden, is fine.
     assert [p.path for p in failure.value.problems] == ["x-base"], failure.value.problems
+
+
+# 12. A suite regex is compiled by the database that runs it, by `check` and before each validation.
+REGEXES = {
+    # pattern, compiles on PostgreSQL
+    "unbalanced (the issue's example)": ("^[0-9]{6$(", False),
+    "Python's named group, not PostgreSQL's": ("^(?P<n>[0-9]{6})$", False),
+    "PostgreSQL's word start, not Python's": ("\\\\m[0-9]{6}$", True),
+}
+
+
+@pytest.mark.parametrize("case", REGEXES, ids=list(REGEXES))
+def test_a_suite_regex_is_compiled_in_the_database_that_runs_it(
+    sites: SiteFactory, case: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], figures: Any,
+) -> None:
+    pattern, compiles = REGEXES[case]
+    site = sites.new("regex")
+    for side in ("erp", "mes"):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{side.upper()}_DB", site.connection_urls[f"{side}_db"])
+    monkeypatch.setenv("ETL_CONNECTIONS_FILE", str(tmp_path / "none.json"))
+    suite = site.mappings.parent / "expectations" / "materials.json"
+    suite.write_text(suite.read_text(encoding="utf-8").replace('"^[0-9]{6}$"', f'"{pattern}"'), encoding="utf-8")
+    assert '"^[0-9]{6}$"' not in suite.read_text(encoding="utf-8")
+    site.reload()
+    code = cli.main(["--mappings", str(site.mappings), "check"])
+    err = capsys.readouterr().err
+    if compiles:
+        assert code == 0, err
+        site.run("materials")
+        assert site.count("mes", "item") > 0
+        return
+    assert code == cli.EXIT_CONFIG, err
+    assert "expectations/materials.json: expectations[2].kwargs.regex: item_code_format: regex" in err, err
+    assert "does not compile in postgresql" in err and "column item_code" in err, err
+    with pytest.raises(StepFailed) as failure:
+        site.run("materials")
+    assert failure.value.step == "validate" and isinstance(failure.value.cause, ConfigError)
+    assert "materials.json" in str(failure.value.cause) and "SELECT" not in str(failure.value.cause)
+    assert site.count("mes", "item") == 0  # nothing loaded
+    figures.inputs.add(f"hostile: suite regex {case}")
