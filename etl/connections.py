@@ -99,13 +99,49 @@ def to_sqlalchemy_url(raw: str) -> URL:
 DEFAULT_CONNECTIONS_FILE = Path(__file__).resolve().parent.parent / ".demo" / "connections.json"
 
 
+def _connections_file_path() -> Path:
+    return Path(os.environ.get(CONNECTIONS_FILE_ENV) or str(DEFAULT_CONNECTIONS_FILE))
+
+
 def _connections_file() -> dict[str, str]:
-    path = os.environ.get(CONNECTIONS_FILE_ENV) or str(DEFAULT_CONNECTIONS_FILE)
-    if not Path(path).is_file():
+    """The connections file's URLs by id; {} when there is no file. Raises ConnectionNotFound
+    naming the file when it cannot be read or is not a JSON object of URLs (a value may also be
+    an Airflow connection as a JSON object). Messages never quote its content: it holds passwords."""
+    path = _connections_file_path()
+    if not path.exists():
         return {}
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    return {str(k): str(v) for k, v in data.items()}
+    where = f"connections file {path}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise ConnectionNotFound(f"{where}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConnectionNotFound(f"{where}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        # The position only: the decoder's message quotes no content.
+        raise ConnectionNotFound(f"{where}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise ConnectionNotFound(
+            f"{where}: expected a JSON object of connection ids and URLs "
+            f'({{"erp_db": "postgresql://…", …}}), found a {_json_kind(data)}'
+        )
+    urls: dict[str, str] = {}
+    for conn_id, value in data.items():
+        if isinstance(value, dict):
+            urls[conn_id] = json.dumps(value)  # an Airflow connection in its JSON form
+        elif isinstance(value, str):
+            urls[conn_id] = value
+        else:
+            raise ConnectionNotFound(
+                f"{where}: connection {conn_id!r}: expected a URL string or an Airflow connection object, "
+                f"found a {_json_kind(value)}"
+            )
+    return urls
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _airflow_connection_uri(conn_id: str) -> str | None:
@@ -139,10 +175,13 @@ def resolve_url(conn_id: str) -> URL:
         or _connections_file().get(conn_id)
     )
     if raw is None:
+        path = _connections_file_path()
+        named = os.environ.get(CONNECTIONS_FILE_ENV)
+        found = f" ({path} does not exist)" if named and not path.exists() else ""
         raise ConnectionNotFound(
             f"connection {conn_id!r} is not defined: set {_env_name(conn_id)} "
             f"(an Airflow connection URI), add it to Airflow's connections, "
-            f"or list it in the file named by {CONNECTIONS_FILE_ENV}"
+            f"or list it in the file named by {CONNECTIONS_FILE_ENV}{found}"
         )
     return _parsed(raw, f"connection {conn_id!r}", to_sqlalchemy_url)
 

@@ -21,7 +21,7 @@ from etl import watermark as wm
 from etl.config import load_project
 from etl.connections import Connections
 from etl.crosswalk import load_crosswalks, resolve_lookups
-from etl.errors import ConfigError, StepFailed
+from etl.errors import ConfigError, ConnectionNotFound, StepFailed
 from etl.runner import run_flow
 
 pytestmark = pytest.mark.slow
@@ -335,3 +335,49 @@ def test_a_suite_regex_is_compiled_in_the_database_that_runs_it(
     assert "materials.json" in str(failure.value.cause) and "SELECT" not in str(failure.value.cause)
     assert site.count("mes", "item") == 0  # nothing loaded
     figures.inputs.add(f"hostile: suite regex {case}")
+
+
+# 13. A connections file that is not a JSON object of URLs: a clear error naming the file.
+CONNECTIONS_FILES = {
+    "a JSON list": ('["postgresql://u:Secret1@h/db"]', "expected a JSON object of connection ids and URLs", "a list"),
+    "malformed JSON": ('{"erp_db": "postgresql://u:Secret1@h/db",}', "not valid JSON: ", "line 1, column"),
+    "a number for a URL": ('{"erp_db": 5432}', "connection 'erp_db': expected a URL string", "a number"),
+    "not UTF-8": (b'{"erp_db": "postgresql://u:Secret1\xff@h/db"}', "not UTF-8 text", ""),
+    "a directory": (None, "cannot read it", ""),
+}
+
+
+@pytest.mark.parametrize("case", CONNECTIONS_FILES, ids=list(CONNECTIONS_FILES))
+def test_a_broken_connections_file_is_a_clear_error_naming_the_file(
+    sites: SiteFactory, case: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], figures: Any,
+) -> None:
+    content, message, detail = CONNECTIONS_FILES[case]
+    site = sites.new("connections_file")
+    path = tmp_path / "connections.json"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    monkeypatch.setenv("ETL_CONNECTIONS_FILE", str(path))
+    monkeypatch.delenv("AIRFLOW_CONN_ERP_DB", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_MES_DB", site.connection_urls["mes_db"])
+    code = cli.main(["--mappings", str(site.mappings), "run", "materials"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG, err
+    assert f"connections file {path}: {message}" in err and detail in err, err
+    assert "Traceback" not in err and "Secret1" not in err
+    with Connections() as connections, pytest.raises(StepFailed) as failure:
+        run_flow(site.project, "materials", connections, crosswalks=site.crosswalks)
+    assert str(path) in str(failure.value.cause)
+    assert all(str(path) in str(r["error"]) for r in site.ledger("mes", "materials"))
+    figures.inputs.add(f"hostile: connections file {case}")
+
+
+def test_a_missing_connections_file_named_explicitly_is_said(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ETL_CONNECTIONS_FILE", str(tmp_path / "typo.json"))
+    monkeypatch.delenv("AIRFLOW_CONN_ERP_DB", raising=False)
+    with pytest.raises(ConnectionNotFound, match="typo.json does not exist"):
+        Connections().url("erp_db")
