@@ -847,7 +847,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
 
     Returns the flows in dependency order. Raises ConfigError listing every problem found.
     """
-    from etl.crosswalk import load_crosswalks  # crosswalk imports config for Side only
+    from etl.crosswalk import read_crosswalks  # crosswalk imports config for Side only
     from etl.validation import load_suite  # likewise: validation reads Flow
 
     base = Path(mappings_dir)
@@ -875,12 +875,15 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         raw, errs = read_yaml(path, rel)
         problems += errs
         if errs:
+            invalid.add(path.stem)  # its depends_on readers need no message of their own
             continue
         if not isinstance(raw, dict):
             problems.append(ConfigProblem(rel, "", "expected a mapping of keys at the top level"))
+            invalid.add(path.stem)
             continue
         if "file" in raw:
             problems.append(ConfigProblem(rel, "file", _unknown_key_message(Flow, ("file",))))
+            invalid.add(str(raw.get("flow", path.stem)))
             continue
         try:
             flow = Flow.model_validate({**_merge_defaults(raw, defaults), "file": rel})
@@ -896,11 +899,9 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         flows[flow.flow] = flow
         rel_of[flow.flow] = rel
 
-    crosswalks = {}
-    try:
-        crosswalks = load_crosswalks(base / "crosswalks")
-    except ConfigError as exc:
-        problems += exc.problems
+    # A reference to a crosswalk whose own file is broken follows from that file's problem.
+    crosswalks, crosswalk_problems, broken_crosswalks = read_crosswalks(base / "crosswalks")
+    problems += crosswalk_problems
     translated: set[tuple[str, str]] = set()  # (crosswalk, side) some flow translates codes to
     for flow in flows.values():
         if flow.direction == "mes_to_erp" and flow.source.plant_column is not None:
@@ -913,6 +914,8 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
             if side is not None:
                 translated.add(side)
             for name, where in _crosswalks_used(flow, col):
+                if name in broken_crosswalks:
+                    continue
                 if name not in crosswalks:
                     problems.append(ConfigProblem(flow.file, f"{at}.{where}", f"no crosswalk named {name!r}"))
                 elif where == "convert_unit.crosswalk" and crosswalks[name].lookup_spec is not None:
@@ -941,7 +944,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
     reconciliations, reconciliation_problems = _load_reconciliations(base / RECONCILIATIONS_FILE)
     problems += reconciliation_problems
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))  # a suite two flows share: once
     return Project(
         flows={name: flows[name] for name in order},
         defaults=defaults,

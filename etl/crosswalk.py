@@ -357,26 +357,42 @@ def load_crosswalks(directory: Path) -> dict[str, Crosswalk]:
     A CSV named by a YAML file's ``table`` belongs to that crosswalk. Raises ConfigError with
     every problem found (conflicting pairs, bad factors, broken rules), each with file and line.
     """
+    result, problems, _ = read_crosswalks(directory)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def read_crosswalks(directory: Path) -> tuple[dict[str, Crosswalk], list[ConfigProblem], set[str]]:
+    """What :func:`load_crosswalks` loads, without raising: the crosswalks that loaded whole,
+    every problem, and the names of the crosswalks whose files have problems (a reference to
+    one of those follows from its file's problem and needs no message of its own)."""
     problems: list[ConfigProblem] = []
     result: dict[str, Crosswalk] = {}
+    broken: set[str] = set()
     owned: set[Path] = set()
     for path in sorted(directory.glob("*.y*ml")):
+        before = len(problems)
         crosswalk, table = _load_yaml_crosswalk(path, problems)
-        if crosswalk is not None:
+        if len(problems) > before:
+            broken.add(path.stem)
+        elif crosswalk is not None:
             result[crosswalk.name] = crosswalk
         if table is not None:
             owned.add(table.resolve())
     for path in sorted(directory.glob("*.csv")):
         if path.resolve() in owned:
             continue
-        if path.stem in result:
+        if path.stem in result or path.stem in broken:
             problems.append(ConfigProblem(display_path(path), "", f"crosswalk {path.stem!r} is also defined by a YAML file"))
             continue
+        before = len(problems)
         to_mes, to_erp = _read_table(path, display_path(path), problems)
-        result[path.stem] = Crosswalk(path.stem, to_mes, to_erp)
-    if problems:
-        raise ConfigError(problems)
-    return result
+        if len(problems) > before:
+            broken.add(path.stem)
+        else:
+            result[path.stem] = Crosswalk(path.stem, to_mes, to_erp)
+    return result, problems, broken
 
 
 def _code_text(value: Any) -> str:

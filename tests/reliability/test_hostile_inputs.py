@@ -381,3 +381,38 @@ def test_a_missing_connections_file_named_explicitly_is_said(monkeypatch: pytest
     monkeypatch.delenv("AIRFLOW_CONN_ERP_DB", raising=False)
     with pytest.raises(ConnectionNotFound, match="typo.json does not exist"):
         Connections().url("erp_db")
+
+
+# 15. One broken file is reported once; what only follows from it is not reported at all.
+BROKEN_FILES = {
+    "a crosswalk table not UTF-8": ("crosswalks/material.csv", "erp,mes\nMAT-\xc4001,200001\n".encode("latin-1")),
+    "a crosswalk definition malformed": ("crosswalks/order_number.yaml", b"crosswalk: order_number\nrule: [\n"),
+    "a crosswalk table with a bad factor": ("crosswalks/unit.csv", b"erp,mes,factor\nKG,g,lots\n"),
+    "a flow file malformed": ("flows/materials.yaml", b"flow: materials\nsource: {connection: erp_db\n"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_FILES, ids=list(BROKEN_FILES))
+def test_one_broken_file_is_reported_once_without_follow_on_errors(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str], figures: Any,
+) -> None:
+    name, content = BROKEN_FILES[case]
+    mappings = copy_mappings(tmp_path / "mappings")
+    (mappings / name).write_bytes(content)
+    assert cli.main(["--mappings", str(mappings), "check"]) == cli.EXIT_CONFIG
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0], lines
+    figures.inputs.add(f"hostile: broken file {case}")
+
+
+def test_a_crosswalk_that_does_not_exist_is_still_reported_beside_a_broken_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    mappings = copy_mappings(tmp_path / "mappings")
+    (mappings / "crosswalks" / "material.csv").write_bytes("erp,mes\nMAT-\xc4001,200001\n".encode("latin-1"))
+    flow = mappings / "flows" / "work_centers.yaml"
+    flow.write_text(flow.read_text(encoding="utf-8").replace("crosswalk: plant}", "crosswalk: plants}"), encoding="utf-8")
+    assert cli.main(["--mappings", str(mappings), "check"]) == cli.EXIT_CONFIG
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "material.csv: cannot read" in lines[0] and "work_centers.yaml: columns[1].crosswalk: no crosswalk named 'plants'" in lines[1]
