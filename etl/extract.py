@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import pandas as pd
-from sqlalchemy import Connection, DateTime, Select, Table, and_, func, select
+from sqlalchemy import Connection, DateTime, Select, Table, and_, func, select, tuple_
 
 from etl.config import Flow
 from etl.dialects.base import exclude_filter, scope_filter
@@ -28,6 +28,8 @@ class Source(Protocol):
     def beyond(self, limit: CursorValue, sample: int) -> tuple[int, list[str]]: ...
 
     def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]: ...
+
+    def rows_with_keys(self, columns: list[str], keys: list[tuple[Any, ...]], chunk_size: int) -> Iterator[pd.DataFrame]: ...
 
     def keys(self, chunk_size: int) -> Iterator[pd.DataFrame]: ...
 
@@ -116,6 +118,13 @@ class TableSource:
 
     def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]:
         yield from self._stream(self.query(window), chunk_size)
+
+    def rows_with_keys(self, columns: list[str], keys: list[tuple[Any, ...]], chunk_size: int) -> Iterator[pd.DataFrame]:
+        """The flow's rows whose ``columns`` hold one of ``keys`` (as :meth:`keys` read them)."""
+        for start in range(0, len(keys), chunk_size):
+            part = keys[start:start + chunk_size]
+            match = tuple_(*[self.table.c[c] for c in columns]).in_(part)
+            yield from self._stream(self.query(None).where(match), chunk_size)
 
     def keys(self, chunk_size: int) -> Iterator[pd.DataFrame]:
         """Every source row's key columns within the flow's filters (for delete detection)."""

@@ -429,7 +429,9 @@ def _run_steps(
             flow.deletes.column, flow.deletes.value,
         )
     elif _keyset_due(flow, options, keyset_checked_at, now):
-        deleted, warning, compared = _detect_deletes(flow, source, tconn, dialect, target_table, crosswalks, types)
+        deleted, warning, compared = _detect_deletes(
+            flow, source, tconn, dialect, target_table, crosswalks, types, run, now, parent_tables,
+        )
         run.counts.rows_deleted += deleted
         if warning:
             result.warnings.append(warning)
@@ -572,9 +574,11 @@ def _keyset_due(flow: Flow, options: RunOptions, checked_at: datetime | None, no
 
 def _detect_deletes(
     flow: Flow, source: TableSource, tconn: Connection, dialect: Dialect, target: Table,
-    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
+    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType], run: ledger.RunRecord, now: datetime,
+    parent_tables: dict[str, Table],
 ) -> tuple[int, str | None, bool]:
-    """Apply the delete action to target rows (within scope) whose key the source lost.
+    """Apply the delete action to target rows (within scope) whose key the source lost, and
+    restore those flagged rows (soft_delete, status) whose key the source has again.
 
     Source keys that cannot be translated (a code missing from a crosswalk) protect no target
     row; with the reversible actions (status, soft_delete) the comparison goes on and says how
@@ -584,11 +588,20 @@ def _detect_deletes(
     """
     key_flow = flow.model_copy(update={"columns": [c for c in flow.columns if c.target in flow.key], "parents": []})
     keys = dialect.create_staging(tconn, target, list(flow.key), f"{flow.flow}_keys")
+    flagged = _flagged_keys(flow, tconn, target)
+    back: list[tuple[Any, ...]] = []  # source keys (as read) of flagged target rows
     seq = 0
     untranslated = 0
     example: Reject | None = None
     for frame in source.keys(flow.load.chunk_size):
-        out = transform(frame.reset_index(drop=True), key_flow, crosswalks, types)
+        frame = frame.reset_index(drop=True)
+        out = transform(frame, key_flow, crosswalks, types)
+        if flagged:
+            positions = frame.index.get_indexer(out.rows.index)
+            for pos, values in zip(positions, out.rows[list(flow.key)].itertuples(index=False, name=None), strict=True):
+                if tuple(values) in flagged:
+                    back.append(tuple(frame.iloc[int(pos)]))
+            read_as = list(frame.columns)
         untranslated += len(out.rejects)
         example = example or (out.rejects[0] if out.rejects else None)
         if out.rejects and flow.deletes.action == "delete":
@@ -618,4 +631,40 @@ def _detect_deletes(
         flow.deletes.column, flow.deletes.value,
     )
     dialect.drop_staging(tconn, keys)
+    if back:
+        _restore(flow, source, tconn, dialect, target, crosswalks, types, run, now, parent_tables, read_as, back)
     return deleted, warning, True
+
+
+def _flagged_keys(flow: Flow, tconn: Connection, target: Table) -> set[tuple[Any, ...]]:
+    """Keys of the target rows (within scope) the delete action has flagged."""
+    if flow.deletes.action == "delete" or flow.deletes.column is None:
+        return set()
+    flag = True if flow.deletes.action == "soft_delete" else flow.deletes.value
+    stmt = select(*[target.c[k] for k in flow.key]).where(target.c[flow.deletes.column] == flag)
+    scoped = scope_filter(target, dict(flow.deletes.scope))
+    if scoped is not None:
+        stmt = stmt.where(scoped)
+    return {tuple(r) for r in tconn.execute(stmt)}
+
+
+def _restore(
+    flow: Flow, source: TableSource, tconn: Connection, dialect: Dialect, target: Table,
+    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType], run: ledger.RunRecord, now: datetime,
+    parent_tables: dict[str, Table], columns: list[str], keys: list[tuple[Any, ...]],
+) -> None:
+    """Read again the source rows whose flagged target rows came back (re-inserted with an old
+    cursor value, the window would never read them) and merge them as any run does: transform,
+    parents and quarantine, then the merge, which writes the flow's own value of the flag."""
+    targets = [c.target for c in flow.columns]
+    staging = dialect.create_staging(tconn, target, targets + insert_only_columns(flow), f"{flow.flow}_restore")
+    parents = ParentCheck(tconn, flow, parent_tables)
+    seq = 0
+    for frame in source.rows_with_keys(columns, keys, flow.load.chunk_size):
+        seq, _ = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+    restored = merge_rows(tconn, dialect, flow, staging, target, targets) if seq else 0
+    dialect.drop_staging(tconn, staging)
+    run.counts.rows_loaded += restored
+    if restored:  # flagged by the source itself (a flow mapping its own is_deleted), nothing changes
+        run.options["rows_restored"] = restored
+        log.info("flow %s: %d row(s) back in the source restored on the target", flow.flow, restored)

@@ -8,6 +8,7 @@ the real PostgreSQL server (sites cloned from the demo pair) or through the CLI.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from etl.config import load_project
 from etl.connections import Connections
 from etl.crosswalk import load_crosswalks, resolve_lookups
 from etl.errors import ConfigError, ConnectionNotFound, StepFailed
-from etl.runner import run_flow
+from etl.runner import RunOptions, run_flow
 
 pytestmark = pytest.mark.slow
 
@@ -416,3 +417,75 @@ def test_a_crosswalk_that_does_not_exist_is_still_reported_beside_a_broken_one(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2, lines
     assert "material.csv: cannot read" in lines[0] and "work_centers.yaml: columns[1].crosswalk: no crosswalk named 'plants'" in lines[1]
+
+
+# 4. A row deleted in the source and inserted again is restored by the next key comparison.
+RESTORED = {
+    # flow, source table, source key column, key, target table, target key column, target key, flag check
+    "production order, soft delete (the issue's example)": (
+        "production_orders", "production_order", "order_no", "1000012", "work_order", "wo_no", "WO-2026-000012",
+    ),
+    "material, soft delete from the source's own flag": (
+        "materials", "material", "material_no", "MAT-000013", "item", "item_code", "100013",
+    ),
+    "material, the oldest one": ("materials", "material", "material_no", None, "item", "item_code", None),
+}
+
+
+def _flagged(site: Any, table: str, column: str, key: str, flag: str = "is_deleted") -> Any:
+    with site.engine("mes").connect() as conn:
+        return conn.execute(text(f"SELECT {flag} FROM {table} WHERE {column} = :k"), {"k": key}).scalar_one()
+
+
+@pytest.mark.parametrize("case", RESTORED, ids=list(RESTORED))
+def test_a_row_back_in_the_source_is_restored_by_the_next_key_comparison(
+    sites: SiteFactory, case: str, figures: Any,
+) -> None:
+    flow, table, key, value, target, target_key, target_value = RESTORED[case]
+    site = sites.new("restored")
+    site.run_all(("materials", "production_orders"))
+    with site.engine("erp").connect() as conn:
+        if value is None:  # the row furthest behind the watermark
+            value = conn.execute(text(f"SELECT {key} FROM {table} ORDER BY updated_at, {key} LIMIT 1")).scalar_one()
+            target_value = "1" + value[5:]
+        row = dict(conn.execute(text(f"SELECT * FROM {table} WHERE {key} = :k"), {"k": value}).one()._mapping)
+    site.execute("erp", f"DELETE FROM {table} WHERE {key} = :k", k=value)
+    site.run(flow, RunOptions(keyset=True))
+    assert _flagged(site, target, target_key, target_value) is True
+    # Inserted again as it was, its cursor older than the watermark: no window reads it.
+    site.execute("erp", f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", **row)
+    result = site.run(flow)
+    assert _flagged(site, target, target_key, target_value) is True  # not due: nothing compared
+    result = site.run(flow, RunOptions(keyset=True))
+    assert _flagged(site, target, target_key, target_value) is False
+    assert json.loads(site.ledger("mes", flow)[-1]["options"])["rows_restored"] == 1
+    assert result.record.counts.rows_deleted == 0
+    # A second comparison finds nothing to restore.
+    site.run(flow, RunOptions(keyset=True))
+    assert "rows_restored" not in json.loads(site.ledger("mes", flow)[-1]["options"])
+    figures.inputs.add(f"hostile: restored {case}")
+
+
+def test_a_row_back_with_other_values_and_a_status_action_gets_them(sites: SiteFactory) -> None:
+    """The status action (a flagged value in a mapped column): the source row is read again."""
+    site = sites.new("restored_status")
+    flow_file = site.mappings / "flows" / "work_centers.yaml"
+    flow_file.write_text(
+        flow_file.read_text(encoding="utf-8").replace(
+            "cursor: {column: updated_at}\n",
+            "cursor: {column: updated_at}\ndeletes: {detect: keyset, action: status, column: name, value: GONE}\n",
+        ), encoding="utf-8",
+    )
+    site.reload()
+    site.run("work_centers")
+    with site.engine("erp").connect() as conn:
+        row = dict(conn.execute(text("SELECT * FROM work_center WHERE work_center = 'WC-ASM1'")).one()._mapping)
+    site.execute("erp", "DELETE FROM work_center WHERE work_center = 'WC-ASM1'")
+    site.run("work_centers", RunOptions(keyset=True))
+    assert site.count("mes", "equipment", "WHERE name = 'GONE'") == 1
+    row["description"] = "Assembly line 1 (rebuilt)"
+    row["updated_at"] -= timedelta(days=30)  # behind the lookback: only the key comparison finds it
+    site.execute("erp", f"INSERT INTO work_center ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", **row)
+    site.run("work_centers", RunOptions(keyset=True))
+    assert site.count("mes", "equipment", "WHERE name = 'GONE'") == 0
+    assert site.count("mes", "equipment", "WHERE name = 'Assembly line 1 (rebuilt)'") == 1
