@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sync_harness import SiteFactory, copy_mappings
+from sync_harness import TRANSFORM_PATHS, SiteFactory, copy_mappings
 
 from etl import cli
 from etl import watermark as wm
@@ -489,3 +489,50 @@ def test_a_row_back_with_other_values_and_a_status_action_gets_them(sites: SiteF
     site.run("work_centers", RunOptions(keyset=True))
     assert site.count("mes", "equipment", "WHERE name = 'GONE'") == 0
     assert site.count("mes", "equipment", "WHERE name = 'Assembly line 1 (rebuilt)'") == 1
+
+
+# 3. Keys that clean to the same value: the batch's rule holds across runs.
+@pytest.mark.parametrize("transform", TRANSFORM_PATHS)
+def test_a_key_that_cleans_like_a_loaded_one_never_overwrites_it(sites: SiteFactory, transform: str, figures: Any) -> None:
+    site = sites.new("cleaned_alike", transform=None if transform == "auto" else transform)
+    site.run("materials")
+    with site.engine("mes").connect() as conn:
+        before = conn.execute(text("SELECT name_en FROM item WHERE item_code = '100013'")).scalar_one()
+    site.execute(
+        "erp", "INSERT INTO material (material_no, material_type, base_unit, description_en, is_deleted, updated_at) "
+        "SELECT 'mat-000013 ', material_type, base_unit, 'a second material', false, LOCALTIMESTAMP "
+        "FROM material WHERE material_no = 'MAT-000013'",
+    )
+    site.run("materials")
+    with site.engine("mes").connect() as conn:
+        assert conn.execute(text("SELECT name_en FROM item WHERE item_code = '100013'")).scalar_one() == before
+        reasons = conn.execute(text(
+            "SELECT source_key, reason FROM etl_quarantine WHERE flow = 'materials' AND status = 'waiting' "
+            "AND reason LIKE 'duplicate natural key (item_code=100013)%' ORDER BY source_key"
+        )).all()
+    assert [r.source_key for r in reasons] == ["material_no=MAT-000013", "material_no=mat-000013 "], reasons
+    # The next run, the newer row outside its window, still leaves the loaded one as it was.
+    site.run("materials")
+    with site.engine("mes").connect() as conn:
+        assert conn.execute(text("SELECT name_en FROM item WHERE item_code = '100013'")).scalar_one() == before
+    figures.inputs.add(f"hostile: a key cleaning like a loaded one [{transform}]")
+
+
+def test_an_order_number_padded_like_a_loaded_one_waits_with_it_and_an_identical_copy_loads_once(
+    sites: SiteFactory,
+) -> None:
+    site = sites.new("cleaned_alike_orders")
+    site.run_all(("materials", "production_orders"))
+    with site.engine("erp").connect() as conn:
+        first, second = conn.execute(text(
+            "SELECT order_no FROM production_order WHERE status = 'REL' ORDER BY order_no LIMIT 2"
+        )).scalars().all()
+    copy = ("INSERT INTO production_order SELECT :new, material_no, plant, quantity + :more, unit, planned_start, "
+            "planned_end, status, created_at, LOCALTIMESTAMP FROM production_order WHERE order_no = :old")
+    site.execute("erp", copy, new=f" {first}", more=1, old=first)   # differs: both wait
+    site.execute("erp", copy, new=f"{second} ", more=0, old=second)  # identical once cleaned: loads once
+    site.run("production_orders")
+    waiting = site.count("mes", "etl_quarantine", "WHERE flow = 'production_orders' AND status = 'waiting' "
+                         "AND reason LIKE :r", r=f"duplicate natural key (wo_no=WO-2026-{first[1:]})%")
+    assert waiting == 2
+    assert site.count("mes", "etl_quarantine", "WHERE flow = 'production_orders' AND source_key LIKE :k", k=f"%{second}%") == 0
