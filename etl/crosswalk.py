@@ -9,7 +9,7 @@ the MES unit (KG -> g: 1000); going back divides by it.
 A crosswalk can also be a ``lookup``: its pairs are read from a table on one of the databases
 (a product table's ``default_code`` and ``id``, a unit's name and id), at the start of each run
 that uses it, once, and serve both directions for that run. :func:`load_crosswalks` only checks
-its definition (``python -m etl check`` connects to nothing); :func:`resolve_lookups` reads it.
+its definition (``python -m etl check`` reads no lookup); :func:`resolve_lookups` reads it.
 """
 
 from __future__ import annotations
