@@ -9,7 +9,6 @@ never hides the task's own failure.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from etl.errors import (
     TriggerParametersInvalid,
     ValidationFailed,
 )
+from etl.printable import get_logger
 
-log = logging.getLogger("etl.alerts")
+log = get_logger("etl.alerts")
 
 #: What to do next, by the type of the error that ended the run (first match wins).
 NEXT_STEPS: tuple[tuple[type[BaseException], str], ...] = (

@@ -13,16 +13,17 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from sqlalchemy.exc import OperationalError
 
-from etl import ledger, quarantine
+from etl import ledger, quarantine, validation
 from etl.config import DEFAULT_MAPPINGS, REPO_ROOT, Project, load_project
 from etl.connections import Connections, masked
 from etl.crosswalk import load_crosswalks
-from etl.errors import ConfigError, ConnectionNotFound, EtlError, SchemaDriftError, StepFailed
+from etl.errors import ConfigError, ConfigProblem, ConnectionNotFound, EtlError, SchemaDriftError, StepFailed
 from etl.pipeline_tables import ensure_pipeline_tables
+from etl.printable import EscapingStream, escape_controls
 from etl.runner import RunOptions, RunResult, run_flow
 from etl.watermark import parse_since
 
@@ -60,7 +61,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.2f}"
-    return str(value)
+    return escape_controls(str(value))  # one row per line, whatever a source value holds
 
 
 def _is_number(value: Any) -> bool:
@@ -82,6 +83,11 @@ def _project(args: argparse.Namespace) -> Project:
 def cmd_check(args: argparse.Namespace) -> int:
     project = _project(args)
     crosswalks = load_crosswalks(Path(args.mappings) / "crosswalks")
+    problems, notes = _check_regexes(project)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if problems:
+        raise ConfigError(problems)
     lookups = sum(1 for c in crosswalks.values() if c.lookup_spec is not None)
     read_later = f" ({lookups} lookups, read from their databases when a flow runs)" if lookups else ""
     print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks{read_later}, "
@@ -89,6 +95,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     for flow in project.flows.values():
         print(f"  {flow.flow:<20} {flow.direction:<11} {project.schedule_of(flow) or '-':<14} {flow.source.table} -> {flow.target.table}")
     return 0
+
+
+def _check_regexes(project: Project) -> tuple[list[ConfigProblem], list[str]]:
+    """Compile every suite regex in the database that will run it: the flow's target (one
+    SELECT each, nothing written; a SQLite target's regexes with Python's re, as SQLite runs
+    them). A target not defined or not reachable gets a note, and its regexes Python's re."""
+    problems: list[ConfigProblem] = []
+    notes: list[str] = []
+    unreached: dict[str, str] = {}
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with Connections() as connections:
+        for flow in project.flows.values():
+            if flow.expectations is None:
+                continue
+            suite = validation.load_suite(Path(project.expectations_dir), flow)
+            params = validation.parameters(flow.expectations, now)
+            if not any(e.type in validation.REGEX_RULES for e in suite.expectations):
+                continue
+            try:
+                if connections.url(flow.target.connection).get_backend_name() == "sqlite":
+                    problems += validation.regex_problems(None, suite, params)
+                    continue
+                with connections.engine(flow.target.connection).connect() as conn, conn.begin():
+                    problems += validation.regex_problems(conn, suite, params)
+                    conn.rollback()
+            except (ConnectionNotFound, OperationalError) as exc:
+                unreached[flow.target.connection] = type(exc).__name__
+                problems += validation.regex_problems(None, suite, params)
+    if unreached:
+        notes.append(
+            "suite regexes for " + ", ".join(f"{c} ({why})" for c, why in sorted(unreached.items()))
+            + " compiled with Python's re, not in their database; a run compiles them there before validating"
+        )
+    return list(dict.fromkeys(problems)), notes
 
 
 def _options(args: argparse.Namespace) -> RunOptions:
@@ -364,6 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; everything it prints has its control characters escaped."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = cast(TextIO, EscapingStream(stdout)), cast(TextIO, EscapingStream(stderr))
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

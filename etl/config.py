@@ -181,6 +181,10 @@ class CursorSpec(_Model):
     #: aside before the transform instead of being compared with the target again (the SQL
     #: path). Off by default: a re-read row then also restores a hand edit on the target.
     skip_loaded: bool = False
+    #: How far past the source's own clock a cursor value may lie (local times read against
+    #: a clock in another zone, clock skew). A row beyond it is loaded and reported, but the
+    #: watermark never passes the clock plus this.
+    future_tolerance: Duration = timedelta(days=1)
 
 
 class CrosswalkRef(_Model):
@@ -766,15 +770,40 @@ def problems_from_validation(file: str, exc: ValidationError, model: type[BaseMo
     return list(seen.values())
 
 
-def _read_yaml(path: Path, rel: str) -> tuple[Any, list[ConfigProblem]]:
+class UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (plain YAML keeps the last,
+    so a second ``source:`` or ``depends_on:`` would silently replace the first). Keys merged
+    in with ``<<:`` may still be overridden: that is what a merge is for."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first_line.get(key)
+                except TypeError:  # an unhashable key: the constructor reports it
+                    continue
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen})", key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
+def read_yaml(path: Path, rel: str) -> tuple[Any, list[ConfigProblem]]:
+    """Parse a YAML file with :class:`UniqueKeyLoader`; problems carry file, line and column."""
     try:
         with path.open(encoding="utf-8") as fh:
-            return yaml.safe_load(fh), []
+            return yaml.load(fh, Loader=UniqueKeyLoader), []  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(exc, "problem", None) or str(exc)
-        return None, [ConfigProblem(rel, where, f"malformed YAML: {reason}")]
+        return None, [ConfigProblem(rel, where, reason if reason.startswith("duplicate key") else f"malformed YAML: {reason}")]
     except UnicodeDecodeError as exc:
         return None, [ConfigProblem(rel, "", f"not UTF-8 text: {exc}")]
 
@@ -830,7 +859,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
 
     Returns the flows in dependency order. Raises ConfigError listing every problem found.
     """
-    from etl.crosswalk import load_crosswalks  # crosswalk imports config for Side only
+    from etl.crosswalk import read_crosswalks  # crosswalk imports config for Side only
     from etl.validation import load_suite  # likewise: validation reads Flow
 
     base = Path(mappings_dir)
@@ -839,7 +868,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
     defaults = Defaults()
     defaults_path = base / "defaults.yaml"
     if defaults_path.exists():
-        raw, errs = _read_yaml(defaults_path, display_path(defaults_path))
+        raw, errs = read_yaml(defaults_path, display_path(defaults_path))
         problems += errs
         if raw is not None:
             try:
@@ -855,15 +884,18 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         problems.append(ConfigProblem(display_path(base / "flows"), "", "no flow files (*.yaml)"))
     for path in flow_files:
         rel = display_path(path)
-        raw, errs = _read_yaml(path, rel)
+        raw, errs = read_yaml(path, rel)
         problems += errs
         if errs:
+            invalid.add(path.stem)  # its depends_on readers need no message of their own
             continue
         if not isinstance(raw, dict):
             problems.append(ConfigProblem(rel, "", "expected a mapping of keys at the top level"))
+            invalid.add(path.stem)
             continue
         if "file" in raw:
             problems.append(ConfigProblem(rel, "file", _unknown_key_message(Flow, ("file",))))
+            invalid.add(str(raw.get("flow", path.stem)))
             continue
         try:
             flow = Flow.model_validate({**_merge_defaults(raw, defaults), "file": rel})
@@ -879,17 +911,23 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
         flows[flow.flow] = flow
         rel_of[flow.flow] = rel
 
-    crosswalks = {}
-    try:
-        crosswalks = load_crosswalks(base / "crosswalks")
-    except ConfigError as exc:
-        problems += exc.problems
+    # A reference to a crosswalk whose own file is broken follows from that file's problem.
+    crosswalks, crosswalk_problems, broken_crosswalks = read_crosswalks(base / "crosswalks")
+    problems += crosswalk_problems
+    translated: set[tuple[str, str]] = set()  # (crosswalk, side) some flow translates codes to
     for flow in flows.values():
+        if flow.direction == "mes_to_erp" and flow.source.plant_column is not None:
+            translated.add(("plant", "mes"))  # --plants are ERP codes, translated for an MES source
         located = [(f"columns[{i}]", col) for i, col in enumerate(flow.columns)]
         if flow.lines is not None:
             located += [(f"lines.columns[{i}]", col) for i, col in enumerate(flow.lines.columns)]
         for at, col in located:
+            side = flow.crosswalk_side(col)
+            if side is not None:
+                translated.add(side)
             for name, where in _crosswalks_used(flow, col):
+                if name in broken_crosswalks:
+                    continue
                 if name not in crosswalks:
                     problems.append(ConfigProblem(flow.file, f"{at}.{where}", f"no crosswalk named {name!r}"))
                 elif where == "convert_unit.crosswalk" and crosswalks[name].lookup_spec is not None:
@@ -898,6 +936,12 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
                         flow.file, f"{at}.{where}",
                         f"crosswalk {name!r} is a lookup and has no unit factors; use a CSV crosswalk with a factor column",
                     ))
+
+    # A crosswalk stays one-to-one across its table and its rule in each direction flows use.
+    problems += [
+        problem for name, crosswalk in sorted(crosswalks.items())
+        for to, problem in crosswalk.collisions if (name, to) in translated
+    ]
 
     suites_dir = Path(expectations_dir) if expectations_dir is not None else base.parent / "expectations"
     for flow in flows.values():
@@ -912,7 +956,7 @@ def load_project(mappings_dir: Path | str = DEFAULT_MAPPINGS, expectations_dir: 
     reconciliations, reconciliation_problems = _load_reconciliations(base / RECONCILIATIONS_FILE)
     problems += reconciliation_problems
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))  # a suite two flows share: once
     return Project(
         flows={name: flows[name] for name in order},
         defaults=defaults,
@@ -930,7 +974,7 @@ def _load_reconciliations(path: Path) -> tuple[list[BusinessReconciliation], lis
     if not path.exists():
         return [], []
     rel = display_path(path)
-    raw, problems = _read_yaml(path, rel)
+    raw, problems = read_yaml(path, rel)
     if problems:
         return [], problems
     try:

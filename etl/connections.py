@@ -60,14 +60,35 @@ def _url_from_airflow_json(raw: str) -> URL:
     )
 
 
+class AmbiguousUrl(ValueError):
+    """A URL whose ``user:password@host`` part can be read more than one way."""
+
+
+def check_authority(scheme: str, rest: str) -> None:
+    """Refuse a URL with more than one ``@``: a password holding ``@`` (and ``/``) not
+    percent-encoded is otherwise split at the wrong place, and its tail becomes the host or the
+    database name that the driver's error then prints. The message never quotes the URL."""
+    if scheme.split("+", 1)[0] == "sqlite":
+        return  # a file path, no user or host
+    if rest.count("@") > 1:
+        raise AmbiguousUrl(
+            f"{rest.count('@')} '@' in the URL, so where the password ends is ambiguous: percent-encode "
+            "'@' as %40, '/' as %2F, ':' as %3A in the user name and password (the URL is not shown)"
+        )
+
+
 def to_sqlalchemy_url(raw: str) -> URL:
-    """Turn an Airflow connection URI/JSON or a SQLAlchemy URL into a SQLAlchemy URL."""
+    """Turn an Airflow connection URI/JSON or a SQLAlchemy URL into a SQLAlchemy URL.
+
+    Raises ValueError (AmbiguousUrl for more than one ``@``) or ArgumentError; no message
+    quotes any part of ``raw``."""
     raw = raw.strip()
     if raw.startswith("{"):
         return _url_from_airflow_json(raw)
     scheme, sep, rest = raw.partition("://")
     if not sep:
         raise ValueError("not a URL (expected scheme://...)")
+    check_authority(scheme, rest)
     base = scheme.split("+", 1)[0]
     if "+" not in scheme and base in _SCHEMES:
         scheme = _SCHEMES[base]
@@ -78,13 +99,49 @@ def to_sqlalchemy_url(raw: str) -> URL:
 DEFAULT_CONNECTIONS_FILE = Path(__file__).resolve().parent.parent / ".demo" / "connections.json"
 
 
+def _connections_file_path() -> Path:
+    return Path(os.environ.get(CONNECTIONS_FILE_ENV) or str(DEFAULT_CONNECTIONS_FILE))
+
+
 def _connections_file() -> dict[str, str]:
-    path = os.environ.get(CONNECTIONS_FILE_ENV) or str(DEFAULT_CONNECTIONS_FILE)
-    if not Path(path).is_file():
+    """The connections file's URLs by id; {} when there is no file. Raises ConnectionNotFound
+    naming the file when it cannot be read or is not a JSON object of URLs (a value may also be
+    an Airflow connection as a JSON object). Messages never quote its content: it holds passwords."""
+    path = _connections_file_path()
+    if not path.exists():
         return {}
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    return {str(k): str(v) for k, v in data.items()}
+    where = f"connections file {path}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise ConnectionNotFound(f"{where}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConnectionNotFound(f"{where}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        # The position only: the decoder's message quotes no content.
+        raise ConnectionNotFound(f"{where}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise ConnectionNotFound(
+            f"{where}: expected a JSON object of connection ids and URLs "
+            f'({{"erp_db": "postgresql://…", …}}), found a {_json_kind(data)}'
+        )
+    urls: dict[str, str] = {}
+    for conn_id, value in data.items():
+        if isinstance(value, dict):
+            urls[conn_id] = json.dumps(value)  # an Airflow connection in its JSON form
+        elif isinstance(value, str):
+            urls[conn_id] = value
+        else:
+            raise ConnectionNotFound(
+                f"{where}: connection {conn_id!r}: expected a URL string or an Airflow connection object, "
+                f"found a {_json_kind(value)}"
+            )
+    return urls
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _airflow_connection_uri(conn_id: str) -> str | None:
@@ -118,16 +175,38 @@ def resolve_url(conn_id: str) -> URL:
         or _connections_file().get(conn_id)
     )
     if raw is None:
+        path = _connections_file_path()
+        named = os.environ.get(CONNECTIONS_FILE_ENV)
+        found = f" ({path} does not exist)" if named and not path.exists() else ""
         raise ConnectionNotFound(
             f"connection {conn_id!r} is not defined: set {_env_name(conn_id)} "
             f"(an Airflow connection URI), add it to Airflow's connections, "
-            f"or list it in the file named by {CONNECTIONS_FILE_ENV}"
+            f"or list it in the file named by {CONNECTIONS_FILE_ENV}{found}"
         )
+    return _parsed(raw, f"connection {conn_id!r}", to_sqlalchemy_url)
+
+
+def parse_url(raw: str, name: str) -> URL:
+    """A SQLAlchemy URL given on the command line as ``name``; refused as :func:`resolve_url`
+    refuses one, naming ``name`` and never the URL."""
+    def make(text: str) -> URL:
+        scheme, _, rest = text.strip().partition("://")
+        check_authority(scheme, rest)
+        return make_url(text.strip())
+
+    return _parsed(raw, name, make)
+
+
+def _parsed(raw: str, name: str, parse: Any) -> URL:
     try:
-        return to_sqlalchemy_url(raw)
+        url: URL = parse(raw)
+    except AmbiguousUrl as exc:
+        raise ConnectionNotFound(f"{name}: cannot parse its URL: {exc}") from None
     except (ValueError, TypeError, AttributeError, ArgumentError) as exc:
-        # The raw value may hold a password: name the variable, never echo the value.
-        raise ConnectionNotFound(f"connection {conn_id!r}: cannot parse its URL ({type(exc).__name__})") from None
+        # The raw value may hold a password: name the variable, never echo the value (a bad
+        # port's ValueError quotes it, json's quotes the text around the error).
+        raise ConnectionNotFound(f"{name}: cannot parse its URL ({type(exc).__name__})") from None
+    return url
 
 
 def masked(url: URL) -> str:

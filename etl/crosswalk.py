@@ -9,7 +9,7 @@ the MES unit (KG -> g: 1000); going back divides by it.
 A crosswalk can also be a ``lookup``: its pairs are read from a table on one of the databases
 (a product table's ``default_code`` and ``id``, a unit's name and id), at the start of each run
 that uses it, once, and serve both directions for that run. :func:`load_crosswalks` only checks
-its definition (``python -m etl check`` connects to nothing); :func:`resolve_lookups` reads it.
+its definition (``python -m etl check`` reads no lookup); :func:`resolve_lookups` reads it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from sqlalchemy import Connection, Engine, MetaData, Table, and_, select
 from sqlalchemy.exc import NoSuchTableError
@@ -36,6 +35,7 @@ from etl.config import (
     check_connection_id,
     closest_name,
     problems_from_validation,
+    read_yaml,
 )
 from etl.dialects import dialect_for
 from etl.dialects.base import exclude_filter, scope_filter
@@ -124,6 +124,9 @@ class Crosswalk:
     whole_number_sides: frozenset[str] = frozenset()
     #: File the crosswalk is defined in, for messages.
     file: str = ""
+    #: Table entries that collide with the rule, by the side they translate to: a problem only
+    #: where a flow translates that way (load_project refuses them there).
+    collisions: tuple[tuple[str, ConfigProblem], ...] = ()
 
     def entries(self, to: str) -> dict[str, tuple[str, Decimal]]:
         """The table's pairs towards side ``to``: ``{code: (counterpart, factor)}``."""
@@ -177,8 +180,12 @@ def _parse_factor(raw: str | None, where: str, file: str, problems: list[ConfigP
     return factor
 
 
-def _read_table(path: Path, rel: str, problems: list[ConfigProblem]) -> tuple[dict, dict]:
-    """Read a CSV crosswalk table into both direction maps, reporting conflicts by line."""
+def _read_table(
+    path: Path, rel: str, problems: list[ConfigProblem], lines: dict[tuple[str, str], int] | None = None,
+) -> tuple[dict, dict]:
+    """Read a CSV crosswalk table into both direction maps, reporting conflicts by line.
+
+    ``lines``, if given, receives the line of each pair: ``{(to, code): line}``."""
     to_mes: dict[str, tuple[str, Decimal]] = {}
     to_erp: dict[str, tuple[str, Decimal]] = {}
     try:
@@ -209,10 +216,14 @@ def _read_table(path: Path, rel: str, problems: list[ConfigProblem]) -> tuple[di
             if erp in to_mes:
                 problems.append(ConfigProblem(rel, where, f"ERP code {erp!r} already maps to {to_mes[erp][0]!r}"))
             to_mes[erp] = (mes, factor)
+            if lines is not None:
+                lines[("mes", erp)] = line_no
         if direction in ("both", "to_erp"):
             if mes in to_erp:
                 problems.append(ConfigProblem(rel, where, f"MES code {mes!r} already maps to {to_erp[mes][0]!r}"))
             to_erp[mes] = (erp, Decimal(1) / factor)
+            if lines is not None:
+                lines[("erp", mes)] = line_no
     return to_mes, to_erp
 
 
@@ -249,10 +260,9 @@ def _read_rule(raw: Any, rel: str, problems: list[ConfigProblem]) -> dict[str, R
 
 def _load_yaml_crosswalk(path: Path, problems: list[ConfigProblem]) -> tuple[Crosswalk | None, Path | None]:
     rel = display_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.append(ConfigProblem(rel, "", f"malformed YAML: {exc}"))
+    raw, errs = read_yaml(path, rel)
+    if errs:
+        problems += errs
         return None, None
     if not isinstance(raw, dict):
         problems.append(ConfigProblem(rel, "", "expected a mapping"))
@@ -273,14 +283,54 @@ def _load_yaml_crosswalk(path: Path, problems: list[ConfigProblem]) -> tuple[Cro
     to_mes: dict = {}
     to_erp: dict = {}
     table_path = None
+    lines: dict[tuple[str, str], int] = {}
     if "table" in raw:
         table_path = path.parent / str(raw["table"])
         if not table_path.is_file():
             problems.append(ConfigProblem(rel, "table", f"file {raw['table']!r} not found next to it"))
         else:
-            to_mes, to_erp = _read_table(table_path, display_path(table_path), problems)
+            to_mes, to_erp = _read_table(table_path, display_path(table_path), problems, lines)
     rule = _read_rule(raw["rule"], rel, problems) if "rule" in raw else None
-    return Crosswalk(name, to_mes, to_erp, rule), table_path
+    crosswalk = Crosswalk(name, to_mes, to_erp, rule)
+    if rule is not None and table_path is not None:
+        crosswalk = replace(crosswalk, collisions=table_rule_collisions(crosswalk, display_path(table_path), lines))
+    return crosswalk, table_path
+
+
+def table_rule_collisions(
+    crosswalk: Crosswalk, rel: str, lines: dict[tuple[str, str], int],
+) -> tuple[tuple[str, ConfigProblem], ...]:
+    """Pairs of the table that make the crosswalk non-injective together with its rule.
+
+    In each direction a table entry ``code -> counterpart`` collides when the rule gives the
+    same ``counterpart`` to another code the table does not know: both would be written to (or
+    posted as) one code, the second overwriting the first.
+    """
+    rule = crosswalk.rule
+    if rule is None:
+        return ()
+    problems: list[tuple[str, ConfigProblem]] = []
+    for to in SIDES:
+        source = other_side(to)
+        names = {"erp": "ERP", "mes": "MES"}
+        for code, (counterpart, _) in crosswalk.entries(to).items():
+            back = rule[to].pattern.match(counterpart)
+            if not back:
+                continue
+            rival = rule[source].render(back.groupdict())
+            forward = rule[source].pattern.match(rival)
+            if rival == code or rival in crosswalk.entries(to) or not forward:
+                continue
+            if rule[to].render(forward.groupdict()) != counterpart:
+                continue
+            line = lines.get((to, code))
+            problems.append((to, ConfigProblem(
+                rel, f"line {line}" if line else "",
+                f"{names[source]} code {code!r} maps to {names[to]} {counterpart!r}, which the rule of crosswalk "
+                f"{crosswalk.name!r} gives to {names[source]} {rival!r}: two {names[source]} codes would share "
+                f"{names[to]} {counterpart!r} (add {rival!r} to the table with its own code, or use another code)",
+            )))
+    return tuple(problems)
 
 
 def _lookup_crosswalk(name: str, raw: dict[str, Any], rel: str, problems: list[ConfigProblem]) -> Crosswalk | None:
@@ -307,26 +357,42 @@ def load_crosswalks(directory: Path) -> dict[str, Crosswalk]:
     A CSV named by a YAML file's ``table`` belongs to that crosswalk. Raises ConfigError with
     every problem found (conflicting pairs, bad factors, broken rules), each with file and line.
     """
+    result, problems, _ = read_crosswalks(directory)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def read_crosswalks(directory: Path) -> tuple[dict[str, Crosswalk], list[ConfigProblem], set[str]]:
+    """What :func:`load_crosswalks` loads, without raising: the crosswalks that loaded whole,
+    every problem, and the names of the crosswalks whose files have problems (a reference to
+    one of those follows from its file's problem and needs no message of its own)."""
     problems: list[ConfigProblem] = []
     result: dict[str, Crosswalk] = {}
+    broken: set[str] = set()
     owned: set[Path] = set()
     for path in sorted(directory.glob("*.y*ml")):
+        before = len(problems)
         crosswalk, table = _load_yaml_crosswalk(path, problems)
-        if crosswalk is not None:
+        if len(problems) > before:
+            broken.add(path.stem)
+        elif crosswalk is not None:
             result[crosswalk.name] = crosswalk
         if table is not None:
             owned.add(table.resolve())
     for path in sorted(directory.glob("*.csv")):
         if path.resolve() in owned:
             continue
-        if path.stem in result:
+        if path.stem in result or path.stem in broken:
             problems.append(ConfigProblem(display_path(path), "", f"crosswalk {path.stem!r} is also defined by a YAML file"))
             continue
+        before = len(problems)
         to_mes, to_erp = _read_table(path, display_path(path), problems)
-        result[path.stem] = Crosswalk(path.stem, to_mes, to_erp)
-    if problems:
-        raise ConfigError(problems)
-    return result
+        if len(problems) > before:
+            broken.add(path.stem)
+        else:
+            result[path.stem] = Crosswalk(path.stem, to_mes, to_erp)
+    return result, problems, broken
 
 
 def _code_text(value: Any) -> str:
@@ -387,10 +453,23 @@ def read_lookup(crosswalk: Crosswalk, conn: Connection) -> tuple[Crosswalk, list
         "mes": _one_way((_code_text(e), _code_text(m)) for e, m in pairs),
         "erp": _one_way((_code_text(m), _code_text(e)) for e, m in pairs),
     }
+    # Injective both ways: a code left out as ambiguous takes its counterparts out of the other
+    # direction too, else two ERP codes would write to one MES code (or post as one ERP code).
+    for side, (_, ambiguous) in maps.items():
+        reverse = maps[other_side(side)][0]
+        for counterpart in [c for c, (code, _) in reverse.items() if code in ambiguous]:
+            del reverse[counterpart]
     warnings = []
     for side, (_, ambiguous) in maps.items():
         if ambiguous:
-            shown = ", ".join(repr(c) for c in sorted(ambiguous)[:5]) + (" ..." if len(ambiguous) > 5 else "")
+            named = [
+                f"{c!r} with " + " and ".join(sorted({
+                    repr(_code_text(m if side == "mes" else e)) for e, m in pairs
+                    if _code_text(e if side == "mes" else m) == c
+                }))
+                for c in sorted(ambiguous)[:5]
+            ]
+            shown = ", ".join(named) + (" ..." if len(ambiguous) > 5 else "")
             other = "ERP" if side == "mes" else "MES"
             warnings.append(
                 f"crosswalk {crosswalk.name!r}: {len(ambiguous)} {other} code(s) match more than one row of "

@@ -28,7 +28,6 @@ Nothing here touches a database at parse time: building the DAGs only reads the 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,11 +40,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from etl.alerts import FailureAlert
 from etl.config import DEFAULT_MAPPINGS, ColumnSpec, Flow, Project, load_project
 from etl.errors import ParameterProblem, TriggerParametersInvalid
+from etl.printable import get_logger
 
 if TYPE_CHECKING:
     from etl.runner import RunOptions, RunResult
 
-log = logging.getLogger("etl.dag_factory")
+log = get_logger("etl.dag_factory")
 
 DAG_ID_PREFIX = "sync_"
 TASK_ID = "sync"

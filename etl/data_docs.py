@@ -13,7 +13,6 @@ Connection URLs never reach GX's files: each data source names an environment va
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,12 +22,13 @@ from typing import TYPE_CHECKING
 
 from etl.config import Project
 from etl.connections import Connections
+from etl.printable import get_logger
 from etl.validation import parameters, suite_path
 
 if TYPE_CHECKING:
     from great_expectations.datasource.fluent import SQLDatasource
 
-log = logging.getLogger("etl.data_docs")
+log = get_logger("etl.data_docs")
 
 @dataclass(frozen=True)
 class DataDocs:

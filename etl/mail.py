@@ -18,8 +18,9 @@ from email.utils import formatdate
 
 from etl.config import ReportSettings
 from etl.errors import EtlError
+from etl.printable import get_logger
 
-log = logging.getLogger("etl.mail")
+log = get_logger("etl.mail")
 
 #: Airflow's secrets masker warns about every value it is given that is too short to mask.
 _SHORT_SECRET_WARNING = "Skipping masking for a secret as it's too short"

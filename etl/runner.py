@@ -18,7 +18,6 @@ chunk by chunk). Everything after staging is shared.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import SOURCE_KEY, scope_filter
 from etl.documents import DocumentLines
 from etl.errors import (
+    ConfigError,
     EtlError,
     FlowBusy,
     ReconciliationFailed,
@@ -52,10 +52,11 @@ from etl.errors import (
 from etl.extract import TableSource, frame_from_rows
 from etl.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
 from etl.pipeline_tables import ensure_pipeline_tables
+from etl.printable import get_logger
 from etl.schema import ColumnType, check_flow_schema, column_type, has_unique_key, reflect_table
 from etl.transform import Reject, is_null, transform
 
-log = logging.getLogger("etl.runner")
+log = get_logger("etl.runner")
 
 
 def utcnow() -> datetime:
@@ -287,11 +288,13 @@ def _run_steps(
     plants = _source_plants(flow, options.plants, crosswalks, result)
     source = TableSource(sconn, source_table, flow, plants)
     full_read = options.full_refresh or flow.load.mode == "snapshot_replace" or flow.cursor is None
-    ceiling = source.ceiling()
-    window = (
-        wm.plan_window(flow_state.watermark, ceiling, flow.cursor.lookback, since=options.since, full_refresh=full_read)
-        if flow.cursor is not None else None
-    )
+    window = None
+    if flow.cursor is not None:
+        ceiling, beyond = _ceiling(flow, source, flow_state.watermark, run, result)
+        window = wm.plan_window(
+            flow_state.watermark, ceiling, flow.cursor.lookback, since=options.since, full_refresh=full_read,
+            beyond=beyond,
+        )
     if window is not None:
         run.window_from = None if window.lower is None else str(window.lower)
         run.window_to = None if window.upper is None else str(window.upper)
@@ -299,7 +302,7 @@ def _run_steps(
     enter("stage")
     staging = dialect.create_staging(tconn, target_table, columns + insert_only_columns(flow), flow.flow)
     now = clock()
-    empty_source = window is not None and window.upper is None and not window.include_null
+    empty_source = window is not None and window.upper is None and not window.include_null and window.beyond is None
     sql_path = pushdown.unsupported_reason(
         flow, source_table, target_table, sconn.dialect.name, tconn.dialect.name, crosswalks,
     )
@@ -443,7 +446,9 @@ def _run_steps(
             flow.deletes.column, flow.deletes.value,
         )
     elif _keyset_due(flow, options, keyset_checked_at, now):
-        deleted, warning, compared = _detect_deletes(flow, source, tconn, dialect, target_table, crosswalks, types)
+        deleted, warning, compared = _detect_deletes(
+            flow, source, tconn, dialect, target_table, crosswalks, types, run, now, parent_tables,
+        )
         run.counts.rows_deleted += deleted
         if warning:
             result.warnings.append(warning)
@@ -462,6 +467,42 @@ def _run_steps(
         ledger.write_run(tconn, run)
 
 
+def _ceiling(
+    flow: Flow, source: TableSource, watermark: wm.CursorValue | None, run: ledger.RunRecord, result: RunResult,
+) -> tuple[wm.CursorValue | None, wm.CursorValue | None]:
+    """The window's ceiling, and the clock's limit when rows lie past it (else None).
+
+    A row dated past the source's clock plus ``cursor.future_tolerance`` is read and loaded,
+    but never becomes the watermark: it would hide every later change. Each run reports it.
+    """
+    assert flow.cursor is not None
+    highest = source.ceiling()
+    if highest is None:
+        return None, None
+    limit = wm.clock_limit(source.clock(), flow.cursor.future_tolerance, highest)
+    frozen = watermark is not None and limit is not None and wm.is_after(watermark, limit)
+    if limit is None or (not wm.is_after(highest, limit) and not frozen):
+        return highest, None
+    count, keys = source.beyond(limit, 5)
+    if count:
+        run.options["rows_beyond_clock"] = count
+        warning = (
+            f"flow {flow.flow!r}: {count} source row(s) have {flow.cursor.column} past the source's clock plus "
+            f"cursor.future_tolerance ({limit}), e.g. {'; '.join(keys)}: they are loaded, but the watermark "
+            "stays at the latest time not past the clock; correct them at the source"
+        )
+        result.warnings.append(warning)
+        log.warning("%s", warning)
+    if frozen:
+        warning = (
+            f"flow {flow.flow!r}: the stored watermark {watermark} is past the source's clock plus "
+            f"cursor.future_tolerance ({limit}); this run reads every row up to {limit} once"
+        )
+        result.warnings.append(warning)
+        log.warning("%s", warning)
+    return source.ceiling(limit), limit
+
+
 def _validate(
     flow: Flow, project: Project, tconn: Connection, staging: Table, columns: list[str],
     run: ledger.RunRecord, now: datetime,
@@ -470,9 +511,11 @@ def _validate(
     ValidationFailed when a critical expectation fails. Returns the rows taken out of staging."""
     assert flow.expectations is not None
     suite = validation.load_suite(Path(project.expectations_dir), flow)
-    verdict = validation.check_batch(
-        tconn, staging, suite, validation.parameters(flow.expectations, now), unique_key=list(flow.key),
-    )
+    params = validation.parameters(flow.expectations, now)
+    bad_regexes = validation.regex_problems(tconn, suite, params)
+    if bad_regexes:
+        raise ConfigError(bad_regexes)
+    verdict = validation.check_batch(tconn, staging, suite, params, unique_key=list(flow.key))
     run.checks += verdict.checks()
     if verdict.blocking:
         raise ValidationFailed(verdict.message(flow))
@@ -548,9 +591,11 @@ def _keyset_due(flow: Flow, options: RunOptions, checked_at: datetime | None, no
 
 def _detect_deletes(
     flow: Flow, source: TableSource, tconn: Connection, dialect: Dialect, target: Table,
-    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
+    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType], run: ledger.RunRecord, now: datetime,
+    parent_tables: dict[str, Table],
 ) -> tuple[int, str | None, bool]:
-    """Apply the delete action to target rows (within scope) whose key the source lost.
+    """Apply the delete action to target rows (within scope) whose key the source lost, and
+    restore those flagged rows (soft_delete, status) whose key the source has again.
 
     Source keys that cannot be translated (a code missing from a crosswalk) protect no target
     row; with the reversible actions (status, soft_delete) the comparison goes on and says how
@@ -560,11 +605,20 @@ def _detect_deletes(
     """
     key_flow = flow.model_copy(update={"columns": [c for c in flow.columns if c.target in flow.key], "parents": []})
     keys = dialect.create_staging(tconn, target, list(flow.key), f"{flow.flow}_keys")
+    flagged = _flagged_keys(flow, tconn, target)
+    back: list[tuple[Any, ...]] = []  # source keys (as read) of flagged target rows
     seq = 0
     untranslated = 0
     example: Reject | None = None
     for frame in source.keys(flow.load.chunk_size):
-        out = transform(frame.reset_index(drop=True), key_flow, crosswalks, types)
+        frame = frame.reset_index(drop=True)
+        out = transform(frame, key_flow, crosswalks, types)
+        if flagged:
+            positions = frame.index.get_indexer(out.rows.index)
+            for pos, values in zip(positions, out.rows[list(flow.key)].itertuples(index=False, name=None), strict=True):
+                if tuple(values) in flagged:
+                    back.append(tuple(frame.iloc[int(pos)]))
+            read_as = list(frame.columns)
         untranslated += len(out.rejects)
         example = example or (out.rejects[0] if out.rejects else None)
         if out.rejects and flow.deletes.action == "delete":
@@ -594,4 +648,40 @@ def _detect_deletes(
         flow.deletes.column, flow.deletes.value,
     )
     dialect.drop_staging(tconn, keys)
+    if back:
+        _restore(flow, source, tconn, dialect, target, crosswalks, types, run, now, parent_tables, read_as, back)
     return deleted, warning, True
+
+
+def _flagged_keys(flow: Flow, tconn: Connection, target: Table) -> set[tuple[Any, ...]]:
+    """Keys of the target rows (within scope) the delete action has flagged."""
+    if flow.deletes.action == "delete" or flow.deletes.column is None:
+        return set()
+    flag = True if flow.deletes.action == "soft_delete" else flow.deletes.value
+    stmt = select(*[target.c[k] for k in flow.key]).where(target.c[flow.deletes.column] == flag)
+    scoped = scope_filter(target, dict(flow.deletes.scope))
+    if scoped is not None:
+        stmt = stmt.where(scoped)
+    return {tuple(r) for r in tconn.execute(stmt)}
+
+
+def _restore(
+    flow: Flow, source: TableSource, tconn: Connection, dialect: Dialect, target: Table,
+    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType], run: ledger.RunRecord, now: datetime,
+    parent_tables: dict[str, Table], columns: list[str], keys: list[tuple[Any, ...]],
+) -> None:
+    """Read again the source rows whose flagged target rows came back (re-inserted with an old
+    cursor value, the window would never read them) and merge them as any run does: transform,
+    parents and quarantine, then the merge, which writes the flow's own value of the flag."""
+    targets = [c.target for c in flow.columns]
+    staging = dialect.create_staging(tconn, target, targets + insert_only_columns(flow), f"{flow.flow}_restore")
+    parents = ParentCheck(tconn, flow, parent_tables)
+    seq = 0
+    for frame in source.rows_with_keys(columns, keys, flow.load.chunk_size):
+        seq, _ = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
+    restored = merge_rows(tconn, dialect, flow, staging, target, targets) if seq else 0
+    dialect.drop_staging(tconn, staging)
+    run.counts.rows_loaded += restored
+    if restored:  # flagged by the source itself (a flow mapping its own is_deleted), nothing changes
+        run.options["rows_restored"] = restored
+        log.info("flow %s: %d row(s) back in the source restored on the target", flow.flow, restored)

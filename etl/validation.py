@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from sqlalchemy import (
     text,
     tuple_,
 )
+from sqlalchemy.exc import CompileError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime
 
@@ -77,6 +79,8 @@ class Expectation:
     #: GX's ``mostly``; for a quarantining expectation, the share of rows that must pass for the
     #: batch to load at all. None: any number of rows may fail and wait in quarantine.
     mostly: float | None
+    #: Its key path in the suite file (``expectations[3]``), for messages.
+    where: str = ""
 
     @property
     def row_level(self) -> bool:
@@ -202,7 +206,42 @@ def _read_expectation(
         problems.append(ConfigProblem(rel, f"{where}.meta.on_failure", f"{kind} is about the whole batch: it cannot quarantine rows"))
     if len(problems) > before:
         return None
-    return Expectation(name, kind, dict(kwargs), action, None if mostly is None else float(mostly))
+    return Expectation(name, kind, dict(kwargs), action, None if mostly is None else float(mostly), where)
+
+
+REGEX_RULES = ("expect_column_values_to_match_regex", "expect_column_values_to_not_match_regex")
+
+
+def regex_problems(conn: Connection | None, suite: Suite, params: Params) -> list[ConfigProblem]:
+    """Every regex of ``suite`` compiled by the database that will run it: on ``conn`` (one
+    SELECT each, in a savepoint), or with Python's ``re`` when ``conn`` is None or SQLite (whose
+    REGEXP SQLAlchemy implements with ``re``). A problem per regex that does not compile, with
+    file, expectation, column and the database's own words."""
+    problems = []
+    for e in suite.expectations:
+        if e.type not in REGEX_RULES:
+            continue
+        pattern = _value(e.kwargs.get("regex"), params)
+        where = f"{e.where}.kwargs.regex" if e.where else "kwargs.regex"
+        about = f"{e.name}: regex {pattern!r} on column {e.kwargs.get('column')}"
+        if not isinstance(pattern, str):
+            problems.append(ConfigProblem(suite.file, where, f"{about} is not text"))
+            continue
+        if conn is None or conn.dialect.name == "sqlite":
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(ConfigProblem(suite.file, where, f"{about} does not compile: {exc}"))
+            continue
+        try:
+            with conn.begin_nested():
+                conn.execute(select(literal("").regexp_match(literal(pattern))))
+        except CompileError:
+            problems.append(ConfigProblem(suite.file, where, f"{about}: {conn.dialect.name} cannot run regexes"))
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+            problems.append(ConfigProblem(suite.file, where, f"{about} does not compile in {conn.dialect.name}: {reason}"))
+    return problems
 
 
 def _default_name(kind: str, kwargs: dict[str, Any]) -> str:

@@ -8,6 +8,10 @@ Rules, kept in this one place:
 - ``upper`` is the ceiling: the source's own maximum cursor value taken when the run starts.
   A run never stores a watermark past what it has read, so rows committed while it reads
   arrive with the next run.
+- The ceiling never passes the source's clock plus a tolerance (``limit``): a row dated in the
+  future (``9999-12-31``) would otherwise become the watermark and hide every later change. Such
+  rows are read by every run (``beyond``) until the clock reaches them, and reported; a stored
+  watermark past the limit is not trusted, and the run reads everything up to the ceiling once.
 - A watermark of 0 or the epoch is a value like any other: only ``None`` means "never read".
 """
 
@@ -31,6 +35,8 @@ class Window:
     upper: CursorValue | None
     #: Include rows whose cursor is NULL (only when reading everything).
     include_null: bool = False
+    #: Also read rows whose cursor is past this limit (dated in the future), whatever the bounds.
+    beyond: CursorValue | None = None
 
 
 def plan_window(
@@ -40,19 +46,42 @@ def plan_window(
     *,
     since: CursorValue | None = None,
     full_refresh: bool = False,
+    beyond: CursorValue | None = None,
 ) -> Window:
     """The window for the next run.
 
     ``since`` (a user's explicit start) wins over the watermark; ``full_refresh`` reads
-    everything up to the ceiling, NULL cursors included.
+    everything up to the ceiling, NULL cursors included. ``ceiling`` is the source's greatest
+    cursor value not past its clock's limit; ``beyond`` is that limit when rows lie past it
+    (they are read too). A watermark past ``beyond`` is treated as never read.
     """
     if full_refresh:
-        return Window(None, ceiling, include_null=True)
+        return Window(None, ceiling, include_null=True, beyond=beyond)
     if since is not None:
-        return Window(since, ceiling)
-    if watermark is None:
-        return Window(None, ceiling, include_null=True)
-    return Window(_minus(watermark, lookback), ceiling)
+        return Window(since, ceiling, beyond=beyond)
+    if watermark is None or (beyond is not None and is_after(watermark, beyond)):
+        return Window(None, ceiling, include_null=True, beyond=beyond)
+    return Window(_minus(watermark, lookback), ceiling, beyond=beyond)
+
+
+def is_after(value: CursorValue, limit: CursorValue) -> bool:
+    """``value > limit``, comparing aware and naive timestamps as UTC."""
+    return bool(_sortable(value) > _sortable(limit))
+
+
+def clock_limit(now: datetime, tolerance: timedelta, sample: CursorValue | None) -> CursorValue | None:
+    """The greatest cursor value a row may have at the source's clock ``now``: ``now`` plus
+    ``tolerance``, as a date for a date cursor; None for cursors that are not times."""
+    limit = now + tolerance
+    if isinstance(sample, datetime):
+        if sample.tzinfo is None and limit.tzinfo is not None:
+            return limit.astimezone(UTC).replace(tzinfo=None)
+        if sample.tzinfo is not None and limit.tzinfo is None:
+            return limit.replace(tzinfo=UTC)
+        return limit
+    if isinstance(sample, date):
+        return limit.date()
+    return None
 
 
 def _minus(value: CursorValue, lookback: timedelta) -> CursorValue:
@@ -74,13 +103,18 @@ def window_filter(column: ColumnElement[Any], window: Window) -> ColumnElement[b
     if not bounds:
         return None
     clause = and_(*bounds)
+    if window.beyond is not None:
+        clause = or_(clause, column > window.beyond)
     if window.include_null:
         clause = or_(clause, column.is_(None))
     return clause
 
 
 def next_watermark(old: CursorValue | None, window: Window) -> CursorValue | None:
-    """The watermark to store after a successful run: never moves backwards."""
+    """The watermark to store after a successful run: never moves backwards, except from
+    past the clock's limit (``window.beyond``) back to the ceiling."""
+    if old is not None and window.beyond is not None and is_after(old, window.beyond):
+        old = None
     if window.upper is None:
         return old
     if old is None:

@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
-from etl.connections import create_db_engine
+from etl.connections import create_db_engine, parse_url
 from etl.demo.factory import generate
 from etl.demo.schema import create_demo_schema
 from etl.pipeline_tables import metadata as pipeline_metadata
@@ -30,7 +30,10 @@ def init_demo(
 
     Returns the connection ids and their URLs.
     """
-    urls = {"erp": make_url(erp_url), "mes": make_url(mes_url), "warehouse": make_url(warehouse_url)}
+    urls = {
+        "erp": parse_url(erp_url, "--erp-url"), "mes": parse_url(mes_url, "--mes-url"),
+        "warehouse": parse_url(warehouse_url, "--warehouse-url"),
+    }
     engines = {}
     for name, url in urls.items():
         _prepare_sqlite_folder(url)

@@ -317,7 +317,7 @@ def test_a_lookup_is_read_once_per_run_and_flags_ambiguous_codes(plant: Plant) -
     loose, warnings = resolve_lookups(unfiltered, ["odoo_product"], plant.connections.engine)
     assert loose["odoo_product"].lookup("FG-DUP", "mes") is None
     assert warnings == [
-        "crosswalk 'odoo_product': 1 ERP code(s) match more than one row of product_product ('FG-DUP'); "
+        "crosswalk 'odoo_product': 1 ERP code(s) match more than one row of product_product ('FG-DUP' with '15' and '16'); "
         "rows with them wait in quarantine (narrow the lookup's where)"
     ]
 

@@ -136,13 +136,13 @@ def test_dirty_material_waits_in_quarantine_and_flows_after_the_crosswalk_fix(de
     dirty = [w for w in waiting if w.flow == "order_components" and "MAT-A00001" in w.reason]
     assert dirty
 
-    (demo.mappings / "crosswalks" / "material.csv").write_text("erp,mes\nMAT-A00001,190001\n", encoding="utf-8")
+    (demo.mappings / "crosswalks" / "material.csv").write_text("erp,mes\nMAT-A00001,200001\n", encoding="utf-8")
     demo.reload()
     results = demo.run_all()
     assert results["materials"].record.counts.rows_released == 1
     assert results["boms"].record.counts.quarantine_backlog == 0
-    assert _count(demo.mes, "item", "WHERE item_code = '190001'") == 1
-    loaded = _count(demo.mes, "work_order_component", "WHERE component_item_code = '190001'")
+    assert _count(demo.mes, "item", "WHERE item_code = '200001'") == 1
+    loaded = _count(demo.mes, "work_order_component", "WHERE component_item_code = '200001'")
     assert 0 < loaded == results["order_components"].record.counts.rows_released
     # What still waits are components of orders not released to the shop floor (CRTD):
     # they wait for their work order, and flow when the ERP releases the order.

@@ -49,7 +49,7 @@ def test_purge_deletes_only_released_entries_older_than_the_retention(
 ) -> None:
     site = sites.new("retention")
     site.run("materials")
-    (site.mappings / "crosswalks" / "material.csv").write_text("erp,mes\nMAT-A00001,190001\n", encoding="utf-8")
+    (site.mappings / "crosswalks" / "material.csv").write_text("erp,mes\nMAT-A00001,200001\n", encoding="utf-8")
     site.reload()
     assert site.run("materials").record.counts.rows_released == 1
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -81,7 +81,7 @@ def test_purge_deletes_only_released_entries_older_than_the_retention(
     assert _entries(site, "erp") == [("released 5 days ago", "released")]
     # Purging again finds nothing; the loaded rows themselves are untouched.
     assert _cli(site, ["quarantine", "--purge"], monkeypatch, capsys)[1].count("purged 0") == 2
-    assert site.count("mes", "item", "WHERE item_code = '190001'") == 1
+    assert site.count("mes", "item", "WHERE item_code = '200001'") == 1
     figures.add("quarantine entries purged by retention", 2)
 
 
