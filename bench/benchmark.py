@@ -60,7 +60,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ADMIN_URL = os.environ.get("ETL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 MARIADB_ADMIN_URL = os.environ.get("ETL_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql?charset=utf8mb4")
-
 #: The paths that run the engine itself (their steps and row counts are printed).
 ENGINE_PATHS = ("full", "unchecked", "rerun", "incremental", "incremental_compared", "from_mariadb", "to_mariadb")
 #: Each MariaDB path and the plain pipe it is measured against.
@@ -195,9 +194,9 @@ def child(path: str, src: str, dst: str) -> None:
         _record(airflow_cost(src, dst))
         return
     sys.path.insert(0, str(REPO))
-    from etl.config import load_project
-    from etl.connections import Connections
-    from etl.runner import RunOptions, run_flow
+    from etl.config.project import load_project
+    from etl.sync.connections import Connections
+    from etl.sync.runner import RunOptions, run_flow
 
     project = load_project(HERE / "mappings")
     name = "confirmations_bench_mariadb" if path == "from_mariadb" else "confirmations_bench"
@@ -293,7 +292,7 @@ def airflow_cost(src: str, dst: str) -> dict[str, float]:
     import tempfile
 
     sys.path.insert(0, str(REPO))
-    from etl.demo.airflow_runs import airflow_environment
+    from demo.airflow_runs import airflow_environment
 
     with tempfile.TemporaryDirectory(prefix="ems_bench_airflow_") as home:
         os.environ.update(airflow_environment(Path(home)))
@@ -309,10 +308,10 @@ def airflow_cost(src: str, dst: str) -> dict[str, float]:
         figures["dags"] = len(bag.dags)
         # What etl.dag_factory.sync_flow does before run_flow reads anything.
         started = time.perf_counter()
-        from etl.config import load_project
-        from etl.connections import Connections
+        from etl.config.project import load_project
+        from etl.sync.connections import Connections
 
-        importlib.import_module("etl.runner")  # the task imports it to run the flow
+        importlib.import_module("etl.sync.runner")  # the task imports it to run the flow
 
         figures["task_imports"] = time.perf_counter() - started
         started = time.perf_counter()

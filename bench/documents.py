@@ -148,9 +148,9 @@ def throwaway_databases() -> Iterator[tuple[URL, URL]]:
 def run_once(flow_name: str, documents: int) -> dict[str, float]:
     """Build both databases for ``documents`` documents, run the flow once; its step seconds."""
     sys.path.insert(0, str(REPO))
-    from etl.config import Defaults, Flow, Project
-    from etl.connections import Connections
-    from etl.runner import run_flow
+    from etl.config.flows import Defaults, Flow, Project
+    from etl.sync.connections import Connections
+    from etl.sync.runner import run_flow
 
     flow = Flow.model_validate(FLOWS[flow_name])
     project = Project(flows={flow_name: flow}, defaults=Defaults(), mappings_dir=str(REPO / "bench" / "mappings"))

@@ -1,9 +1,9 @@
 """Airflow DAGs of erp-mes-sync: one DAG per flow file under mappings/flows/.
 
-Thin on purpose: etl.dag_factory reads the YAML and builds the DAGs; nothing here touches a
+Thin on purpose: etl.airflow.dag_factory reads the YAML and builds the DAGs; nothing here touches a
 database. The `etl` package must be importable (PYTHONPATH=<repo>, as `make airflow` sets it).
 """
 
-from etl.dag_factory import build_dags
+from etl.airflow.dag_factory import build_dags
 
 globals().update(build_dags())

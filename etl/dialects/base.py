@@ -34,16 +34,11 @@ from sqlalchemy import (
     update,
 )
 
-from etl.config import Scalar
-from etl.errors import SchemaDriftError
-from etl.pipeline_tables import SOURCE_KEY_LENGTH
-
-SEQ = "_seq"
-SOURCE_KEY = "_source_key"
-RETRY = "_retry"
+from etl.core.errors import SchemaDriftError
+from etl.core.rows import RETRY, SEQ, SOURCE_KEY, SOURCE_KEY_LENGTH
+from etl.core.types import Scalar
 
 LoadMode = Literal["upsert", "append", "snapshot_replace"]
-
 #: Rows a source hands over at a time when it streams a batch into PostgreSQL's COPY.
 COPY_ROWS = 10_000
 
@@ -262,7 +257,6 @@ class Dialect:
             where.append(target.c[column].is_distinct_from(flag))
             stmt = update(target).where(*where).values({column: flag})
         return conn.execute(stmt).rowcount or 0
-
 
 
 def _records(rows: pd.DataFrame, staging: Table, first_seq: int, retry: bool) -> list[dict[str, Any]]:

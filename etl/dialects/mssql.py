@@ -11,7 +11,8 @@ from sqlalchemy import Connection, Table, text
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.schema import CreateTable
 
-from etl.dialects.base import SEQ, Dialect, LoadMode, lock_key, quoted_name
+from etl.core.rows import SEQ
+from etl.dialects.base import Dialect, LoadMode, lock_key, quoted_name
 
 
 def merge_statement(

@@ -11,21 +11,12 @@ import pandas as pd
 from sqlalchemy import Connection, Select, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from etl.dialects.base import (
-    SEQ,
-    LoadMode,
-    OnConflictDialect,
-    copy_text,
-    driver_cursor,
-    iter_records,
-    lock_key,
-    quoted_name,
-)
+from etl.core.rows import SEQ
+from etl.dialects.base import LoadMode, OnConflictDialect, copy_text, driver_cursor, iter_records, lock_key, quoted_name
 
 #: A batch at least 1/MERGE_SHARE the size of its target is merged in one join; a smaller one
 #: probes the key index row by row.
 MERGE_SHARE = 10
-
 #: How much COPY data the driver hands over per call: a megabyte moves blocks, not rows.
 COPY_BLOCK = 1 << 20
 
@@ -171,4 +162,3 @@ class PostgresDialect(OnConflictDialect):
         # nextval takes the name as text; quoting keeps its case and spaces.
         drawn = select(func.nextval(quoted_name(conn, sequence))).select_from(func.generate_series(1, count))
         return [int(v) for v in conn.execute(drawn).scalars()]
-

@@ -1,7 +1,7 @@
 -- Demo ERP schema: the "golden" system for master data and production orders.
 -- Portable DDL (PostgreSQL and SQLite). Timestamps are naive local plant time (Asia/Shanghai),
 -- as most ERPs store them. Every table the sync reads carries updated_at, the extraction cursor.
--- Statements are separated by ";" at line end; etl.demo.schema runs them one by one.
+-- Statements are separated by ";" at line end; demo.schema runs them one by one.
 
 -- Material master: finished (FERT), semi-finished (HALB) and raw (ROH) materials.
 CREATE TABLE material (

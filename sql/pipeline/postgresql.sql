@@ -1,4 +1,4 @@
--- The pipeline's own tables (PostgreSQL). Generated from etl/pipeline_tables.py, which creates
+-- The pipeline's own tables (PostgreSQL). Generated from etl/sync/pipeline_tables.py, which creates
 -- them on every target database at the first run; tests/unit/test_pipeline_tables.py keeps this
 -- file in step. etl_watermark: how far each flow has read. etl_ledger: one row per run.
 -- etl_quarantine: rows that could not be loaded, with the reason, until they load.

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from etl.config import REPO_ROOT
+from etl.config.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     the DAGs of dags/, no examples."""
     if "airflow.configuration" in sys.modules:
         pytest.fail("Airflow was imported before the airflow_home fixture set its environment")
-    from etl.demo.airflow_runs import airflow_environment, migrate_metadata_db
+    from demo.airflow_runs import airflow_environment, migrate_metadata_db
 
     home = tmp_path_factory.mktemp("airflow_home")
     with pytest.MonkeyPatch.context() as env:

@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import Engine, MetaData, Table, select, text
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT, Defaults, Flow, Project
-from etl.connections import Connections
-from etl.crosswalk import load_crosswalks
-from etl.runner import RunOptions, RunResult, run_flow
+from etl.config.crosswalks import load_crosswalks
+from etl.config.flows import Defaults, Flow, Project
+from etl.config.paths import REPO_ROOT
+from etl.sync.connections import Connections
+from etl.sync.runner import RunOptions, RunResult, run_flow
 
 _SERIAL = {
     "postgresql": "SERIAL PRIMARY KEY",

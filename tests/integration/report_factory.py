@@ -17,12 +17,12 @@ from typing import Any
 import yaml
 from sqlalchemy import Engine, text
 
-from etl import ledger, quarantine
-from etl.config import DEFAULT_MAPPINGS
-from etl.demo.schema import create_demo_schema
-from etl.ledger import CheckResult, RunCounts, RunRecord
-from etl.pipeline_tables import ensure_pipeline_tables
-from etl.transform import Reject
+from demo.schema import create_demo_schema
+from etl.config.paths import DEFAULT_MAPPINGS
+from etl.core.rows import Reject
+from etl.sync import ledger, quarantine
+from etl.sync.ledger import CheckResult, RunCounts, RunRecord
+from etl.sync.pipeline_tables import ensure_pipeline_tables
 
 #: The flows of the trimmed project the report tests use (no depends_on between them).
 REPORT_FLOWS = ("materials", "work_centers", "production_orders", "confirmations")
@@ -177,6 +177,6 @@ def pipeline_history(engines: dict[str, Engine], now: datetime) -> History:
 
 
 def engines_of(urls: dict[str, Any]) -> dict[str, Engine]:
-    from etl.connections import create_db_engine
+    from etl.sync.connections import create_db_engine
 
     return {f"{name}_db": create_db_engine(url) for name, url in urls.items()}

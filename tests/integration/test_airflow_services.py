@@ -27,9 +27,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT
-from etl.connections import CONNECTIONS_FILE_ENV, create_db_engine
-from etl.demo.setup import init_demo
+from demo.setup import init_demo
+from etl.config.paths import REPO_ROOT
+from etl.sync.connections import CONNECTIONS_FILE_ENV, create_db_engine
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,10 @@ import pytest
 from report_factory import business_fixture
 from sqlalchemy.engine import URL, make_url
 
-from etl.business_reconciliation import reconcile, reconcile_all
-from etl.config import BusinessReconciliation, ReconciliationQuery, load_project
-from etl.connections import Connections, create_db_engine
+from etl.config.flows import BusinessReconciliation, ReconciliationQuery
+from etl.config.project import load_project
+from etl.sync.business_reconciliation import reconcile, reconcile_all
+from etl.sync.connections import Connections, create_db_engine
 
 D = Decimal
 

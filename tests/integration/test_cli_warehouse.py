@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.config import REPO_ROOT
+from etl.config.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -14,17 +14,16 @@ from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT, Defaults, Flow, Project
-from etl.connections import Connections
+from etl.config.flows import Defaults, Flow, Project
+from etl.config.paths import REPO_ROOT
+from etl.core.errors import FlowBusy, StepFailed
 from etl.dialects.base import lock_key
-from etl.errors import FlowBusy, StepFailed
-from etl.runner import RunOptions, run_flow
+from etl.sync.connections import Connections
+from etl.sync.runner import RunOptions, run_flow
 
 pytestmark = pytest.mark.slow
-
 #: What an ERP on MariaDB declares to keep microseconds (plain DATETIME keeps whole seconds).
 DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
 #: SQLite stores NUMERIC as a double: exact to 15 significant digits, so it gets smaller values.
 WIDE = Decimal("123456789012345.678")
 NARROW = Decimal("123456789012.345")

@@ -27,10 +27,12 @@ import yaml
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT, Project, load_project
-from etl.connections import CONNECTIONS_FILE_ENV, Connections, create_db_engine
-from etl.demo.setup import init_demo
-from etl.ledger import RunCounts
+from demo.setup import init_demo
+from etl.config.flows import Project
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.sync.connections import CONNECTIONS_FILE_ENV, Connections, create_db_engine
+from etl.sync.ledger import RunCounts
 
 ORDERS = 120
 LEDGER_COUNTS = {f.name for f in fields(RunCounts)}
@@ -46,7 +48,7 @@ class Demo:
     def dag(self, flow: str) -> Any:
         """A freshly built DAG: dag.test() runs the task in this process, and the run's params
         stay on the DAG object it was given (a worker parses the DAG file anew for each task)."""
-        from etl.dag_factory import build_dag
+        from etl.airflow.dag_factory import build_dag
 
         return build_dag(self.project, self.project.flow(flow))
 
@@ -97,7 +99,7 @@ def sqlite_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_home: P
 
 def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any] | None]:
     """Run a DAG once with dag.test(); returns the DAG run, its task instance and the XCom."""
-    from etl.dag_factory import TASK_ID
+    from etl.airflow.dag_factory import TASK_ID
 
     started = time.perf_counter()
     dag_run = dag.test(run_conf=conf)
@@ -108,14 +110,14 @@ def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> tuple[Any, Any, dic
 
 def with_recipients(project: Project, recipients: list[str]) -> Project:
     """``project`` with the report and alert mails going to ``recipients``."""
-    from etl.config import ReportSettings
+    from etl.config.flows import ReportSettings
 
     defaults = project.defaults.model_copy(update={"report": ReportSettings(recipients=recipients)})
     return project.model_copy(update={"defaults": defaults})
 
 
 def build_dag_of(project: Project, flow: str) -> Any:
-    from etl.dag_factory import build_dag
+    from etl.airflow.dag_factory import build_dag
 
     return build_dag(project, project.flow(flow))
 
@@ -160,8 +162,7 @@ def fresh_parse_seconds() -> float:
 def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from etl.alerts import FailureAlert
-    from etl.dag_factory import (
+    from etl.airflow.dag_factory import (
         REPORT_DAG_ID,
         RETRIES,
         TASK_ID,
@@ -172,6 +173,7 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
         pool_of,
         target_asset,
     )
+    from etl.reporting.alerts import FailureAlert
 
     started = time.perf_counter()
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
@@ -228,7 +230,7 @@ def test_every_flow_file_yields_a_dag_as_declared(airflow_home: Path) -> None:
 def test_trigger_form_accepts_good_values_and_refuses_bad_ones(airflow_home: Path) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
-    from etl.dag_factory import build_dags, dag_id_of
+    from etl.airflow.dag_factory import build_dags, dag_id_of
 
     dag = build_dags()[dag_id_of("production_orders")]
     good = [
@@ -263,7 +265,7 @@ def test_trigger_form_accepts_good_values_and_refuses_bad_ones(airflow_home: Pat
 
 
 def test_the_task_names_every_bad_parameter_with_its_accepted_form(airflow_home: Path) -> None:
-    from etl.dag_factory import ACCEPTED_FORMS, trigger_problems
+    from etl.airflow.dag_factory import ACCEPTED_FORMS, trigger_problems
 
     assert trigger_problems({"full_refresh": True, "since": "2026-11-20 08:00", "plants": ["1000"]}) == []
     problems = {p.name: p.message for p in trigger_problems(
@@ -281,7 +283,7 @@ def test_a_flow_dag_loads_rows_writes_the_ledger_and_updates_its_asset(demo: Dem
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    from etl.dag_factory import target_asset
+    from etl.airflow.dag_factory import target_asset
 
     _, _, dry = run_dag(demo.dag("materials"), {"dry_run": True})
     assert dry is not None and dry["outcome"] == "dry_run" and dry["rows_loaded"] > 0 == count(demo.mes, "item")
@@ -370,7 +372,7 @@ def test_a_schema_error_fails_at_once_and_the_log_names_flow_file_and_column(
 def test_a_conf_typo_is_refused_as_bad_trigger_parameters_alerted_and_counted_in_the_report(
     sqlite_demo: Demo, smtp_server: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from etl.report import Window, build_report, utcnow
+    from etl.reporting.report import Window, build_report, utcnow
 
     project = with_recipients(sqlite_demo.project, ["qa-lead@plant.example", "it-oncall@plant.example"])
     dag_run, task, _ = run_dag(build_dag_of(project, "work_centers"), {"full_refesh": True, "plant": ["1000"]})
@@ -400,7 +402,7 @@ def test_a_database_that_refuses_connections_is_retried(
 ) -> None:
     # Nothing listens on port 1: the connection is refused, a transient error.
     monkeypatch.setenv("AIRFLOW_CONN_ERP_DB", "postgres://sync_user@127.0.0.1:1/erp")
-    from etl.dag_factory import TASK_ID
+    from etl.airflow.dag_factory import TASK_ID
 
     dag = sqlite_demo.dag("work_centers")
     task = dag.get_task(TASK_ID)
@@ -552,7 +554,7 @@ def test_a_failed_sync_without_recipients_sends_nothing_and_still_fails_cleanly(
 def test_the_report_dag_writes_the_report_and_mails_it(
     sqlite_demo: Demo, smtp_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from etl.dag_factory import REPORT_PATH_ENV, REPORT_TASK_ID, build_report_dag
+    from etl.airflow.dag_factory import REPORT_PATH_ENV, REPORT_TASK_ID, build_report_dag
 
     run_dag(sqlite_demo.dag("work_centers"))
     recipients = ["qa-lead@plant.example"]

@@ -20,11 +20,12 @@ import pytest
 from warehouse_factory import factory_urls, make_tiny_factory, refreshed_twice
 from websockets.sync.client import ClientConnection, connect
 
-from etl.config import REPO_ROOT, load_project
-from etl.connections import Connections
-from etl.dashboard import write_dashboard
-from etl.demo.setup import init_demo
-from etl.warehouse import refresh
+from demo.setup import init_demo
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.reporting.dashboard import write_dashboard
+from etl.sync.connections import Connections
+from etl.warehouse.refresh import refresh
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,10 @@ from report_factory import History, business_fixture, engines_of, pipeline_histo
 from sqlalchemy.engine import URL
 from test_dashboard import DevTools, browser  # noqa: F401  (the fixture)
 
-from etl.config import REPO_ROOT, load_project
-from etl.connections import CONNECTIONS_FILE_ENV, Connections
-from etl.report import Window, build_report, collect, render_html, subject, utcnow
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.reporting.report import Window, build_report, collect, generated_now, render_html, subject
+from etl.sync.connections import CONNECTIONS_FILE_ENV, Connections
 
 pytestmark = [pytest.mark.postgres]
 
@@ -33,7 +34,7 @@ def _history(pg_database: Callable[[str], URL]) -> tuple[dict[str, URL], History
     urls = {n: pg_database(n) for n in ("erp", "mes", "warehouse")}
     engines = engines_of(urls)
     business_fixture(engines["erp_db"])
-    history = pipeline_history(engines, utcnow())
+    history = pipeline_history(engines, generated_now())
     for engine in engines.values():
         engine.dispose()
     return urls, history

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 
-from etl.errors import StepFailed
-from etl.pipeline_tables import quarantine, watermark
+from etl.core.errors import StepFailed
+from etl.sync.pipeline_tables import quarantine, watermark
 from tests.integration.product_schemas import GOODS_MOVEMENT, Site, T, make_site
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from etl.demo.factory import DIRTY_MATERIAL_NO, FactoryStats, generate
-from etl.demo.schema import REPO_ROOT, create_demo_schema, schema_tables
+from demo.factory import DIRTY_MATERIAL_NO, FactoryStats, generate
+from demo.schema import REPO_ROOT, create_demo_schema, schema_tables
 
 AS_OF = datetime(2026, 11, 20, 8, 0)
 ORDERS = 300

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from etl.errors import StepFailed
-from etl.pipeline_tables import quarantine
+from etl.core.errors import StepFailed
+from etl.sync.pipeline_tables import quarantine
 from tests.integration.product_schemas import ERPNEXT, ODOO, Site, erpnext_receipt_flow, make_site, odoo_order_flow, write_orders
 
 pytestmark = pytest.mark.slow

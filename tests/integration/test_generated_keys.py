@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import inspect
 
-from etl.errors import SchemaDriftError, StepFailed
+from etl.core.errors import SchemaDriftError, StepFailed
 from tests.integration.product_schemas import ERPNEXT, ODOO, Site, erpnext_receipt_flow, make_site, odoo_order_flow, write_orders
 
 pytestmark = pytest.mark.slow

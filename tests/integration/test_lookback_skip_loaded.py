@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, func, select, text
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT, Defaults, Flow, Project
-from etl.connections import Connections
-from etl.errors import EtlError, StepFailed
-from etl.pipeline_tables import lookback_loaded, quarantine
-from etl.runner import RunOptions, RunResult, run_flow
+from etl.config.flows import Defaults, Flow, Project
+from etl.config.paths import REPO_ROOT
+from etl.core.errors import EtlError, StepFailed
+from etl.sync.connections import Connections
+from etl.sync.pipeline_tables import lookback_loaded, quarantine
+from etl.sync.runner import RunOptions, RunResult, run_flow
 
 pytestmark = pytest.mark.postgres
 

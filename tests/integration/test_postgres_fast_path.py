@@ -37,7 +37,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
 from etl.dialects.postgresql import PostgresDialect
-from etl.pushdown import binary_copy_safe, copy_between
+from etl.sync.stage_sql import binary_copy_safe, copy_between
 
 pytestmark = pytest.mark.postgres
 

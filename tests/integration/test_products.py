@@ -22,12 +22,14 @@ import pytest
 from sqlalchemy import Engine, MetaData, Table, select, text
 from sqlalchemy.engine import URL
 
-from etl.config import Defaults, Flow, Project, load_project
-from etl.connections import Connections
-from etl.crosswalk import load_crosswalks, resolve_lookups
-from etl.errors import SchemaDriftError, StepFailed
-from etl.pipeline_tables import quarantine
-from etl.runner import RunOptions, RunResult, run_flow
+from etl.config.crosswalks import load_crosswalks
+from etl.config.flows import Defaults, Flow, Project
+from etl.config.project import load_project
+from etl.core.errors import SchemaDriftError, StepFailed
+from etl.sync.connections import Connections
+from etl.sync.lookups import resolve_lookups
+from etl.sync.pipeline_tables import quarantine
+from etl.sync.runner import RunOptions, RunResult, run_flow
 
 pytestmark = pytest.mark.slow
 

@@ -17,12 +17,12 @@ import yaml
 from sqlalchemy import delete, text
 from sqlalchemy.engine import URL
 
-from etl.config import load_project
-from etl.connections import Connections
-from etl.errors import StepFailed
-from etl.pipeline_tables import watermark
-from etl.report import build_report
-from etl.runner import run_flow
+from etl.config.project import load_project
+from etl.core.errors import StepFailed
+from etl.reporting.report import build_report
+from etl.sync.connections import Connections
+from etl.sync.pipeline_tables import watermark
+from etl.sync.runner import run_flow
 from tests.integration.test_products import MAPPINGS, Plant, seed
 
 pytestmark = pytest.mark.slow

@@ -15,13 +15,13 @@ from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT, Defaults, Flow, Project
-from etl.connections import Connections
-from etl.pipeline_tables import quarantine
-from etl.runner import run_flow
+from etl.config.flows import Defaults, Flow, Project
+from etl.config.paths import REPO_ROOT
+from etl.sync.connections import Connections
+from etl.sync.pipeline_tables import quarantine
+from etl.sync.runner import run_flow
 
 pytestmark = pytest.mark.slow
-
 #: What an MES on MariaDB declares to keep microseconds (plain DATETIME keeps whole seconds).
 DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 

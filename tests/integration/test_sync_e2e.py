@@ -13,13 +13,15 @@ import pytest
 from sqlalchemy import Engine, MetaData, Table, func, select, text, update
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT, LoadSpec, Project, load_project
-from etl.connections import Connections
-from etl.demo.setup import init_demo
+from demo.setup import init_demo
+from etl.config.flows import LoadSpec, Project
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.core.errors import FlowBusy, SchemaDriftError, StepFailed
 from etl.dialects.base import lock_key
-from etl.errors import FlowBusy, SchemaDriftError, StepFailed
-from etl.pipeline_tables import ledger, quarantine
-from etl.runner import RunOptions, RunResult, run_flow
+from etl.sync.connections import Connections
+from etl.sync.pipeline_tables import ledger, quarantine
+from etl.sync.runner import RunOptions, RunResult, run_flow
 
 pytestmark = pytest.mark.slow
 

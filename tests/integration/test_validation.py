@@ -16,12 +16,14 @@ import pytest
 from sqlalchemy import Engine, MetaData, Table, create_engine, select, text
 from sqlalchemy.engine import URL
 
-from etl.config import REPO_ROOT, Project, load_project
-from etl.connections import Connections
-from etl.demo.setup import init_demo
-from etl.errors import ConfigError, StepFailed, ValidationFailed
-from etl.pipeline_tables import check, ledger, quarantine, watermark
-from etl.runner import RunOptions, RunResult, run_flow
+from demo.setup import init_demo
+from etl.config.flows import Project
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.core.errors import ConfigError, StepFailed, ValidationFailed
+from etl.sync.connections import Connections
+from etl.sync.pipeline_tables import check, ledger, quarantine, watermark
+from etl.sync.runner import RunOptions, RunResult, run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -391,8 +393,9 @@ def test_the_pipeline_finds_what_great_expectations_finds(pg_database: Callable[
 
     import great_expectations as gx
 
-    from etl import validation
-    from etl.config import Flow
+    from etl.config import suites
+    from etl.config.flows import Flow
+    from etl.sync import validation
 
     rng = random.Random(5)
     now = datetime(2026, 11, 20, 12, 0)
@@ -427,7 +430,7 @@ def test_the_pipeline_finds_what_great_expectations_finds(pg_database: Callable[
         "expectations": {"suite": "parity", "clock_skew": 0},
     })
     (tmp_path / "parity.json").write_text(json.dumps(PARITY_SUITE))
-    suite = validation.load_suite(tmp_path, flow)
+    suite = suites.load_suite(tmp_path, flow)
     with engine.connect() as conn:
         verdict = validation.check_batch(conn, batch_table, suite, validation.parameters(flow.expectations, now))
     ours = {o.expectation.name: o for o in verdict.outcomes}
@@ -451,8 +454,8 @@ def test_the_pipeline_finds_what_great_expectations_finds(pg_database: Callable[
 
 
 def test_great_expectations_builds_data_docs_of_every_target_and_the_report_links_them(demo: Site, tmp_path: Path) -> None:
-    from etl.data_docs import build_data_docs
-    from etl.report import build_report
+    from etl.reporting.data_docs import build_data_docs
+    from etl.reporting.report import build_report
 
     for name in SYNC_FLOWS:
         demo.run(name)

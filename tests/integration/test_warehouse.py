@@ -23,11 +23,10 @@ from warehouse_factory import (
     sqlite_urls,
 )
 
-from etl import warehouse
-from etl.warehouse import MATERIAL_HISTORY
+from etl.warehouse import refresh as warehouse
+from etl.warehouse.refresh import MATERIAL_HISTORY
 
 pytestmark = pytest.mark.slow
-
 
 KINDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

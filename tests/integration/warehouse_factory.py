@@ -22,11 +22,13 @@ import pytest
 from sqlalchemy import Engine, MetaData, Table, create_engine, select, text, update
 from sqlalchemy.engine import URL, make_url
 
-from etl import warehouse
-from etl.config import REPO_ROOT, Project, load_project
-from etl.connections import Connections
-from etl.demo.schema import create_demo_schema
-from etl.warehouse import RefreshResult
+from demo.schema import create_demo_schema
+from etl.config.flows import Project
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.sync.connections import Connections
+from etl.warehouse import refresh as warehouse
+from etl.warehouse.refresh import RefreshResult
 
 WAREHOUSE_TABLES = [obj.name for obj in warehouse.table_objects()]
 

@@ -240,4 +240,3 @@ def build_odoo(engine: Engine, synced_orders: bool = True) -> None:
         "location_id": 8, "location_dest_id": 15, "state": "done", "raw_material_production_id": 1,
         "create_date": at, "write_date": done,
     }])
-

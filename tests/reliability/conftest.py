@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sync_harness import Diff, Postgres, SiteFactory
 
-from etl.demo.setup import init_demo
+from demo.setup import init_demo
 
 #: Orders of the pristine demo: small enough to clone and sync in well under a second.
 ORDERS = 120

@@ -28,11 +28,13 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
 
-from etl.config import REPO_ROOT, LoadSpec, Project, load_project
-from etl.connections import Connections
-from etl.crosswalk import Crosswalk, load_crosswalks
-from etl.errors import StepFailed
-from etl.runner import RunOptions, RunResult, run_flow
+from etl.config.crosswalks import Crosswalk, load_crosswalks
+from etl.config.flows import LoadSpec, Project
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.core.errors import StepFailed
+from etl.sync.connections import Connections
+from etl.sync.runner import RunOptions, RunResult, run_flow
 
 #: The flows that keep ERP and MES in step, in dependency order (warehouse flows are not ours).
 SYNC_FLOWS = (
@@ -541,4 +543,3 @@ class Child:
     def last_step(self) -> str | None:
         steps = [line for line in self.lines() if line != "paused"]
         return steps[-1] if steps else None
-

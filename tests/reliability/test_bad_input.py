@@ -29,11 +29,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sync_harness import TRANSFORM_PATHS, Postgres
 
-from etl import cli
-from etl.config import REPO_ROOT, load_project
-from etl.connections import Connections
-from etl.errors import SchemaDriftError, StepFailed
-from etl.runner import RunOptions, RunResult, run_flow
+from etl.cli import main as cli
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.core.errors import SchemaDriftError, StepFailed
+from etl.sync.connections import Connections
+from etl.sync.runner import RunOptions, RunResult, run_flow
 
 pytestmark = pytest.mark.slow
 
@@ -254,7 +255,6 @@ def lab(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]
 
 #: The typed source runs on the SQL path, where the engine has one (TRANSFORM_PATHS says).
 SOURCES = ["text", "typed"] if len(TRANSFORM_PATHS) > 1 else ["text"]
-#: Cases where the SQL path's reason is wrong, though the row is rightly kept out of the target.
 #: Cases where the SQL path still says something else than the Python path (none today).
 SQL_PATH_BUGS: dict[str, str] = {}
 
@@ -407,7 +407,7 @@ def test_schema_drift_stops_the_run_before_any_write(
 
 def test_a_new_upstream_column_is_reported_not_fatal(site: BadSite, caplog: pytest.LogCaptureFixture, figures: Any) -> None:
     site.sql("erp", "ALTER TABLE erp_order ADD COLUMN priority integer")
-    with caplog.at_level(logging.INFO, logger="etl.runner"):
+    with caplog.at_level(logging.INFO, logger="etl.sync.runner"):
         result = site.run()
     assert result.record.outcome == "success" and result.record.counts.rows_loaded == 6
     assert "priority" in result.new_source_columns

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sync_harness import SYNC_FLOWS, Child, SiteFactory, SourceChanges, assert_same, sync_state
 
-from etl.config import REPO_ROOT
+from etl.config.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -44,11 +44,11 @@ from sync_harness import (
     sync_state,
 )
 
-import etl.quarantine
-from etl.config import REPO_ROOT
+import etl.sync.quarantine
+from etl.config.paths import REPO_ROOT
+from etl.core.errors import StepFailed
 from etl.dialects.postgresql import PostgresDialect
-from etl.errors import StepFailed
-from etl.runner import RunOptions
+from etl.sync.runner import RunOptions
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ class Point:
 INSIDE = {
     "copy_into_staging": (PostgresDialect, "stage"),
     "merge_statement": (PostgresDialect, "merge"),
-    "quarantine_release": (etl.quarantine, "release_loaded"),
+    "quarantine_release": (etl.sync.quarantine, "release_loaded"),
 }
 
 
@@ -294,7 +294,6 @@ def test_sigkill_at_every_boundary_leaves_the_old_state_and_the_rerun_is_exact(
 TRIALS = 20
 #: Every CLI_EVERY-th trial kills ``python -m etl run all`` itself instead of a forked run.
 CLI_EVERY = 6
-#: After the first trial (every flow, from empty targets) the trials run the flows of orders,
 #: reports and goods movements; the CLI trials run every flow.
 LOOP_FLOWS = ("production_orders", "order_components", "confirmations", "consumptions", "goods_receipts")
 

@@ -17,13 +17,14 @@ import pytest
 from sqlalchemy import text
 from sync_harness import TRANSFORM_PATHS, SiteFactory, copy_mappings
 
-from etl import cli
-from etl import watermark as wm
-from etl.config import load_project
-from etl.connections import Connections
-from etl.crosswalk import load_crosswalks, resolve_lookups
-from etl.errors import ConfigError, ConnectionNotFound, StepFailed
-from etl.runner import RunOptions, run_flow
+from etl.cli import main as cli
+from etl.config.crosswalks import load_crosswalks
+from etl.config.project import load_project
+from etl.core import watermark as wm
+from etl.core.errors import ConfigError, ConnectionNotFound, StepFailed
+from etl.sync.connections import Connections
+from etl.sync.lookups import resolve_lookups
+from etl.sync.runner import RunOptions, run_flow
 
 pytestmark = pytest.mark.slow
 

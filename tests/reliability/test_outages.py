@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy.engine import URL
 from sync_harness import Postgres, Site, SiteFactory, assert_same, diff_states, leftovers, sync_state
 
-from etl import cli
-from etl.connections import Connections
-from etl.errors import SourceUnavailable, StepFailed
+from etl.cli import main as cli
+from etl.core.errors import SourceUnavailable, StepFailed
+from etl.sync.connections import Connections
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 from sync_harness import Site, SiteFactory
 
-from etl import cli
-from etl.config import load_project
-from etl.errors import ConfigError
+from etl.cli import main as cli
+from etl.config.project import load_project
+from etl.core.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,8 @@ def test_a_bad_retention_setting_is_a_config_error(tmp_path: Path, value: str, m
 def test_the_shipped_defaults_keep_released_entries_90_days() -> None:
     import yaml
 
-    from etl.config import DEFAULT_MAPPINGS, Defaults
+    from etl.config.flows import Defaults
+    from etl.config.paths import DEFAULT_MAPPINGS
 
     raw = yaml.safe_load((DEFAULT_MAPPINGS / "defaults.yaml").read_text(encoding="utf-8"))
     assert Defaults.model_validate(raw).quarantine_retention_days == 90

@@ -33,11 +33,12 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl.config import DEFAULT_MAPPINGS, Flow
-from etl.crosswalk import load_crosswalks
-from etl.quarantine import decode_payload, encode_payload
-from etl.schema import ColumnType
-from etl.transform import transform
+from etl.config.crosswalks import load_crosswalks
+from etl.config.flows import Flow
+from etl.config.paths import DEFAULT_MAPPINGS
+from etl.core.types import ColumnType
+from etl.rules.transform import transform
+from etl.sync.quarantine import decode_payload, encode_payload
 
 settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -24,12 +24,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ProgrammingError
 from sync_harness import SYNC_FLOWS, Postgres, Site, SiteFactory, assert_same
 
-from etl.config import REPO_ROOT
-from etl.connections import Connections
-from etl.errors import StepFailed
-from etl.pipeline_tables import ensure_pipeline_tables
-from etl.retention import purge_released_quarantine
-from etl.runner import RunOptions, run_flow
+from etl.config.paths import REPO_ROOT
+from etl.core.errors import StepFailed
+from etl.sync.connections import Connections
+from etl.sync.pipeline_tables import ensure_pipeline_tables
+from etl.sync.retention import purge_released_quarantine
+from etl.sync.runner import RunOptions, run_flow
 
 pytestmark = pytest.mark.slow
 

@@ -1,12 +1,11 @@
-"""Tests for etl.alerts: the failure alert names the flow, the error and the next step by error type."""
+"""Tests for etl.reporting.alerts: the failure alert names the flow, the error and the next step by error type."""
 
 from __future__ import annotations
 
 import pytest
 
-from etl.alerts import FailureAlert, failure_alert, next_step
-from etl.config import ReportSettings
-from etl.errors import (
+from etl.config.flows import ReportSettings
+from etl.core.errors import (
     ConfigError,
     ConfigProblem,
     ParameterProblem,
@@ -17,6 +16,7 @@ from etl.errors import (
     TriggerParametersInvalid,
     ValidationFailed,
 )
+from etl.reporting.alerts import FailureAlert, failure_alert, next_step
 
 
 def _failed(cause: BaseException, flow: str = "confirmations") -> Exception:

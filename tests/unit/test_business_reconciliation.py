@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from etl.business_reconciliation import compare, side_values, within_tolerance
-from etl.config import BusinessReconciliation, ReconciliationQuery, Tolerance
+from etl.config.flows import BusinessReconciliation, ReconciliationQuery, Tolerance
+from etl.sync.business_reconciliation import compare, side_values, within_tolerance
 
 D = Decimal
 QUERY = ReconciliationQuery(connection="erp_db", sql="SELECT 1")

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from etl import charts
-from etl.charts import Bar, BarRow, Cell, ParetoItem
+from etl.reporting import charts
+from etl.reporting.charts import Bar, BarRow, Cell, ParetoItem
 
 SVG = "{http://www.w3.org/2000/svg}"
 

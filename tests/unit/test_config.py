@@ -10,16 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from etl.config import (
-    DEFAULT_MAPPINGS,
-    Flow,
-    Project,
-    check_identifier,
-    check_table_name,
-    load_project,
-    parse_duration,
-)
-from etl.errors import ConfigError, ConfigProblem
+from etl.config.flows import Flow, Project, check_identifier, check_table_name, parse_duration
+from etl.config.paths import DEFAULT_MAPPINGS
+from etl.config.project import load_project
+from etl.core.errors import ConfigError, ConfigProblem
 
 REPO_CROSSWALKS = DEFAULT_MAPPINGS / "crosswalks"
 REPO_DEFAULTS = DEFAULT_MAPPINGS / "defaults.yaml"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from etl.config import Flow
+from etl.config.flows import Flow
 from tests.unit.test_config import Mappings, flow_dict
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import create_engine
 
-from etl.connections import masked, to_sqlalchemy_url
+from etl.sync.connections import masked, to_sqlalchemy_url
 
 
 def connect_kwargs(raw: str) -> dict[str, object]:

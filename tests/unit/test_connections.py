@@ -1,4 +1,4 @@
-"""Tests for etl.connections: Airflow connection URIs/JSON to SQLAlchemy URLs, lookup, masking."""
+"""Tests for etl.sync.connections: Airflow connection URIs/JSON to SQLAlchemy URLs, lookup, masking."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from etl.connections import CONNECTIONS_FILE_ENV, Connections, masked, resolve_url, to_sqlalchemy_url
-from etl.errors import ConnectionNotFound
+from etl.core.errors import ConnectionNotFound
+from etl.sync.connections import CONNECTIONS_FILE_ENV, Connections, masked, resolve_url, to_sqlalchemy_url
 
 SECRET = "s3cr3t-Pa55"
 

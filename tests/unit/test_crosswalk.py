@@ -1,4 +1,4 @@
-"""Tests for etl.crosswalk: code translation between ERP and MES, tables and rules."""
+"""Tests for etl.config.crosswalks: code translation between ERP and MES, tables and rules."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from etl.config import DEFAULT_MAPPINGS
-from etl.crosswalk import Crosswalk, load_crosswalks
-from etl.errors import ConfigError, ConfigProblem, CrosswalkNotLoaded
+from etl.config.crosswalks import Crosswalk, load_crosswalks
+from etl.config.paths import DEFAULT_MAPPINGS
+from etl.core.errors import ConfigError, ConfigProblem, CrosswalkNotLoaded
 
 REPO_CROSSWALKS = DEFAULT_MAPPINGS / "crosswalks"
 

@@ -1,18 +1,18 @@
 """A DAG's documentation names the options that write into a product's own tables.
 
-etl.dag_factory is imported inside each test: importing Airflow while the tests are collected
+etl.airflow.dag_factory is imported inside each test: importing Airflow while the tests are collected
 would configure it before the integration tests' airflow_home fixture can.
 """
 
 from __future__ import annotations
 
-from etl.config import Flow
+from etl.config.flows import Flow
 from tests.unit.test_config import flow_dict
 from tests.unit.test_config_load_options import _product_flow
 
 
 def test_doc_lists_generated_key_document_number_and_lines() -> None:
-    from etl.dag_factory import flow_doc
+    from etl.airflow.dag_factory import flow_doc
 
     doc = flow_doc(Flow.model_validate(_product_flow()), None)
     assert "- **Matched on**: the natural key, without a unique index (load.match natural_key)" in doc
@@ -22,7 +22,7 @@ def test_doc_lists_generated_key_document_number_and_lines() -> None:
 
 
 def test_doc_of_a_delta_column_says_what_is_posted() -> None:
-    from etl.dag_factory import flow_doc
+    from etl.airflow.dag_factory import flow_doc
 
     data = flow_dict()
     data["columns"][3]["delta"] = {"group_by": ["b", "c"]}
@@ -32,7 +32,7 @@ def test_doc_of_a_delta_column_says_what_is_posted() -> None:
 
 
 def test_doc_says_when_lookback_rereads_are_set_aside() -> None:
-    from etl.dag_factory import flow_doc
+    from etl.airflow.dag_factory import flow_doc
 
     plain = flow_doc(Flow.model_validate(flow_dict(cursor={"column": "u", "lookback": "2h"})), None)
     assert "- **Cursor**: `u`, lookback 2 h\n" in plain + "\n" and "set aside" not in plain

@@ -10,13 +10,13 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Numeric, Table, crea
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateTable
 
-from etl.config import Flow
-from etl.connections import to_sqlalchemy_url
+from etl.config.flows import Flow
+from etl.core.types import column_type
+from etl.core.watermark import Window
 from etl.dialects import dialect_for
 from etl.dialects.mssql import MSSQLDialect, merge_statement
-from etl.extract import TableSource
-from etl.schema import column_type
-from etl.watermark import Window
+from etl.sync.connections import to_sqlalchemy_url
+from etl.sync.extract import TableSource
 
 DIALECT = mssql.dialect()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
-from etl.dialects.base import SEQ, SOURCE_KEY
-from etl.validation import CRITICAL, QUARANTINE, WARNING, Expectation, Outcome, Suite, check_batch
+from etl.config.suites import CRITICAL, QUARANTINE, WARNING, Expectation, Suite
+from etl.core.rows import SEQ, SOURCE_KEY
+from etl.sync.validation import Outcome, check_batch
 
 ROW_RULE = "expect_column_values_to_be_between"
 

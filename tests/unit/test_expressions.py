@@ -1,4 +1,4 @@
-"""Tests for etl.expressions: the whitelisted expression language of flow YAML."""
+"""Tests for etl.core.expressions: the whitelisted expression language of flow YAML."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl.errors import EtlError
-from etl.expressions import (
-    MAX_DEPTH,
-    MAX_LENGTH,
-    EvalResult,
-    Expression,
-    ExpressionError,
-    parse_expression,
-)
+from etl.core.errors import EtlError
+from etl.core.expressions import MAX_DEPTH, MAX_LENGTH, EvalResult, Expression, ExpressionError, parse_expression
 
 
 def run(text: str, **columns: list[object]) -> EvalResult:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from etl.pipeline_tables import ddl
+from etl.sync.pipeline_tables import ddl
 
 SQL_FILE = Path(__file__).resolve().parents[2] / "sql" / "pipeline" / "postgresql.sql"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from etl.postings import _minus
+from etl.sync.postings import _minus
 
 
 def test_decimals_stay_exact() -> None:

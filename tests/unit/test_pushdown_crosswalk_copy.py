@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from etl.pushdown import _copy_lines
+from etl.sync.stage_sql import _copy_lines
 
 ONE = Decimal(1)
 

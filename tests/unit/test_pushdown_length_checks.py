@@ -7,9 +7,11 @@ import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table
 from sqlalchemy.dialects import postgresql
 
-from etl.config import DEFAULT_MAPPINGS, Flow
-from etl.crosswalk import load_crosswalks
-from etl.pushdown import _Compiler, _types, raw_table
+from etl.config.crosswalks import load_crosswalks
+from etl.config.flows import Flow
+from etl.config.paths import DEFAULT_MAPPINGS
+from etl.rules.sql import Compiler, column_types
+from etl.sync.stage_sql import raw_table
 
 SOURCE = Table(
     "op_confirmation", MetaData(),
@@ -27,7 +29,7 @@ def _length_checks(target: str, spec: dict[str, object], width: int) -> int:
         "key": ["posting_key"], "columns": [{"target": "posting_key", "source": "report_no"}, {"target": target, **spec}],
     })
     target_table = Table("confirmation_in", MetaData(), Column("posting_key", String(20)), Column(target, String(width)))
-    compiler = _Compiler(flow, raw_table(flow, SOURCE, "postgresql"), _types(SOURCE), _types(target_table),
+    compiler = Compiler(flow, raw_table(flow, SOURCE, "postgresql"), column_types(SOURCE), column_types(target_table),
                          load_crosswalks(DEFAULT_MAPPINGS / "crosswalks"))
     value = compiler.column(flow.columns[1])
     reasons = [str(r.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})) for _, r in value.failures]

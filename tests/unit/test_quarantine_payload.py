@@ -1,4 +1,4 @@
-"""Tests for etl.quarantine encode_payload/decode_payload: a quarantined row comes back exactly."""
+"""Tests for etl.sync.quarantine encode_payload/decode_payload: a quarantined row comes back exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from etl.quarantine import decode_payload, encode_payload
+from etl.sync.quarantine import decode_payload, encode_payload
 
 
 def round_trip(row: dict[str, Any]) -> dict[str, Any]:

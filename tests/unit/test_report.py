@@ -1,12 +1,12 @@
-"""Tests for the pure parts of etl.report: reason groups, freshness, check summaries, subject, HTML escaping."""
+"""Tests for the pure parts of etl.reporting.report: reason groups, freshness, check summaries, subject, HTML escaping."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
 
-from etl.config import ReportSettings
-from etl.report import (
+from etl.config.flows import ReportSettings
+from etl.reporting.report import (
     FlowReport,
     Freshness,
     Report,
@@ -120,7 +120,7 @@ def test_every_value_in_the_page_is_escaped() -> None:
 
 
 def test_the_data_docs_are_linked_locally_only_when_their_index_exists(tmp_path) -> None:
-    from etl.report import data_docs_link
+    from etl.reporting.report import data_docs_link
 
     settings = ReportSettings(data_docs=str(tmp_path / "data_docs"))
     assert data_docs_link(settings) is None and data_docs_link(ReportSettings()) is None
@@ -138,7 +138,7 @@ def test_the_data_docs_are_linked_locally_only_when_their_index_exists(tmp_path)
 
 
 def test_the_plain_text_part_says_what_needs_action() -> None:
-    from etl.report import render_text
+    from etl.reporting.report import render_text
 
     failing = FlowReport("production_orders", "erp_to_mes", "mes_db", "@hourly",
                          last_run={"run_id": "r", "started_at": NOW, "outcome": "failed",

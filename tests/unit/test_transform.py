@@ -1,4 +1,4 @@
-"""Tests for etl.transform: source rows mapped onto target columns, bad rows rejected with reasons."""
+"""Tests for etl.rules.transform: source rows mapped onto target columns, bad rows rejected with reasons."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from etl.config import DEFAULT_MAPPINGS, Flow
-from etl.crosswalk import Crosswalk, load_crosswalks
-from etl.schema import ColumnType
-from etl.transform import SOURCE_KEY, TransformResult, coerce_value, transform
+from etl.config.crosswalks import Crosswalk, load_crosswalks
+from etl.config.flows import Flow
+from etl.config.paths import DEFAULT_MAPPINGS
+from etl.core.rows import SOURCE_KEY
+from etl.core.types import ColumnType
+from etl.rules.transform import TransformResult, coerce_value, transform
 
 ANY = ColumnType("other")
 TEXT = ColumnType("string")
@@ -406,7 +408,7 @@ def test_empty_frame_gives_empty_result(crosswalks: dict[str, Crosswalk]) -> Non
 
 
 def test_real_flow_production_orders(crosswalks: dict[str, Crosswalk]) -> None:
-    from etl.config import load_project
+    from etl.config.project import load_project
 
     flow = load_project().flows["production_orders"]
     types = {c.target: ANY for c in flow.columns}

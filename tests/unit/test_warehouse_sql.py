@@ -9,9 +9,10 @@ from datetime import date
 import pytest
 from sqlalchemy import inspect
 
-from etl.config import REPO_ROOT, load_project
-from etl.connections import create_db_engine
-from etl.warehouse import (
+from etl.config.paths import REPO_ROOT
+from etl.config.project import load_project
+from etl.sync.connections import create_db_engine
+from etl.warehouse.refresh import (
     VIEWS,
     WAREHOUSE_SQL,
     WarehouseError,

@@ -1,4 +1,4 @@
-"""Tests for etl.watermark: windows, their SQL, watermark moves and storage."""
+"""Tests for etl.core.watermark: windows, their SQL, watermark moves and storage."""
 
 from __future__ import annotations
 
@@ -10,15 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import column
 
-from etl.watermark import (
-    Window,
-    decode,
-    encode,
-    next_watermark,
-    parse_since,
-    plan_window,
-    window_filter,
-)
+from etl.core.watermark import Window, decode, encode, next_watermark, parse_since, plan_window, window_filter
 
 LOOKBACK = timedelta(minutes=10)
 T0 = datetime(2026, 3, 1, 8, 0, 0)

@@ -1,0 +1,1 @@
+"""Flow, crosswalk and suite definitions read from mappings/ and expectations/, validated on load."""

@@ -1,0 +1,1 @@
+"""The ground floor: what every other floor needs, importing nothing above it."""

@@ -1,0 +1,368 @@
+"""Map one chunk of source rows onto the target's columns.
+
+Pure: a DataFrame of source rows in, a DataFrame of target rows plus the rejected rows out,
+no database. Every value a row cannot get right (a code with no crosswalk entry, a NULL key, a
+number too big for its column, a local time that does not exist) rejects that row with a
+reason; the rest of the chunk goes on. Columns hold plain Python values (object dtype) so
+decimals stay exact and integers stay integers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from etl.config.crosswalks import Crosswalk
+from etl.config.flows import ColumnSpec, Flow
+from etl.core.expressions import TRIM_CHARS, parse_expression
+from etl.core.rows import SOURCE_KEY, SOURCE_KEY_LENGTH, Reject, is_null
+from etl.core.types import ColumnType
+
+
+@dataclass
+class TransformResult:
+    rows: pd.DataFrame
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def source_keys(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Readable, stable key of each source row, e.g. ``order_no=1000456, item_no=10``."""
+    if not columns:
+        return [str(i) for i in range(len(frame))]
+    parts = [[f"{c}={'NULL' if is_null(v) else v}" for v in frame[c]] for c in columns]
+    return [", ".join(p)[:SOURCE_KEY_LENGTH] for p in zip(*parts, strict=True)]
+
+
+class _Reasons:
+    """Collects reject reasons per row position."""
+
+    def __init__(self) -> None:
+        self.by_row: dict[int, list[str]] = defaultdict(list)
+
+    def add(self, mask: Any, reason: Callable[[int], str] | str) -> None:
+        for pos in [i for i, bad in enumerate(mask) if bad]:
+            self.by_row[pos].append(reason(pos) if callable(reason) else reason)
+
+    def add_each(self, reasons: list[str | None]) -> None:
+        """Add one reason per row position; None where that row has none."""
+        for pos, reason in enumerate(reasons):
+            if reason is not None:
+                self.by_row[pos].append(reason)
+
+
+def _map_values(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
+    return pd.Series([None if is_null(v) else fn(v) for v in values], index=values.index, dtype=object)
+
+
+_CLEANERS: dict[str, Callable[[Any], Any]] = {
+    "trim": lambda v: v.strip(TRIM_CHARS) if isinstance(v, str) else v,
+    "upper": lambda v: v.upper() if isinstance(v, str) else v,
+    "lower": lambda v: v.lower() if isinstance(v, str) else v,
+}
+
+
+def _input(spec: ColumnSpec, frame: pd.DataFrame, reasons: _Reasons) -> pd.Series:
+    if spec.source is not None:
+        return frame[spec.source].astype(object)
+    if spec.expr is not None:
+        result = parse_expression(spec.expr).evaluate(frame)
+        errors = list(result.errors)
+        reasons.add([e is not None for e in errors], lambda i: f"column {spec.target}: {errors[i]} in expr {spec.expr!r}")
+        return result.values.astype(object)
+    return pd.Series([spec.value] * len(frame), index=frame.index, dtype=object)
+
+
+def _crosswalk(
+    spec: ColumnSpec, flow: Flow, values: pd.Series, crosswalks: dict[str, Crosswalk], reasons: _Reasons
+) -> pd.Series:
+    used = flow.crosswalk_side(spec)
+    assert used is not None  # called only for a column with a crosswalk
+    name, side = used
+    codes, _ = crosswalks[name].translate(values, side)
+    missing = values.notna() & codes.isna()
+    vals = list(values)
+    reasons.add(
+        missing,
+        lambda i: f"crosswalk {name!r} has no {side.upper()} code for {_code_shown(vals[i])} (column {spec.target})",
+    )
+    return codes
+
+
+def _code_shown(code: Any) -> str:
+    """A code in a message: text quoted, a number (an id) as written."""
+    if isinstance(code, (int, Decimal)) and not isinstance(code, bool):
+        return format(code, "f") if isinstance(code, Decimal) else str(code)
+    return repr(code)
+
+
+def _convert_unit(
+    spec: ColumnSpec, flow: Flow, values: pd.Series, frame: pd.DataFrame,
+    crosswalks: dict[str, Crosswalk], reasons: _Reasons,
+) -> pd.Series:
+    conv = spec.convert_unit
+    assert conv is not None
+    units = frame[conv.unit_column].astype(object)
+    for step in conv.clean:
+        units = _map_values(units, _CLEANERS[step])
+    _, factors = crosswalks[conv.crosswalk].translate(units, flow.unit_side())
+    unit_list = list(units)
+    reasons.add(
+        values.notna() & factors.isna(),
+        lambda i: f"crosswalk {conv.crosswalk!r} has no factor for unit {unit_list[i]!r} (column {spec.target})",
+    )
+    out: list[Any] = []
+    bad: list[str | None] = []
+    for value, factor in zip(values, factors, strict=True):
+        if is_null(value) or is_null(factor):
+            out.append(None)
+            bad.append(None)
+            continue
+        try:
+            number = _to_decimal(value)
+            out.append(number / factor if conv.inverse else number * factor)
+            bad.append(None)
+        except (InvalidOperation, ArithmeticError, ValueError):
+            out.append(None)
+            bad.append(f"column {spec.target}: {_short(value)} is not a number")
+    reasons.add_each(bad)
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _to_decimal(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(str(value).strip())
+
+
+def _timezone(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _Reasons) -> pd.Series:
+    rule = spec.timezone
+    assert rule is not None
+    src, dst = ZoneInfo(rule.from_), ZoneInfo(rule.to)
+    out: list[Any] = []
+    bad: list[str | None] = []
+    for value in values:
+        if is_null(value):
+            out.append(None)
+            bad.append(None)
+            continue
+        if isinstance(value, pd.Timestamp):
+            value = value.to_pydatetime()
+        if not isinstance(value, datetime):
+            out.append(None)
+            bad.append(f"column {spec.target}: {value!r} is not a timestamp")
+            continue
+        problem = _check_local_time(value, src) if value.tzinfo is None else None
+        if problem:
+            out.append(None)
+            bad.append(f"column {spec.target}: {problem}")
+            continue
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=src)
+        converted = aware.astimezone(dst)
+        out.append(converted if target.tz_aware else converted.replace(tzinfo=None))
+        bad.append(None)
+    reasons.add_each(bad)
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _check_local_time(value: datetime, zone: ZoneInfo) -> str | None:
+    """Reject wall-clock times that do not exist (DST gap) or exist twice (DST overlap)."""
+    fold0 = value.replace(tzinfo=zone, fold=0)
+    fold1 = value.replace(tzinfo=zone, fold=1)
+    if fold0.utcoffset() != fold1.utcoffset():
+        roundtrip = fold0.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+        if roundtrip != value:
+            return f"{value.isoformat()} does not exist in {zone.key} (clocks skip it)"
+        return f"{value.isoformat()} is ambiguous in {zone.key} (clocks repeat it)"
+    return None
+
+
+def coerce_value(value: Any, target: ColumnType) -> Any:
+    """Convert ``value`` to what a column of ``target`` type holds; ValueError if impossible."""
+    kind = target.kind
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if kind == "string":
+        text = value if isinstance(value, str) else _as_text(value)
+        if target.length is not None and len(text) > target.length:
+            raise ValueError(f"{len(text)} characters, column holds {target.length}")
+        return text
+    if kind == "integer":
+        if isinstance(value, bool):
+            return int(value)
+        number = _to_decimal(value)
+        if number != number.to_integral_value():
+            raise ValueError("is not a whole number")
+        return int(number)
+    if kind == "decimal":
+        number = _to_decimal(value)
+        if not number.is_finite():
+            raise ValueError("is not a finite number")
+        if target.scale is not None:
+            number = number.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP)
+        if target.precision is not None:
+            int_digits = max(number.adjusted() + 1, 0)
+            if int_digits > target.precision - (target.scale or 0):
+                raise ValueError(f"overflows NUMERIC({target.precision},{target.scale or 0})")
+        return number
+    if kind == "float":
+        return float(value)
+    if kind == "timestamp":
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.strip())
+        if isinstance(value, date) and not isinstance(value, datetime):
+            value = datetime(value.year, value.month, value.day)
+        if not isinstance(value, datetime):
+            raise ValueError(f"{value!r} is not a timestamp")
+        if target.tz_aware and value.tzinfo is None:
+            raise ValueError(f"{value.isoformat()} has no time zone; add a timezone rule to the column")
+        if not target.tz_aware and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+    if kind == "date":
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, str):
+            return date.fromisoformat(value.strip())
+        if isinstance(value, date):
+            return value
+        raise ValueError(f"{value!r} is not a date")
+    if kind == "boolean":
+        return _as_bool(value)
+    return value
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # Bytes in a text column are text in some encoding; only UTF-8 is taken as such.
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("is not valid UTF-8 text (mixed encodings in the source?)") from None
+    if isinstance(value, (dict, list)):
+        # A json/jsonb value as JSON text, never Python's repr.
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+_TRUE = {"1", "true", "t", "yes", "y", "x"}
+_FALSE = {"0", "false", "f", "no", "n", ""}
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, Decimal)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+_CASTS: dict[str, ColumnType] = {
+    "string": ColumnType("string"),
+    "integer": ColumnType("integer"),
+    "decimal": ColumnType("decimal"),
+    "timestamp": ColumnType("timestamp"),
+    "date": ColumnType("date"),
+    "boolean": ColumnType("boolean"),
+}
+
+
+def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _Reasons, what: str) -> pd.Series:
+    out: list[Any] = []
+    bad: list[str | None] = []
+    for value in values:
+        if is_null(value):
+            out.append(None)
+            bad.append(None)
+            continue
+        try:
+            out.append(coerce_value(value, target))
+            bad.append(None)
+        except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
+            out.append(None)
+            bad.append(f"column {spec.target}: {what} {_short(value)}: {exc}")
+    reasons.add_each(bad)
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _short(value: Any) -> str:
+    text = format(value, "f") if isinstance(value, Decimal) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def transform(
+    frame: pd.DataFrame,
+    flow: Flow,
+    crosswalks: dict[str, Crosswalk],
+    target_types: dict[str, ColumnType],
+) -> TransformResult:
+    """Apply the flow's column rules to ``frame`` (source rows, source column names).
+
+    Returns the target rows (target column names plus ``_source_key``) and the rejects, each
+    with the source row as payload and every reason it failed. The result keeps the input order.
+    """
+    reasons = _Reasons()
+    frame = frame.reset_index(drop=True)
+    out: dict[str, pd.Series] = {}
+    for spec in flow.columns:
+        target = target_types[spec.target]
+        before = {pos: len(found) for pos, found in reasons.by_row.items()}
+        values = _input(spec, frame, reasons)
+        for step in spec.clean:
+            values = _map_values(values, _CLEANERS[step])
+        if spec.crosswalk is not None:
+            values = _crosswalk(spec, flow, values, crosswalks, reasons)
+        if spec.convert_unit is not None:
+            values = _convert_unit(spec, flow, values, frame, crosswalks, reasons)
+        if spec.cast is not None:
+            values = _coerce(spec, values, _CASTS[spec.cast], reasons, "cannot cast")
+        if spec.timezone is not None:
+            values = _timezone(spec, values, target, reasons)
+        if spec.default is not None:
+            values = pd.Series([spec.default if is_null(v) else v for v in values], index=values.index, dtype=object)
+        values = _coerce(spec, values, target, reasons, "value")
+        if spec.required or spec.target in flow.key or not target.nullable:
+            # A value already rejected above (say, a crosswalk miss) is NULL for that reason.
+            label = "natural key column" if spec.target in flow.key else "required column"
+            grew = [len(reasons.by_row.get(i, ())) > before.get(i, 0) for i in range(len(values))]
+            reasons.add([n and not g for n, g in zip(values.isna(), grew, strict=True)], f"{label} {spec.target} is NULL")
+        out[spec.target] = values
+
+    keys = source_keys(frame, flow.source_key_columns())
+    rows = pd.DataFrame(out, index=frame.index)
+    rows[SOURCE_KEY] = pd.Series(keys, index=frame.index, dtype=object)
+    if not reasons.by_row:
+        return TransformResult(rows)
+
+    bad_positions = sorted(reasons.by_row)
+    records = frame.iloc[bad_positions].to_dict("records")
+    rejects = [
+        Reject(keys[pos], {str(k): (None if is_null(v) else v) for k, v in record.items()}, "; ".join(_unique(reasons.by_row[pos])))
+        for pos, record in zip(bad_positions, records, strict=True)
+    ]
+    good = rows.drop(index=frame.index[bad_positions])
+    return TransformResult(good, rejects)
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,1 @@
+"""The reporting warehouse: its refresh from the synced tables and the material history."""
