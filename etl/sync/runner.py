@@ -93,14 +93,17 @@ class RunResult:
 
 
 class _Step:
-    """Remembers which step a run is in, for the error message."""
+    """Remembers which step a run is in, for the error message, and tells the hook."""
 
-    def __init__(self) -> None:
+    def __init__(self, hook: Callable[[str], None] | None) -> None:
         self.name = "start"
+        self.hook = hook
 
     def __call__(self, name: str) -> None:
         self.name = name
         log.debug("step %s", name)
+        if self.hook is not None:
+            self.hook(name)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -140,24 +143,12 @@ def run_flow(
         started_at=clock(), options=options.as_dict(),
     )
     result = RunResult(run)
-    step = _Step()
-
-    def enter(name: str) -> None:
-        step(name)
-        if hook is not None:
-            hook(name)
-
+    enter = _Step(hook)
     t0 = time.monotonic()
     try:
-        enter("connect")
+        crosswalks = _connect(flow, connections, crosswalks, result, enter)
         target_engine = connections.engine(flow.target.connection)
         source_engine = connections.engine(flow.source.connection)
-        if any(not crosswalks[n].loaded for n in flow.crosswalks_used() if n in crosswalks):
-            enter("read_lookups")  # once per run, fresh: the lookup's table may have changed
-            crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
-            result.warnings += found
-        with target_engine.begin() as conn:
-            ensure_pipeline_tables(conn, lookback=flow.skips_loaded)
         with source_engine.connect() as sconn, target_engine.connect() as tconn:
             sconn.begin()
             dialect_for(sconn).begin_read(sconn)
@@ -182,9 +173,9 @@ def run_flow(
     except Exception as exc:
         run.finished_at = clock()
         run.outcome = ledger.BUSY if isinstance(exc, FlowBusy) else ledger.FAILED
-        run.error = f"{step.name}: {type(exc).__name__}: {_one_line(exc)}"
+        run.error = f"{enter.name}: {type(exc).__name__}: {_one_line(exc)}"
         _write_ledger_alone(connections, flow, run)
-        failure = StepFailed(flow.flow, step.name, run.run_id, exc)
+        failure = StepFailed(flow.flow, enter.name, run.run_id, exc)
         failure.retryable = _is_transient(exc)
         if failure.retryable and not isinstance(exc, EtlError):
             raise failure from SourceUnavailable(_one_line(exc))
@@ -192,6 +183,23 @@ def run_flow(
     finally:
         log.info("flow %s run %s finished in %.2fs: %s", flow.flow, run.run_id, time.monotonic() - t0, run.outcome)
     return result
+
+
+def _connect(
+    flow: Flow, connections: Connections, crosswalks: dict[str, Crosswalk], result: RunResult, enter: _Step,
+) -> dict[str, Crosswalk]:
+    """Open both databases' engines, read the lookup crosswalks the flow uses, and make sure the
+    pipeline's own tables exist on the target; returns the crosswalks with their lookups read."""
+    enter("connect")
+    connections.engine(flow.target.connection)
+    connections.engine(flow.source.connection)
+    if any(not crosswalks[n].loaded for n in flow.crosswalks_used() if n in crosswalks):
+        enter("read_lookups")  # once per run, fresh: the lookup's table may have changed
+        crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
+        result.warnings += found
+    with connections.engine(flow.target.connection).begin() as conn:
+        ensure_pipeline_tables(conn, lookback=flow.skips_loaded)
+    return crosswalks
 
 
 def refuse_run(
@@ -240,231 +248,119 @@ def _target_types(target: Table) -> dict[str, ColumnType]:
     return {c.name: column_type(c.type, bool(c.nullable)) for c in target.columns}
 
 
+@dataclass
+class _Run:
+    """One run of one flow as its steps see it: the flow, both connections, the ledger record,
+    and what each step found for the steps after it. Steps read it and add to it; no step
+    takes or returns anything else."""
+
+    flow: Flow
+    project: Project
+    sconn: Connection
+    tconn: Connection
+    crosswalks: dict[str, Crosswalk]
+    options: RunOptions
+    run: ledger.RunRecord
+    result: RunResult
+    clock: Callable[[], datetime]
+    enter: Callable[[str], None]
+    #: Connections a step opens beside sconn/tconn (a flow's lines reader) close however the run ends.
+    cleanup: ExitStack
+    dialect: Dialect = field(init=False)
+    source_table: Table = field(init=False)
+    target_table: Table = field(init=False)
+    parent_tables: dict[str, Table] = field(init=False)
+    lines: DocumentLines | None = field(init=False)
+    types: dict[str, ColumnType] = field(init=False)
+    columns: list[str] = field(init=False)
+    flow_state: state.FlowState = field(init=False)
+    source: TableSource = field(init=False)
+    full_read: bool = field(init=False)
+    window: wm.Window | None = field(init=False)
+    staging: Table = field(init=False)
+    now: datetime = field(init=False)
+    #: Whether this run sets aside the re-read rows the last run loaded (cursor.skip_loaded).
+    set_aside: bool = field(init=False)
+    #: Rows staged (fresh and retried), the next staging sequence number on the Python path.
+    seq: int = 0
+    set_aside_rows: int = 0
+    rejected_while_staging: int = 0
+    key_conflicts: int = 0
+    after_duplicates: int = 0
+    failed_expectations: int = 0
+    negative_deltas: int = 0
+    unchanged_in_batch: int = 0
+    new_mark: wm.CursorValue | None = None
+    keyset_checked_at: datetime | None = None
+
+    def quarantine(self, rejects: list[Reject], payload_kind: str = quarantine.SOURCE_PAYLOAD) -> None:
+        """Put rows in quarantine and count them in the ledger: the one place a run does either."""
+        counts = quarantine.record(self.tconn, self.flow.flow, self.run.run_id, rejects, self.now, payload_kind)
+        self.run.counts.rows_quarantined += counts.touched
+        self.run.counts.rows_new_in_quarantine += counts.new
+
+
 def _run(
     flow: Flow, project: Project, sconn: Connection, tconn: Connection, crosswalks: dict[str, Crosswalk],
     options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
     enter: Callable[[str], None],
 ) -> None:
-    # Connections a step opens beside sconn/tconn (a flow's lines reader) close however the run ends.
     with ExitStack() as cleanup:
-        _run_steps(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter, cleanup)
+        ctx = _Run(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter, cleanup)
+        for step in _STEPS:
+            step(ctx)
 
 
-def _run_steps(
-    flow: Flow, project: Project, sconn: Connection, tconn: Connection, crosswalks: dict[str, Crosswalk],
-    options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
-    enter: Callable[[str], None], cleanup: ExitStack,
-) -> None:
-    dialect = dialect_for(tconn)
-    enter("lock")
-    if not dialect.try_lock(tconn, flow.flow):
-        raise FlowBusy(f"flow {flow.flow!r}: another run holds its lock; this run read and wrote nothing")
-    dialect.tune(tconn, flow.load.work_mem_mb)
+def _lock(ctx: _Run) -> None:
+    ctx.dialect = dialect_for(ctx.tconn)
+    ctx.enter("lock")
+    if not ctx.dialect.try_lock(ctx.tconn, ctx.flow.flow):
+        raise FlowBusy(f"flow {ctx.flow.flow!r}: another run holds its lock; this run read and wrote nothing")
+    ctx.dialect.tune(ctx.tconn, ctx.flow.load.work_mem_mb)
 
-    enter("check_schema")
-    source_table = reflect_table(sconn, flow.source.table, role="source", flow=flow)
-    target_table = reflect_table(tconn, flow.target.table, role="target", flow=flow)
-    report = check_flow_schema(flow, source_table, target_table)
-    result.warnings += report.warnings
-    result.new_source_columns = report.new_source_columns
+
+def _check_schema(ctx: _Run) -> None:
+    flow = ctx.flow
+    ctx.enter("check_schema")
+    ctx.source_table = reflect_table(ctx.sconn, flow.source.table, role="source", flow=flow)
+    ctx.target_table = reflect_table(ctx.tconn, flow.target.table, role="target", flow=flow)
+    report = check_flow_schema(flow, ctx.source_table, ctx.target_table)
+    ctx.result.warnings += report.warnings
+    ctx.result.new_source_columns = report.new_source_columns
     if report.new_source_columns:
         log.info("flow %s: source columns not mapped: %s", flow.flow, ", ".join(report.new_source_columns))
-    if flow.load.match == "unique_key" and not has_unique_key(tconn, target_table, flow.key):
+    if flow.load.match == "unique_key" and not has_unique_key(ctx.tconn, ctx.target_table, flow.key):
         raise SchemaDriftError(
             f"{flow.file}: flow {flow.flow!r}: target {flow.target.table} has no primary key or unique "
             f"index on ({', '.join(flow.key)}); upserts by natural key need one, or set "
             "load.match: natural_key"
         )
-    parent_tables = {p.table: reflect_table(tconn, p.table, role="parent", flow=flow) for p in flow.parents}
-    lines = None
+    ctx.parent_tables = {p.table: reflect_table(ctx.tconn, p.table, role="parent", flow=flow) for p in flow.parents}
+    ctx.lines = None
     if flow.lines is not None:
-        lines = DocumentLines(flow, sconn, tconn, dialect, target_table, crosswalks)
-        cleanup.callback(lines.close_reader)
-    types = _target_types(target_table)
-    columns = [c.target for c in flow.columns]
+        ctx.lines = DocumentLines(flow, ctx.sconn, ctx.tconn, ctx.dialect, ctx.target_table, ctx.crosswalks)
+        ctx.cleanup.callback(ctx.lines.close_reader)
+    ctx.types = _target_types(ctx.target_table)
+    ctx.columns = [c.target for c in flow.columns]
 
-    enter("read_state")
-    flow_state = state.read_state(tconn, flow.flow)
-    plants = _source_plants(flow, options.plants, crosswalks, result)
-    source = TableSource(sconn, source_table, flow, plants)
-    full_read = options.full_refresh or flow.load.mode == "snapshot_replace" or flow.cursor is None
-    window = None
+
+def _read_state(ctx: _Run) -> None:
+    flow, options = ctx.flow, ctx.options
+    ctx.enter("read_state")
+    ctx.flow_state = state.read_state(ctx.tconn, flow.flow)
+    plants = _source_plants(flow, options.plants, ctx.crosswalks, ctx.result)
+    ctx.source = TableSource(ctx.sconn, ctx.source_table, flow, plants)
+    ctx.full_read = options.full_refresh or flow.load.mode == "snapshot_replace" or flow.cursor is None
+    ctx.window = None
     if flow.cursor is not None:
-        ceiling, beyond = _ceiling(flow, source, flow_state.watermark, run, result)
-        window = wm.plan_window(
-            flow_state.watermark, ceiling, flow.cursor.lookback, since=options.since, full_refresh=full_read,
+        ceiling, beyond = _ceiling(flow, ctx.source, ctx.flow_state.watermark, ctx.run, ctx.result)
+        ctx.window = wm.plan_window(
+            ctx.flow_state.watermark, ceiling, flow.cursor.lookback, since=options.since, full_refresh=ctx.full_read,
             beyond=beyond,
         )
-    if window is not None:
-        run.window_from = None if window.lower is None else str(window.lower)
-        run.window_to = None if window.upper is None else str(window.upper)
-
-    enter("stage")
-    staging = dialect.create_staging(tconn, target_table, columns + insert_only_columns(flow), flow.flow)
-    now = clock()
-    empty_source = window is not None and window.upper is None and not window.include_null and window.beyond is None
-    sql_path = stage_sql.unsupported_reason(
-        flow, source_table, target_table, sconn.dialect.name, tconn.dialect.name, crosswalks,
-    )
-    if flow.load.transform == "sql" and sql_path is not None:
-        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
-    skip_loaded = flow.skips_loaded
-    if skip_loaded:
-        cannot = sql_path or stage_sql.skip_loaded_reason(flow, source_table)
-        if cannot is not None:
-            raise EtlError(
-                f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
-            )
-    # Only a run that starts at the watermark's lookback sets rows aside and remembers its own: a
-    # full refresh or an explicit --since compares every row again, so that it repairs what was
-    # changed on the target, and clears the memory (the next incremental run starts it again).
-    set_aside = (
-        skip_loaded and not full_read and options.since is None and window is not None and window.lower is not None
-    )
-    run.options["transform"] = "python" if sql_path else "sql"
-    if sql_path is None:
-        query = source.query(window)
-        if empty_source:
-            query = query.where(false())
-        retries = (
-            [w.payload for w in batch]
-            for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size)
-        )
-        enter("stage_first_chunk")
-        outcome = stage_sql.stage(
-            flow, sconn, tconn, query, source_table, target_table, staging, crosswalks, retries, parent_tables,
-            set_aside_loaded=set_aside,
-        )
-        run.counts.rows_read = outcome.rows_read
-        run.counts.rows_retried = outcome.rows_retried
-        set_aside_rows = outcome.set_aside
-        if skip_loaded:  # counted among the unchanged rows; the ledger's options say how many
-            run.options["rows_set_aside"] = set_aside_rows
-        rejected_while_staging = len(outcome.rejects)
-        enter("retry_quarantine")
-        counts = quarantine.record(tconn, flow.flow, run.run_id, outcome.rejects, now)
-        run.counts.rows_quarantined += counts.touched
-        run.counts.rows_new_in_quarantine += counts.new
-        seq = outcome.staged
-    else:
-        log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
-        parents = ParentCheck(tconn, flow, parent_tables)
-        seq = 0
-        set_aside_rows = 0
-        rejected_while_staging = 0
-        chunks = iter(()) if empty_source else source.chunks(window, flow.load.chunk_size)
-        for number, frame in enumerate(chunks):
-            enter("stage_chunk" if number else "stage_first_chunk")
-            run.counts.rows_read += len(frame)
-            seq, rejected = _stage_frame(
-                frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now, lines,
-            )
-            rejected_while_staging += rejected
-
-        enter("retry_quarantine")
-        for batch in quarantine.waiting_for_retry(tconn, flow.flow, run.run_id, flow.load.chunk_size):
-            payloads = [w.payload for w in batch]
-            cols = flow.source_columns()
-            frame = frame_from_rows([[p.get(c) for c in cols] for p in payloads], cols)
-            run.counts.rows_retried += len(frame)
-            seq, rejected = _stage_frame(
-                frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, True, run, now, lines,
-            )
-            rejected_while_staging += rejected
-
-    enter("resolve_duplicates")
-    conflicts = resolve_duplicates(tconn, staging, flow.key, columns, retried=run.counts.rows_retried > 0)
-    if conflicts:
-        rejects = [Reject(c.source_key, c.target_row, c.reason) for c in conflicts]
-        counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now, quarantine.TARGET_PAYLOAD)
-        run.counts.rows_quarantined += counts.touched
-        run.counts.rows_new_in_quarantine += counts.new
-
-    after_duplicates = int(tconn.execute(select(func.count()).select_from(staging)).scalar_one())
-
-    enter("validate")
-    failed_expectations = 0
-    if flow.expectations is not None:
-        failed_expectations = _validate(flow, project, tconn, staging, columns, run, now)
-
-    deltas = postings.apply_deltas(tconn, flow, staging, target_table)
-    if deltas.rejects:
-        counts = quarantine.record(tconn, flow.flow, run.run_id, deltas.rejects, now, quarantine.TARGET_PAYLOAD)
-        run.counts.rows_quarantined += counts.touched
-        run.counts.rows_new_in_quarantine += counts.new
-
-    enter("merge")
-    loaded = merge_rows(tconn, dialect, flow, staging, target_table, columns)
-    run.counts.rows_loaded = loaded
-    # Staged rows not written were equal to the target's (or, for delta postings, posted before).
-    unchanged_in_batch = after_duplicates - failed_expectations - len(deltas.rejects) - loaded
-    # Rows set aside count as unchanged: the last run loaded them as they are.
-    run.counts.rows_unchanged = unchanged_in_batch + set_aside_rows
-
-    enter("reconcile")
-    tally = reconciliation.RowTally(
-        read=run.counts.rows_read, retried=run.counts.rows_retried,
-        quarantined_while_staging=rejected_while_staging, staged=seq, key_conflicts=len(conflicts),
-        quarantined_by_expectations=failed_expectations, quarantined_as_negative_deltas=len(deltas.rejects),
-        skipped_copies=seq - len(conflicts) - after_duplicates, loaded=loaded, unchanged=unchanged_in_batch,
-        set_aside=set_aside_rows,
-    )
-    checks = [
-        reconciliation.rows_balance(tally),
-        reconciliation.target_matches_batch(
-            tconn, staging, target_table, flow.key, columns, compare_values=flow.load.mode != "append",
-        ),
-    ]
-    run.checks += checks
-    mismatches = [c for c in checks if not c.success]
-    if mismatches:
-        raise ReconciliationFailed(
-            f"flow {flow.flow!r}: reconciliation failed, nothing was committed: "
-            + "; ".join(f"{c.name}: {c.detail}" + (f" (e.g. {', '.join(c.sample_keys[:3])})" if c.sample_keys else "") for c in mismatches)
-        )
-    if lines is not None:
-        # Lines written count as loaded rows; unchanged counts documents.
-        written, removed = lines.merge(tconn, staging)
-        run.counts.rows_loaded += written
-        run.counts.rows_deleted += removed
-        lines.drop_staging(tconn)
-    run.counts.rows_released = quarantine.release_loaded(tconn, flow.flow, run.run_id, staging, now)
-    new_mark = wm.next_watermark(flow_state.watermark, window) if window is not None else None
-    if skip_loaded:
-        enter("remember_loaded")
-        assert flow.cursor is not None
-        # Where the next run's lookback starts; None clears the memory (a run not incremental).
-        next_lower = wm.plan_window(new_mark, None, flow.cursor.lookback).lower if set_aside and new_mark is not None else None
-        stage_sql.remember_loaded(tconn, flow, source_table, sconn.dialect.name, staging, next_lower)
-
-    enter("deletes")
-    keyset_checked_at = flow_state.keyset_checked_at
-    if flow.load.mode == "snapshot_replace":
-        run.counts.rows_deleted += dialect.delete_missing(
-            tconn, target_table, staging, flow.key, dict(flow.deletes.scope),
-            "delete" if flow.deletes.detect == "none" else flow.deletes.action,
-            flow.deletes.column, flow.deletes.value,
-        )
-    elif _keyset_due(flow, options, keyset_checked_at, now):
-        deleted, warning, compared = _detect_deletes(
-            flow, source, tconn, dialect, target_table, crosswalks, types, run, now, parent_tables,
-        )
-        run.counts.rows_deleted += deleted
-        if warning:
-            result.warnings.append(warning)
-        if compared:
-            keyset_checked_at = now
-    dialect.drop_staging(tconn, staging)
-
-    enter("write_state")
-    state.write_state(tconn, flow.flow, new_mark, run.run_id, now, keyset_checked_at)
-
-    enter("write_ledger")
-    run.counts.quarantine_backlog = quarantine.backlog(tconn, flow.flow)
-    run.finished_at = clock()
-    if not options.dry_run:
-        run.outcome = ledger.SUCCESS
-        ledger.write_run(tconn, run)
+    if ctx.window is not None:
+        ctx.run.window_from = None if ctx.window.lower is None else str(ctx.window.lower)
+        ctx.run.window_to = None if ctx.window.upper is None else str(ctx.window.upper)
 
 
 def _ceiling(
@@ -503,30 +399,265 @@ def _ceiling(
     return source.ceiling(limit), limit
 
 
-def _validate(
-    flow: Flow, project: Project, tconn: Connection, staging: Table, columns: list[str],
-    run: ledger.RunRecord, now: datetime,
-) -> int:
+def _stage(ctx: _Run) -> None:
+    """Fill staging on the SQL path where the flow can take it, else on the Python path."""
+    flow = ctx.flow
+    ctx.enter("stage")
+    ctx.staging = ctx.dialect.create_staging(ctx.tconn, ctx.target_table, ctx.columns + insert_only_columns(flow), flow.flow)
+    ctx.now = ctx.clock()
+    sql_path = stage_sql.unsupported_reason(
+        flow, ctx.source_table, ctx.target_table, ctx.sconn.dialect.name, ctx.tconn.dialect.name, ctx.crosswalks,
+    )
+    if flow.load.transform == "sql" and sql_path is not None:
+        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
+    if flow.skips_loaded:
+        cannot = sql_path or stage_sql.skip_loaded_reason(flow, ctx.source_table)
+        if cannot is not None:
+            raise EtlError(
+                f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
+            )
+    # Only a run that starts at the watermark's lookback sets rows aside and remembers its own: a
+    # full refresh or an explicit --since compares every row again, so that it repairs what was
+    # changed on the target, and clears the memory (the next incremental run starts it again).
+    window = ctx.window
+    ctx.set_aside = (
+        flow.skips_loaded and not ctx.full_read and ctx.options.since is None and window is not None
+        and window.lower is not None
+    )
+    ctx.run.options["transform"] = "python" if sql_path else "sql"
+    if sql_path is None:
+        _stage_through_sql(ctx)
+    else:
+        log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
+        _stage_through_python(ctx)
+
+
+def _empty_source(ctx: _Run) -> bool:
+    """A window with nothing in it: the source holds no row with a cursor value yet."""
+    window = ctx.window
+    return window is not None and window.upper is None and not window.include_null and window.beyond is None
+
+
+def _stage_through_sql(ctx: _Run) -> None:
+    flow = ctx.flow
+    query = ctx.source.query(ctx.window)
+    if _empty_source(ctx):
+        query = query.where(false())
+    retries = (
+        [w.payload for w in batch]
+        for batch in quarantine.waiting_for_retry(ctx.tconn, flow.flow, ctx.run.run_id, flow.load.chunk_size)
+    )
+    ctx.enter("stage_first_chunk")
+    outcome = stage_sql.stage(
+        flow, ctx.sconn, ctx.tconn, query, ctx.source_table, ctx.target_table, ctx.staging, ctx.crosswalks, retries,
+        ctx.parent_tables, set_aside_loaded=ctx.set_aside,
+    )
+    ctx.run.counts.rows_read = outcome.rows_read
+    ctx.run.counts.rows_retried = outcome.rows_retried
+    ctx.set_aside_rows = outcome.set_aside
+    if flow.skips_loaded:  # counted among the unchanged rows; the ledger's options say how many
+        ctx.run.options["rows_set_aside"] = ctx.set_aside_rows
+    ctx.rejected_while_staging = len(outcome.rejects)
+    ctx.enter("retry_quarantine")
+    ctx.quarantine(outcome.rejects)
+    ctx.seq = outcome.staged
+
+
+def _stage_through_python(ctx: _Run) -> None:
+    flow = ctx.flow
+    parents = ParentCheck(ctx.tconn, flow, ctx.parent_tables)
+    chunks = iter(()) if _empty_source(ctx) else ctx.source.chunks(ctx.window, flow.load.chunk_size)
+    for number, frame in enumerate(chunks):
+        ctx.enter("stage_chunk" if number else "stage_first_chunk")
+        ctx.run.counts.rows_read += len(frame)
+        _stage_chunk(ctx, frame, parents, retry=False)
+
+    ctx.enter("retry_quarantine")
+    for batch in quarantine.waiting_for_retry(ctx.tconn, flow.flow, ctx.run.run_id, flow.load.chunk_size):
+        cols = flow.source_columns()
+        frame = frame_from_rows([[w.payload.get(c) for c in cols] for w in batch], cols)
+        ctx.run.counts.rows_retried += len(frame)
+        _stage_chunk(ctx, frame, parents, retry=True)
+
+
+def _stage_chunk(ctx: _Run, frame: pd.DataFrame, parents: ParentCheck, retry: bool) -> None:
+    written, rejected = _stage_frame(ctx, frame, parents, retry, ctx.staging, ctx.seq)
+    ctx.seq += written
+    ctx.rejected_while_staging += rejected
+
+
+def _stage_frame(
+    ctx: _Run, frame: pd.DataFrame, parents: ParentCheck, retry: bool, staging: Table, first_seq: int,
+) -> tuple[int, int]:
+    """Transform one chunk, quarantine what fails, stage the rest into ``staging`` from sequence
+    number ``first_seq``; returns the rows staged and the rows quarantined."""
+    frame = frame.reset_index(drop=True)
+    out = transform(frame, ctx.flow, ctx.crosswalks, ctx.types)
+    rejects = list(out.rejects)
+    rows = out.rows
+    if ctx.flow.parents and not rows.empty:
+        missing = parents.missing(rows)
+        rejects += _rejects_of(frame, rows, missing)
+        rows = rows.drop(index=list(missing))
+    if ctx.lines is not None:
+        # A document whose lines fail waits whole, as its header's source row.
+        failed = ctx.lines.stage_for(ctx.tconn, frame, rows)
+        rejects += _rejects_of(frame, rows, failed)
+        rows = rows.drop(index=list(failed))
+    ctx.quarantine(rejects)
+    return ctx.dialect.stage(ctx.tconn, staging, rows, first_seq, retry), len(rejects)
+
+
+def _rejects_of(frame: pd.DataFrame, rows: pd.DataFrame, reasons: dict[Any, str]) -> list[Reject]:
+    """The source rows behind ``rows``' labels, each with its reason."""
+    return [
+        Reject(str(rows.at[label, SOURCE_KEY]), {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}, reason)
+        for label, reason in reasons.items()
+    ]
+
+
+def _resolve_duplicates(ctx: _Run) -> None:
+    ctx.enter("resolve_duplicates")
+    conflicts = resolve_duplicates(
+        ctx.tconn, ctx.staging, ctx.flow.key, ctx.columns, retried=ctx.run.counts.rows_retried > 0,
+    )
+    ctx.quarantine([Reject(c.source_key, c.target_row, c.reason) for c in conflicts], quarantine.TARGET_PAYLOAD)
+    ctx.key_conflicts = len(conflicts)
+    ctx.after_duplicates = int(ctx.tconn.execute(select(func.count()).select_from(ctx.staging)).scalar_one())
+
+
+def _validate(ctx: _Run) -> None:
     """Check the staged batch against the flow's suite; quarantine the rows that fail, or raise
-    ValidationFailed when a critical expectation fails. Returns the rows taken out of staging."""
-    assert flow.expectations is not None
-    suite = load_suite(Path(project.expectations_dir), flow)
-    params = validation.parameters(flow.expectations, now)
-    bad_regexes = validation.regex_problems(tconn, suite, params)
+    ValidationFailed when a critical expectation fails."""
+    flow = ctx.flow
+    ctx.enter("validate")
+    if flow.expectations is None:
+        return
+    suite = load_suite(Path(ctx.project.expectations_dir), flow)
+    params = validation.parameters(flow.expectations, ctx.now)
+    bad_regexes = validation.regex_problems(ctx.tconn, suite, params)
     if bad_regexes:
         raise ConfigError(bad_regexes)
-    verdict = validation.check_batch(tconn, staging, suite, params, unique_key=list(flow.key))
-    run.checks += verdict.checks()
+    verdict = validation.check_batch(ctx.tconn, ctx.staging, suite, params, unique_key=list(flow.key))
+    ctx.run.checks += verdict.checks()
     if verdict.blocking:
         raise ValidationFailed(verdict.message(flow))
-    for rejects in verdict.failing_rows(tconn, staging, columns):
-        counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now, quarantine.TARGET_PAYLOAD)
-        run.counts.rows_quarantined += counts.touched
-        run.counts.rows_new_in_quarantine += counts.new
-    return verdict.remove_failing(tconn, staging)
+    for rejects in verdict.failing_rows(ctx.tconn, ctx.staging, ctx.columns):
+        ctx.quarantine(rejects, quarantine.TARGET_PAYLOAD)
+    ctx.failed_expectations = verdict.remove_failing(ctx.tconn, ctx.staging)
+
+
+def _apply_deltas(ctx: _Run) -> None:
+    deltas = postings.apply_deltas(ctx.tconn, ctx.flow, ctx.staging, ctx.target_table)
+    ctx.quarantine(deltas.rejects, quarantine.TARGET_PAYLOAD)
+    ctx.negative_deltas = len(deltas.rejects)
+
+
+def _merge(ctx: _Run) -> None:
+    ctx.enter("merge")
+    loaded = merge_rows(ctx.tconn, ctx.dialect, ctx.flow, ctx.staging, ctx.target_table, ctx.columns)
+    ctx.run.counts.rows_loaded = loaded
+    # Staged rows not written were equal to the target's (or, for delta postings, posted before).
+    ctx.unchanged_in_batch = ctx.after_duplicates - ctx.failed_expectations - ctx.negative_deltas - loaded
+    # Rows set aside count as unchanged: the last run loaded them as they are.
+    ctx.run.counts.rows_unchanged = ctx.unchanged_in_batch + ctx.set_aside_rows
+
+
+def _reconcile(ctx: _Run) -> None:
+    ctx.enter("reconcile")
+    counts = ctx.run.counts
+    tally = reconciliation.RowTally(
+        read=counts.rows_read, retried=counts.rows_retried, quarantined_while_staging=ctx.rejected_while_staging,
+        staged=ctx.seq, key_conflicts=ctx.key_conflicts, quarantined_by_expectations=ctx.failed_expectations,
+        quarantined_as_negative_deltas=ctx.negative_deltas,
+        skipped_copies=ctx.seq - ctx.key_conflicts - ctx.after_duplicates, loaded=counts.rows_loaded,
+        unchanged=ctx.unchanged_in_batch, set_aside=ctx.set_aside_rows,
+    )
+    checks = [
+        reconciliation.rows_balance(tally),
+        reconciliation.target_matches_batch(
+            ctx.tconn, ctx.staging, ctx.target_table, ctx.flow.key, ctx.columns,
+            compare_values=ctx.flow.load.mode != "append",
+        ),
+    ]
+    ctx.run.checks += checks
+    mismatches = [c for c in checks if not c.success]
+    if mismatches:
+        raise ReconciliationFailed(
+            f"flow {ctx.flow.flow!r}: reconciliation failed, nothing was committed: "
+            + "; ".join(f"{c.name}: {c.detail}" + (f" (e.g. {', '.join(c.sample_keys[:3])})" if c.sample_keys else "")
+                        for c in mismatches)
+        )
+
+
+def _merge_lines_and_release(ctx: _Run) -> None:
+    if ctx.lines is not None:
+        # Lines written count as loaded rows; unchanged counts documents.
+        written, removed = ctx.lines.merge(ctx.tconn, ctx.staging)
+        ctx.run.counts.rows_loaded += written
+        ctx.run.counts.rows_deleted += removed
+        ctx.lines.drop_staging(ctx.tconn)
+    ctx.run.counts.rows_released = quarantine.release_loaded(ctx.tconn, ctx.flow.flow, ctx.run.run_id, ctx.staging, ctx.now)
+    ctx.new_mark = wm.next_watermark(ctx.flow_state.watermark, ctx.window) if ctx.window is not None else None
+
+
+def _remember_loaded(ctx: _Run) -> None:
+    flow = ctx.flow
+    if not flow.skips_loaded:
+        return
+    ctx.enter("remember_loaded")
+    assert flow.cursor is not None
+    # Where the next run's lookback starts; None clears the memory (a run not incremental).
+    next_lower = (
+        wm.plan_window(ctx.new_mark, None, flow.cursor.lookback).lower if ctx.set_aside and ctx.new_mark is not None else None
+    )
+    stage_sql.remember_loaded(ctx.tconn, flow, ctx.source_table, ctx.sconn.dialect.name, ctx.staging, next_lower)
+
+
+def _deletes(ctx: _Run) -> None:
+    flow = ctx.flow
+    ctx.enter("deletes")
+    ctx.keyset_checked_at = ctx.flow_state.keyset_checked_at
+    if flow.load.mode == "snapshot_replace":
+        ctx.run.counts.rows_deleted += ctx.dialect.delete_missing(
+            ctx.tconn, ctx.target_table, ctx.staging, flow.key, dict(flow.deletes.scope),
+            "delete" if flow.deletes.detect == "none" else flow.deletes.action,
+            flow.deletes.column, flow.deletes.value,
+        )
+    elif _keyset_due(flow, ctx.options, ctx.keyset_checked_at, ctx.now):
+        deleted, warning, compared = _detect_deletes(ctx)
+        ctx.run.counts.rows_deleted += deleted
+        if warning:
+            ctx.result.warnings.append(warning)
+        if compared:
+            ctx.keyset_checked_at = ctx.now
+    ctx.dialect.drop_staging(ctx.tconn, ctx.staging)
+
+
+def _write_state(ctx: _Run) -> None:
+    ctx.enter("write_state")
+    state.write_state(ctx.tconn, ctx.flow.flow, ctx.new_mark, ctx.run.run_id, ctx.now, ctx.keyset_checked_at)
+
+
+def _write_ledger(ctx: _Run) -> None:
+    ctx.enter("write_ledger")
+    ctx.run.counts.quarantine_backlog = quarantine.backlog(ctx.tconn, ctx.flow.flow)
+    ctx.run.finished_at = ctx.clock()
+    if not ctx.options.dry_run:
+        ctx.run.outcome = ledger.SUCCESS
+        ledger.write_run(ctx.tconn, ctx.run)
+
+
+#: The order of a run's steps inside its transaction (see the module's docstring); each names
+#: itself to the hook as it starts.
+_STEPS: list[Callable[[_Run], None]] = [
+    _lock, _check_schema, _read_state, _stage, _resolve_duplicates, _validate, _apply_deltas, _merge, _reconcile,
+    _merge_lines_and_release, _remember_loaded, _deletes, _write_state, _write_ledger,
+]
 
 
 def _source_plants(
+
     flow: Flow, plants: list[str] | None, crosswalks: dict[str, Crosswalk], result: RunResult
 ) -> list[str] | None:
     """Plants are given as ERP codes; a flow reading the MES filters on their MES codes."""
@@ -545,38 +676,6 @@ def _source_plants(
     return [t[0] for t in translated if t is not None]
 
 
-def _stage_frame(
-    frame: pd.DataFrame, flow: Flow, crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType],
-    parents: ParentCheck, dialect: Dialect, tconn: Connection, staging: Table, seq: int, retry: bool,
-    run: ledger.RunRecord, now: datetime, lines: DocumentLines | None = None,
-) -> tuple[int, int]:
-    """Transform one chunk, quarantine what fails, stage the rest; returns the next sequence number
-    and the number of rows quarantined."""
-    frame = frame.reset_index(drop=True)
-    out = transform(frame, flow, crosswalks, types)
-    rejects = list(out.rejects)
-    rows = out.rows
-    if flow.parents and not rows.empty:
-        missing = parents.missing(rows)
-        if missing:
-            for label, reason in missing.items():
-                payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
-                rejects.append(Reject(str(rows.at[label, SOURCE_KEY]), payload, reason))
-            rows = rows.drop(index=list(missing))
-    if lines is not None:
-        # A document whose lines fail waits whole, as its header's source row.
-        failed = lines.stage_for(tconn, frame, rows)
-        for label, reason in failed.items():
-            payload = {k: (None if is_null(v) else v) for k, v in frame.loc[label].items()}
-            rejects.append(Reject(str(rows.at[label, SOURCE_KEY]), payload, reason))
-        rows = rows.drop(index=list(failed))
-    if rejects:
-        counts = quarantine.record(tconn, flow.flow, run.run_id, rejects, now)
-        run.counts.rows_quarantined += counts.touched
-        run.counts.rows_new_in_quarantine += counts.new
-    written = dialect.stage(tconn, staging, rows, seq, retry)
-    return seq + written, len(rejects)
-
 
 def _keyset_due(flow: Flow, options: RunOptions, checked_at: datetime | None, now: datetime) -> bool:
     if flow.deletes.detect != "keyset" or options.keyset is False:
@@ -589,13 +688,10 @@ def _keyset_due(flow: Flow, options: RunOptions, checked_at: datetime | None, no
     return now - checked_at >= flow.deletes.every
 
 
-def _detect_deletes(
-    flow: Flow, source: TableSource, tconn: Connection, dialect: Dialect, target: Table,
-    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType], run: ledger.RunRecord, now: datetime,
-    parent_tables: dict[str, Table],
-) -> tuple[int, str | None, bool]:
+def _detect_deletes(ctx: _Run) -> tuple[int, str | None, bool]:
     """Apply the delete action to target rows (within scope) whose key the source lost, and
-    restore those flagged rows (soft_delete, status) whose key the source has again.
+    restore those flagged rows (soft_delete, status) whose key the source has again. Returns
+    the rows deleted, a warning, and whether the keys were compared.
 
     Source keys that cannot be translated (a code missing from a crosswalk) protect no target
     row; with the reversible actions (status, soft_delete) the comparison goes on and says how
@@ -603,54 +699,71 @@ def _detect_deletes(
     Also skipped when the source returned no keys while the target has rows: more likely an
     outage or a wrong filter than a plant that deleted everything.
     """
-    key_flow = flow.model_copy(update={"columns": [c for c in flow.columns if c.target in flow.key], "parents": []})
-    keys = dialect.create_staging(tconn, target, list(flow.key), f"{flow.flow}_keys")
-    flagged = _flagged_keys(flow, tconn, target)
-    back: list[tuple[Any, ...]] = []  # source keys (as read) of flagged target rows
-    seq = 0
-    untranslated = 0
+    flow, tconn, target = ctx.flow, ctx.tconn, ctx.target_table
+    keys = ctx.dialect.create_staging(tconn, target, list(flow.key), f"{flow.flow}_keys")
+    try:
+        read = _stage_source_keys(ctx, keys)
+        if read.skipped is not None:
+            return 0, read.skipped, False
+        if read.staged == 0 and _target_has_rows(tconn, target, flow):
+            return 0, "delete detection skipped: the source returned no keys while the target has rows", False
+        deleted = ctx.dialect.delete_missing(
+            tconn, target, keys, flow.key, dict(flow.deletes.scope), flow.deletes.action,
+            flow.deletes.column, flow.deletes.value,
+        )
+    finally:
+        ctx.dialect.drop_staging(tconn, keys)
+    if read.back:
+        _restore(ctx, read.columns, read.back)
+    warning = None
+    if read.example is not None:
+        warning = (
+            f"delete detection: {read.untranslated} source key(s) cannot be translated and protect no "
+            f"target row, e.g. {read.example.source_key}: {read.example.reason}"
+        )
+    return deleted, warning, True
+
+
+@dataclass
+class _SourceKeys:
+    """What reading the source's keys for delete detection found."""
+
+    staged: int = 0
+    untranslated: int = 0
     example: Reject | None = None
-    for frame in source.keys(flow.load.chunk_size):
+    #: Why the comparison cannot go on, if it cannot.
+    skipped: str | None = None
+    #: The source columns of the keys as read, and the keys (as read) of flagged target rows.
+    columns: list[str] = field(default_factory=list)
+    back: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _stage_source_keys(ctx: _Run, keys: Table) -> _SourceKeys:
+    """Stage every source key, translated, into ``keys``; note the flagged target rows it meets."""
+    flow = ctx.flow
+    key_flow = flow.model_copy(update={"columns": [c for c in flow.columns if c.target in flow.key], "parents": []})
+    flagged = _flagged_keys(flow, ctx.tconn, ctx.target_table)
+    read = _SourceKeys()
+    for frame in ctx.source.keys(flow.load.chunk_size):
         frame = frame.reset_index(drop=True)
-        out = transform(frame, key_flow, crosswalks, types)
+        out = transform(frame, key_flow, ctx.crosswalks, ctx.types)
         if flagged:
             positions = frame.index.get_indexer(out.rows.index)
             for pos, values in zip(positions, out.rows[list(flow.key)].itertuples(index=False, name=None), strict=True):
                 if tuple(values) in flagged:
-                    back.append(tuple(frame.iloc[int(pos)]))
-            read_as = list(frame.columns)
-        untranslated += len(out.rejects)
-        example = example or (out.rejects[0] if out.rejects else None)
+                    read.back.append(tuple(frame.iloc[int(pos)]))
+            read.columns = list(frame.columns)
+        read.untranslated += len(out.rejects)
+        read.example = read.example or (out.rejects[0] if out.rejects else None)
         if out.rejects and flow.deletes.action == "delete":
-            dialect.drop_staging(tconn, keys)
-            return 0, (
+            read.skipped = (
                 f"delete detection skipped: source key {out.rejects[0].source_key} cannot be "
                 f"translated ({out.rejects[0].reason}); action 'delete' needs every key"
-            ), False
-        dialect.stage(tconn, keys, out.rows, seq, False)
-        seq += len(out.rows)
-    warning = None
-    if example is not None:
-        warning = (
-            f"delete detection: {untranslated} source key(s) cannot be translated and protect no "
-            f"target row, e.g. {example.source_key}: {example.reason}"
-        )
-    if seq == 0:
-        scoped = scope_filter(target, dict(flow.deletes.scope))
-        stmt = select(target.c[flow.key[0]]).limit(1)
-        if scoped is not None:
-            stmt = stmt.where(scoped)
-        if tconn.execute(stmt).first() is not None:
-            dialect.drop_staging(tconn, keys)
-            return 0, "delete detection skipped: the source returned no keys while the target has rows", False
-    deleted = dialect.delete_missing(
-        tconn, target, keys, flow.key, dict(flow.deletes.scope), flow.deletes.action,
-        flow.deletes.column, flow.deletes.value,
-    )
-    dialect.drop_staging(tconn, keys)
-    if back:
-        _restore(flow, source, tconn, dialect, target, crosswalks, types, run, now, parent_tables, read_as, back)
-    return deleted, warning, True
+            )
+            return read
+        ctx.dialect.stage(ctx.tconn, keys, out.rows, read.staged, False)
+        read.staged += len(out.rows)
+    return read
 
 
 def _flagged_keys(flow: Flow, tconn: Connection, target: Table) -> set[tuple[Any, ...]]:
@@ -665,23 +778,29 @@ def _flagged_keys(flow: Flow, tconn: Connection, target: Table) -> set[tuple[Any
     return {tuple(r) for r in tconn.execute(stmt)}
 
 
-def _restore(
-    flow: Flow, source: TableSource, tconn: Connection, dialect: Dialect, target: Table,
-    crosswalks: dict[str, Crosswalk], types: dict[str, ColumnType], run: ledger.RunRecord, now: datetime,
-    parent_tables: dict[str, Table], columns: list[str], keys: list[tuple[Any, ...]],
-) -> None:
+def _restore(ctx: _Run, columns: list[str], keys: list[tuple[Any, ...]]) -> None:
     """Read again the source rows whose flagged target rows came back (re-inserted with an old
     cursor value, the window would never read them) and merge them as any run does: transform,
     parents and quarantine, then the merge, which writes the flow's own value of the flag."""
-    targets = [c.target for c in flow.columns]
-    staging = dialect.create_staging(tconn, target, targets + insert_only_columns(flow), f"{flow.flow}_restore")
-    parents = ParentCheck(tconn, flow, parent_tables)
+    flow, tconn, dialect = ctx.flow, ctx.tconn, ctx.dialect
+    staging = dialect.create_staging(tconn, ctx.target_table, ctx.columns + insert_only_columns(flow), f"{flow.flow}_restore")
+    parents = ParentCheck(tconn, flow, ctx.parent_tables)
     seq = 0
-    for frame in source.rows_with_keys(columns, keys, flow.load.chunk_size):
-        seq, _ = _stage_frame(frame, flow, crosswalks, types, parents, dialect, tconn, staging, seq, False, run, now)
-    restored = merge_rows(tconn, dialect, flow, staging, target, targets) if seq else 0
+    for frame in ctx.source.rows_with_keys(columns, keys, flow.load.chunk_size):
+        written, _ = _stage_frame(ctx, frame, parents, False, staging, seq)
+        seq += written
+    restored = merge_rows(tconn, dialect, flow, staging, ctx.target_table, ctx.columns) if seq else 0
     dialect.drop_staging(tconn, staging)
-    run.counts.rows_loaded += restored
+    ctx.run.counts.rows_loaded += restored
     if restored:  # flagged by the source itself (a flow mapping its own is_deleted), nothing changes
-        run.options["rows_restored"] = restored
+        ctx.run.options["rows_restored"] = restored
         log.info("flow %s: %d row(s) back in the source restored on the target", flow.flow, restored)
+
+
+def _target_has_rows(tconn: Connection, target: Table, flow: Flow) -> bool:
+    """Whether the target holds a row within the flow's delete scope."""
+    scoped = scope_filter(target, dict(flow.deletes.scope))
+    stmt = select(target.c[flow.key[0]]).limit(1)
+    if scoped is not None:
+        stmt = stmt.where(scoped)
+    return tconn.execute(stmt).first() is not None
