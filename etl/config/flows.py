@@ -244,13 +244,17 @@ class DeltaSpec(_Model):
     negative: Literal["quarantine", "post"] = "quarantine"
 
 
+#: The order of a column's steps, on every backend: after them the value is converted into the
+#: target column's type, then a required column's NULL is rejected.
+COLUMN_STEPS = ("clean", "crosswalk", "convert_unit", "cast", "timezone", "default")
+
+
 class ColumnSpec(_Model):
     """How one target column is computed from the source row.
 
     Exactly one of ``source`` (a source column), ``expr`` (a whitelisted expression) or
-    ``value`` (a constant). Then, in this order: ``clean``, ``crosswalk``, ``convert_unit``,
-    ``cast``, ``timezone``, ``default``. ``required`` sends a row whose result is NULL to
-    quarantine.
+    ``value`` (a constant). Then the steps it names, in the order of COLUMN_STEPS. ``required``
+    sends a row whose result is NULL to quarantine.
     """
 
     target: Identifier
@@ -279,6 +283,10 @@ class ColumnSpec(_Model):
             except ExpressionError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+    def steps(self) -> list[str]:
+        """The steps this column takes, in the order every backend applies them."""
+        return [s for s in COLUMN_STEPS if getattr(self, s) not in (None, [])]
 
     def source_columns(self) -> frozenset[str]:
         """Source columns this column reads, the unit column included."""

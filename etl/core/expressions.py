@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 
 from etl.core.errors import EtlError
+from etl.core.reasons import DIVISION_BY_ZERO, JSON_NOT_A_VALUE
 
 MAX_LENGTH = 500
 #: whitespace and the ideographic space common in Chinese data entry.
@@ -305,7 +306,7 @@ def _to_decimal(number: int | float | Decimal) -> Decimal:
 def _decimal_arithmetic(op: str, left: Decimal, right: Decimal) -> Decimal:
     if op == "/" and right.is_zero():
         # Checked up front so 0/0 reads the same as 1/0 instead of "invalid operation".
-        raise _RowError("division by zero")
+        raise _RowError(DIVISION_BY_ZERO)
     try:
         if op == "+":
             return _EXACT.add(left, right)
@@ -332,7 +333,7 @@ def _float_arithmetic(op: str, left: float, right: float) -> float:
             return left * right
         return left / right
     except ZeroDivisionError:
-        raise _RowError("division by zero") from None
+        raise _RowError(DIVISION_BY_ZERO) from None
 
 
 def _arithmetic_cell(op: str, left: object, right: object) -> int | float | Decimal | None:
@@ -394,7 +395,7 @@ def _numpy_divide(ctx: _Context, left: np.ndarray | int, right: np.ndarray | int
     by_zero = (divisor == 0) & ~np.isnan(dividend)
     if by_zero.any():
         result[by_zero] = np.nan
-        ctx.flag(by_zero, "division by zero")
+        ctx.flag(by_zero, DIVISION_BY_ZERO)
     return result
 
 
@@ -529,7 +530,7 @@ def _json_text(leaf: object) -> str | None:
     if isinstance(leaf, bool):
         return "true" if leaf else "false"
     if isinstance(leaf, (dict, list)):
-        raise _RowError("json_get(): the path leads to an object or array, not a value")
+        raise _RowError(JSON_NOT_A_VALUE)
     return _to_text(leaf)
 
 

@@ -35,6 +35,23 @@ from sqlalchemy.sql.util import ClauseAdapter
 from etl.config.crosswalks import Crosswalk
 from etl.config.flows import ColumnSpec, Flow
 from etl.core.expressions import TRIM_CHARS
+from etl.core.reasons import (
+    CONVERSION,
+    CROSSWALK_MISS,
+    DIVISION_BY_ZERO,
+    IN_EXPRESSION,
+    JSON_NOT_A_VALUE,
+    LOCAL_TIME_REPEATED,
+    LOCAL_TIME_SKIPPED,
+    NO_TIME_ZONE,
+    NOT_FINITE,
+    NOT_WHOLE,
+    OVERFLOW,
+    REQUIRED_NULL,
+    TOO_LONG,
+    UNIT_MISS,
+    Reason,
+)
 from etl.core.rows import SEQ
 from etl.core.types import ColumnType, column_type
 
@@ -81,6 +98,15 @@ def _longest_of(values: list[Value], combine: Any) -> int | None:
 
 def lit_text(s: str) -> ColumnElement[Any]:
     return literal(s, Text)
+
+
+def reason_sql(reason: Reason, **fields: Any) -> ColumnElement[Any]:
+    """``reason`` as SQL text: fields given as SQL expressions (text) are filled in per row."""
+    pieces = [lit_text(p) if isinstance(p, str) else p for p in reason.pieces(**fields)]
+    joined = pieces[0]
+    for piece in pieces[1:]:
+        joined = joined + piece
+    return joined
 
 
 class Compiler:
@@ -177,7 +203,7 @@ class Compiler:
             return Value(a * b, "integer" if both_int else "decimal", failures)
         if isinstance(node.op, ast.Div):
             zero = b == 0
-            reason = lit_text(f"column {spec.target}: division by zero in expr {spec.expr!r}")
+            reason = reason_sql(IN_EXPRESSION, column=spec.target, problem=DIVISION_BY_ZERO, expr=spec.expr)
             return Value(a / func.nullif(b, 0), "decimal", failures + [(zero, reason)])
         raise Unsupported(f"operator {type(node.op).__name__}")
 
@@ -232,9 +258,7 @@ class Compiler:
             else (func.json_extract_path, func.json_extract_path_text, func.json_typeof)
         )
         nested = typeof(extract(document.sql, *path)).in_(["object", "array"])
-        reason = lit_text(
-            f"column {spec.target}: json_get(): the path leads to an object or array, not a value in expr {spec.expr!r}"
-        )
+        reason = reason_sql(IN_EXPRESSION, column=spec.target, problem=JSON_NOT_A_VALUE, expr=spec.expr)
         return Value(extract_text(document.sql, *path), "string", document.failures + [(nested, reason)])
 
     def column(self, spec: ColumnSpec) -> Value:
@@ -244,30 +268,31 @@ class Compiler:
     def before_coercion(self, spec: ColumnSpec) -> Value:
         """The column's value up to (not including) the conversion into the target's type."""
         target = self.target_types[spec.target]
-        if spec.cast is not None:
-            raise Unsupported("cast")
         if spec.source is not None:
             value = self.source(spec.source)
         elif spec.expr is not None:
             value = self.expression(ast.parse(spec.expr.strip(), mode="eval").body, spec)
         else:
             value = self._constant(spec.value, target)
+        for step in spec.steps():
+            value = getattr(self, f"_{step}")(spec, value, target)
+        return value
+
+    def _clean(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
         for step in spec.clean:
             if value.kind == "string":
                 value = Value(
                     func.btrim(value.sql, TRIM_CHARS) if step == "trim" else getattr(func, step)(value.sql),
                     "string", value.failures, value.longest if step == "trim" else None,
                 )
-        if spec.crosswalk is not None:
-            value = self._crosswalk(spec, value)
-        if spec.convert_unit is not None:
-            value = self._convert_unit(spec, value)
-        if spec.timezone is not None:
-            value = self._timezone(spec, value, target)
-        if spec.default is not None:
-            default = self._constant(spec.default, target)
-            value = Value(func.coalesce(value.sql, default.sql), value.kind, value.failures, _longest_of([value, default], max))
         return value
+
+    def _cast(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
+        raise Unsupported("cast")
+
+    def _default(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
+        default = self._constant(spec.default, target)
+        return Value(func.coalesce(value.sql, default.sql), value.kind, value.failures, _longest_of([value, default], max))
 
     def finish(self, spec: ColumnSpec, value: Value) -> Value:
         """Convert into the target's type and check that a required value is there."""
@@ -277,7 +302,7 @@ class Compiler:
             label = "natural key column" if spec.target in self.flow.key else "required column"
             earlier = or_(*[c for c, _ in value.failures]) if value.failures else None
             is_null = value.sql.is_(None) if earlier is None else and_(value.sql.is_(None), ~func.coalesce(earlier, False))
-            value.failures.append((is_null, lit_text(f"{label} {spec.target} is NULL")))
+            value.failures.append((is_null, reason_sql(REQUIRED_NULL, label=label, column=spec.target)))
         return value
 
     def _constant(self, constant: Any, target: ColumnType) -> Value:
@@ -291,7 +316,7 @@ class Compiler:
             return Value(literal(Decimal(repr(constant)), Numeric), "decimal")
         return Value(lit_text(str(constant)), "string", longest=len(str(constant)))
 
-    def _crosswalk(self, spec: ColumnSpec, value: Value) -> Value:
+    def _crosswalk(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
         used = self.flow.crosswalk_side(spec)
         assert used is not None  # called only for a column with a crosswalk
         name, side = used
@@ -300,10 +325,7 @@ class Compiler:
         missing = and_(code.isnot(None), mapped.is_(None))
         # As etl.rules.transform shows it: text quoted, a number (an id) as written.
         shown = func.quote_literal(code) if value.kind == "string" else code
-        reason = (
-            lit_text(f"crosswalk {name!r} has no {side.upper()} code for ")
-            + shown + lit_text(f" (column {spec.target})")
-        )
+        reason = reason_sql(CROSSWALK_MISS, crosswalk=name, side=side.upper(), code=shown, column=spec.target)
         crosswalk = self.crosswalks[name]
         if side in crosswalk.whole_number_sides:
             # Surrogate ids from a lookup: every mapped code is an integer's text.
@@ -313,7 +335,7 @@ class Compiler:
         longest = max((len(code) for code, _ in crosswalk.entries(side).values()), default=0) if fixed else None
         return Value(mapped, "string", value.failures + [(missing, reason)], longest)
 
-    def _convert_unit(self, spec: ColumnSpec, value: Value) -> Value:
+    def _convert_unit(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
         conv = spec.convert_unit
         assert conv is not None
         self._numeric(value)
@@ -323,10 +345,7 @@ class Compiler:
             unit_code = func.btrim(unit_code, TRIM_CHARS) if step == "trim" else getattr(func, step)(unit_code)
         _, factor = self.lookup(conv.crosswalk, self.flow.unit_side(), unit_code)
         missing = and_(value.sql.isnot(None), factor.is_(None))
-        reason = (
-            lit_text(f"crosswalk {conv.crosswalk!r} has no factor for unit ")
-            + func.quote_literal(unit_code) + lit_text(f" (column {spec.target})")
-        )
+        reason = reason_sql(UNIT_MISS, crosswalk=conv.crosswalk, unit=func.quote_literal(unit_code), column=spec.target)
         number = cast(value.sql, Numeric)
         converted = number / factor if conv.inverse else number * factor
         return Value(converted, "decimal", value.failures + [(missing, reason)])
@@ -350,26 +369,29 @@ class Compiler:
 
     def _coerce(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
         kind, sql = target.kind, value.sql
-        label = f"column {spec.target}: value "
+
+        def conversion(shown: ColumnElement[Any], problem: ColumnElement[Any] | str) -> ColumnElement[Any]:
+            return reason_sql(CONVERSION, column=spec.target, what="value", value=shown, problem=problem)
+
         if kind == "string":
             body = _text_of(value)
             # Only string values carry a bound (Value.longest).
             if target.length is None or (value.longest is not None and value.longest <= target.length):
                 return Value(body, "string", value.failures, value.longest)
             too_long = func.char_length(body) > target.length
-            reason = lit_text(label) + func.quote_literal(func.left(body, 57)) + lit_text(": ") + \
-                cast(func.char_length(body), Text) + lit_text(f" characters, column holds {target.length}")
+            length = reason_sql(TOO_LONG, length=cast(func.char_length(body), Text), limit=target.length)
+            reason = conversion(func.quote_literal(func.left(body, 57)), length)
             return Value(body, "string", value.failures + [(too_long, reason)])
         if kind == "decimal":
             self._numeric(value)
             rounded = func.round(cast(sql, Numeric), target.scale) if target.scale is not None else cast(sql, Numeric)
             # Compared as numbers: casting every value to text to spot these costs a second a million rows.
             infinite = cast(sql, Numeric).in_([literal_column(f"'{v}'::numeric") for v in ("Infinity", "-Infinity", "NaN")])
-            failures = list(value.failures) + [(infinite, lit_text(label) + cast(sql, Text) + lit_text(": is not a finite number"))]
+            failures = list(value.failures) + [(infinite, conversion(cast(sql, Text), NOT_FINITE.text()))]
             if target.precision is not None:
                 limit = Decimal(10) ** (target.precision - (target.scale or 0))
                 over = and_(~infinite, func.abs(rounded) >= limit)
-                reason = lit_text(label) + cast(sql, Text) + lit_text(f": overflows NUMERIC({target.precision},{target.scale or 0})")
+                reason = conversion(cast(sql, Text), OVERFLOW.text(precision=target.precision, scale=target.scale or 0))
                 failures.append((over, reason))
             return Value(rounded, "decimal", failures)
         if kind == "integer":
@@ -377,7 +399,7 @@ class Compiler:
             if value.kind == "integer":
                 return Value(cast(sql, BigInteger), "integer", value.failures)
             fraction = cast(sql, Numeric) != func.trunc(cast(sql, Numeric))
-            reason = lit_text(label) + cast(sql, Text) + lit_text(": is not a whole number")
+            reason = conversion(cast(sql, Text), NOT_WHOLE.text())
             return Value(cast(sql, BigInteger), "integer", value.failures + [(fraction, reason)])
         if kind == "timestamp":
             if value.kind == "timestamp" and not target.tz_aware:
@@ -386,16 +408,16 @@ class Compiler:
                 return value
             if value.kind == "timestamptz":
                 return Value(func.timezone("UTC", sql), "timestamp", value.failures)
-            reason = lit_text(label + "has no time zone; add a timezone rule to the column")
+            reason = conversion(cast(sql, Text), NO_TIME_ZONE.text())
             return Value(sql, "timestamp", value.failures + [(sql.isnot(None), reason)])
         if kind in ("boolean", "date") and value.kind == kind:
             return value
         raise Unsupported(f"a {value.kind} value into a {kind} column")
 
 
-def clock_changes(zone_name: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime, str]]:
+def clock_changes(zone_name: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime, Reason]]:
     """Wall-clock intervals of the zone between start and end that do not exist (a DST gap) or
-    exist twice (an overlap), as (from, to, what)."""
+    exist twice (an overlap), as (from, to, the reason a time inside gets)."""
     zone = ZoneInfo(zone_name)
     found = []
     hour = timedelta(hours=1)
@@ -412,9 +434,8 @@ def clock_changes(zone_name: str, start: datetime, end: datetime) -> list[tuple[
             wall_after = utc_change.astimezone(zone).replace(tzinfo=None)
             shift = after - before
             # Either way the odd wall-clock hour is the one just before the new offset starts.
-            what = "does not exist" if shift > timedelta(0) else "is ambiguous"
-            what += " in {zone} (clocks skip it)" if shift > timedelta(0) else " in {zone} (clocks repeat it)"
-            found.append((wall_after - abs(shift), wall_after, what))
+            which = LOCAL_TIME_SKIPPED if shift > timedelta(0) else LOCAL_TIME_REPEATED
+            found.append((wall_after - abs(shift), wall_after, which))
         t += hour
     return found
 

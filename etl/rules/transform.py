@@ -22,6 +22,7 @@ import pandas as pd
 
 from etl.config.crosswalks import Crosswalk
 from etl.config.flows import ColumnSpec, Flow
+from etl.core import reasons as reason
 from etl.core.expressions import TRIM_CHARS, parse_expression
 from etl.core.rows import SOURCE_KEY, SOURCE_KEY_LENGTH, Reject, is_null
 from etl.core.types import ColumnType
@@ -53,9 +54,9 @@ class _Reasons:
 
     def add_each(self, reasons: list[str | None]) -> None:
         """Add one reason per row position; None where that row has none."""
-        for pos, reason in enumerate(reasons):
-            if reason is not None:
-                self.by_row[pos].append(reason)
+        for pos, text in enumerate(reasons):
+            if text is not None:
+                self.by_row[pos].append(text)
 
 
 def _map_values(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
@@ -75,7 +76,10 @@ def _input(spec: ColumnSpec, frame: pd.DataFrame, reasons: _Reasons) -> pd.Serie
     if spec.expr is not None:
         result = parse_expression(spec.expr).evaluate(frame)
         errors = list(result.errors)
-        reasons.add([e is not None for e in errors], lambda i: f"column {spec.target}: {errors[i]} in expr {spec.expr!r}")
+        reasons.add(
+            [e is not None for e in errors],
+            lambda i: reason.IN_EXPRESSION.text(column=spec.target, problem=errors[i], expr=spec.expr),
+        )
         return result.values.astype(object)
     return pd.Series([spec.value] * len(frame), index=frame.index, dtype=object)
 
@@ -91,7 +95,9 @@ def _crosswalk(
     vals = list(values)
     reasons.add(
         missing,
-        lambda i: f"crosswalk {name!r} has no {side.upper()} code for {_code_shown(vals[i])} (column {spec.target})",
+        lambda i: reason.CROSSWALK_MISS.text(
+            crosswalk=name, side=side.upper(), code=_code_shown(vals[i]), column=spec.target,
+        ),
     )
     return codes
 
@@ -116,7 +122,7 @@ def _convert_unit(
     unit_list = list(units)
     reasons.add(
         values.notna() & factors.isna(),
-        lambda i: f"crosswalk {conv.crosswalk!r} has no factor for unit {unit_list[i]!r} (column {spec.target})",
+        lambda i: reason.UNIT_MISS.text(crosswalk=conv.crosswalk, unit=repr(unit_list[i]), column=spec.target),
     )
     out: list[Any] = []
     bad: list[str | None] = []
@@ -131,7 +137,7 @@ def _convert_unit(
             bad.append(None)
         except (InvalidOperation, ArithmeticError, ValueError):
             out.append(None)
-            bad.append(f"column {spec.target}: {_short(value)} is not a number")
+            bad.append(reason.IN_COLUMN.text(column=spec.target, problem=reason.NOT_A.text(value=_short(value), kind="number")))
     reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
@@ -159,12 +165,12 @@ def _timezone(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: 
             value = value.to_pydatetime()
         if not isinstance(value, datetime):
             out.append(None)
-            bad.append(f"column {spec.target}: {value!r} is not a timestamp")
+            bad.append(reason.IN_COLUMN.text(column=spec.target, problem=reason.NOT_A.text(value=repr(value), kind="timestamp")))
             continue
         problem = _check_local_time(value, src) if value.tzinfo is None else None
         if problem:
             out.append(None)
-            bad.append(f"column {spec.target}: {problem}")
+            bad.append(reason.IN_COLUMN.text(column=spec.target, problem=problem))
             continue
         aware = value if value.tzinfo is not None else value.replace(tzinfo=src)
         converted = aware.astimezone(dst)
@@ -180,9 +186,8 @@ def _check_local_time(value: datetime, zone: ZoneInfo) -> str | None:
     fold1 = value.replace(tzinfo=zone, fold=1)
     if fold0.utcoffset() != fold1.utcoffset():
         roundtrip = fold0.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
-        if roundtrip != value:
-            return f"{value.isoformat()} does not exist in {zone.key} (clocks skip it)"
-        return f"{value.isoformat()} is ambiguous in {zone.key} (clocks repeat it)"
+        which = reason.LOCAL_TIME_SKIPPED if roundtrip != value else reason.LOCAL_TIME_REPEATED
+        return which.text(local_time=value.isoformat(), zone=zone.key)
     return None
 
 
@@ -194,25 +199,25 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
     if kind == "string":
         text = value if isinstance(value, str) else _as_text(value)
         if target.length is not None and len(text) > target.length:
-            raise ValueError(f"{len(text)} characters, column holds {target.length}")
+            raise ValueError(reason.TOO_LONG.text(length=len(text), limit=target.length))
         return text
     if kind == "integer":
         if isinstance(value, bool):
             return int(value)
         number = _to_decimal(value)
         if number != number.to_integral_value():
-            raise ValueError("is not a whole number")
+            raise ValueError(reason.NOT_WHOLE.text())
         return int(number)
     if kind == "decimal":
         number = _to_decimal(value)
         if not number.is_finite():
-            raise ValueError("is not a finite number")
+            raise ValueError(reason.NOT_FINITE.text())
         if target.scale is not None:
             number = number.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP)
         if target.precision is not None:
             int_digits = max(number.adjusted() + 1, 0)
             if int_digits > target.precision - (target.scale or 0):
-                raise ValueError(f"overflows NUMERIC({target.precision},{target.scale or 0})")
+                raise ValueError(reason.OVERFLOW.text(precision=target.precision, scale=target.scale or 0))
         return number
     if kind == "float":
         return float(value)
@@ -222,9 +227,9 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if isinstance(value, date) and not isinstance(value, datetime):
             value = datetime(value.year, value.month, value.day)
         if not isinstance(value, datetime):
-            raise ValueError(f"{value!r} is not a timestamp")
+            raise ValueError(reason.NOT_A.text(value=repr(value), kind="timestamp"))
         if target.tz_aware and value.tzinfo is None:
-            raise ValueError(f"{value.isoformat()} has no time zone; add a timezone rule to the column")
+            raise ValueError(reason.NO_TIME_ZONE.text())
         if not target.tz_aware and value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value
@@ -235,7 +240,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
             return date.fromisoformat(value.strip())
         if isinstance(value, date):
             return value
-        raise ValueError(f"{value!r} is not a date")
+        raise ValueError(reason.NOT_A.text(value=repr(value), kind="date"))
     if kind == "boolean":
         return _as_bool(value)
     return value
@@ -247,7 +252,7 @@ def _as_text(value: Any) -> str:
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("is not valid UTF-8 text (mixed encodings in the source?)") from None
+            raise ValueError(reason.NOT_UTF8.text()) from None
     if isinstance(value, (dict, list)):
         # A json/jsonb value as JSON text, never Python's repr.
         return json.dumps(value, ensure_ascii=False, default=str)
@@ -274,7 +279,7 @@ def _as_bool(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"{value!r} is not a boolean")
+    raise ValueError(reason.NOT_A.text(value=repr(value), kind="boolean"))
 
 
 _CASTS: dict[str, ColumnType] = {
@@ -300,7 +305,7 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
             bad.append(None)
         except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
             out.append(None)
-            bad.append(f"column {spec.target}: {what} {_short(value)}: {exc}")
+            bad.append(reason.CONVERSION.text(column=spec.target, what=what, value=_short(value), problem=exc))
     reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
@@ -308,6 +313,39 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
 def _short(value: Any) -> str:
     text = format(value, "f") if isinstance(value, Decimal) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass
+class _Column:
+    """One column's steps over a chunk, each named as in etl.config.flows.COLUMN_STEPS."""
+
+    spec: ColumnSpec
+    flow: Flow
+    frame: pd.DataFrame
+    crosswalks: dict[str, Crosswalk]
+    target: ColumnType
+    reasons: _Reasons
+
+    def clean(self, values: pd.Series) -> pd.Series:
+        for step in self.spec.clean:
+            values = _map_values(values, _CLEANERS[step])
+        return values
+
+    def crosswalk(self, values: pd.Series) -> pd.Series:
+        return _crosswalk(self.spec, self.flow, values, self.crosswalks, self.reasons)
+
+    def convert_unit(self, values: pd.Series) -> pd.Series:
+        return _convert_unit(self.spec, self.flow, values, self.frame, self.crosswalks, self.reasons)
+
+    def cast(self, values: pd.Series) -> pd.Series:
+        assert self.spec.cast is not None
+        return _coerce(self.spec, values, _CASTS[self.spec.cast], self.reasons, "cannot cast")
+
+    def timezone(self, values: pd.Series) -> pd.Series:
+        return _timezone(self.spec, values, self.target, self.reasons)
+
+    def default(self, values: pd.Series) -> pd.Series:
+        return pd.Series([self.spec.default if is_null(v) else v for v in values], index=values.index, dtype=object)
 
 
 def transform(
@@ -327,25 +365,19 @@ def transform(
     for spec in flow.columns:
         target = target_types[spec.target]
         before = {pos: len(found) for pos, found in reasons.by_row.items()}
+        column = _Column(spec, flow, frame, crosswalks, target, reasons)
         values = _input(spec, frame, reasons)
-        for step in spec.clean:
-            values = _map_values(values, _CLEANERS[step])
-        if spec.crosswalk is not None:
-            values = _crosswalk(spec, flow, values, crosswalks, reasons)
-        if spec.convert_unit is not None:
-            values = _convert_unit(spec, flow, values, frame, crosswalks, reasons)
-        if spec.cast is not None:
-            values = _coerce(spec, values, _CASTS[spec.cast], reasons, "cannot cast")
-        if spec.timezone is not None:
-            values = _timezone(spec, values, target, reasons)
-        if spec.default is not None:
-            values = pd.Series([spec.default if is_null(v) else v for v in values], index=values.index, dtype=object)
+        for step in spec.steps():
+            values = getattr(column, step)(values)
         values = _coerce(spec, values, target, reasons, "value")
         if spec.required or spec.target in flow.key or not target.nullable:
             # A value already rejected above (say, a crosswalk miss) is NULL for that reason.
             label = "natural key column" if spec.target in flow.key else "required column"
             grew = [len(reasons.by_row.get(i, ())) > before.get(i, 0) for i in range(len(values))]
-            reasons.add([n and not g for n, g in zip(values.isna(), grew, strict=True)], f"{label} {spec.target} is NULL")
+            reasons.add(
+                [n and not g for n, g in zip(values.isna(), grew, strict=True)],
+                reason.REQUIRED_NULL.text(label=label, column=spec.target),
+            )
         out[spec.target] = values
 
     keys = source_keys(frame, flow.source_key_columns())

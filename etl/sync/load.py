@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy import Connection, Table, and_, delete, exists, func, select
 
 from etl.config.flows import Flow, ParentSpec
+from etl.core.reasons import PARENT_MISSING
 from etl.core.rows import RETRY, SEQ, SOURCE_KEY, is_null
 from etl.dialects.base import Dialect
 from etl.sync import document_numbers
@@ -51,8 +52,7 @@ class ParentCheck:
                 if not is_null(value) and value not in present:
                     problems.setdefault(
                         label,
-                        f"parent {parent.table}.{parent.key} = {value!r} not on the target yet "
-                        f"(column {parent.column}); retried when it arrives",
+                        PARENT_MISSING.text(table=parent.table, key=parent.key, value=repr(value), column=parent.column),
                     )
         return problems
 

@@ -50,6 +50,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from etl.config.crosswalks import Crosswalk
 from etl.config.flows import Flow
+from etl.core.reasons import IN_COLUMN, PARENT_MISSING
 from etl.core.rows import RETRY, SEQ, SOURCE_KEY, SOURCE_KEY_LENGTH, Reject
 from etl.core.types import column_type
 from etl.dialects import Dialect, dialect_for
@@ -63,6 +64,7 @@ from etl.rules.sql import (
     clock_changes,
     column_types,
     lit_text,
+    reason_sql,
     source_key_sql,
     two_layers,
     with_lookups,
@@ -265,8 +267,9 @@ def stage(
         tconn.execute(
             staging.update()
             .where(staging.c[REASON].is_(None), child.isnot(None), missing)
-            .values({REASON: lit_text(f"parent {parent.table}.{parent.key} = ") + func.quote_literal(child)
-                     + lit_text(f" not on the target yet (column {parent.column}); retried when it arrives")})
+            .values({REASON: reason_sql(
+                PARENT_MISSING, table=parent.table, key=parent.key, value=func.quote_literal(child), column=parent.column,
+            )})
         )
 
     rejected = tconn.execute(
@@ -474,9 +477,9 @@ def _local_time_failures(
         low, high = conn.execute(select(func.min(raw.c[column]), func.max(raw.c[column]))).one()
         if low is None:
             continue
-        for start, end, what in clock_changes(zone, low - timedelta(days=1), high + timedelta(days=1)):
+        for start, end, which in clock_changes(zone, low - timedelta(days=1), high + timedelta(days=1)):
             inside = and_(rows.c[column] >= start, rows.c[column] < end)
-            reason = lit_text(f"column {target}: ") + func.to_char(rows.c[column], 'YYYY-MM-DD"T"HH24:MI:SS') + \
-                lit_text(" " + what.format(zone=zone))
+            local_time = func.to_char(rows.c[column], 'YYYY-MM-DD"T"HH24:MI:SS')
+            reason = reason_sql(IN_COLUMN, column=target, problem=reason_sql(which, local_time=local_time, zone=zone))
             failures.setdefault(target, []).append((inside, reason))
     return failures

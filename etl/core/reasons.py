@@ -1,0 +1,79 @@
+"""Every reason a row can be rejected for, each written once.
+
+A reason is a template: ``{fields}`` that the rule knows when it is compiled (the column, the
+crosswalk, the column's precision) and fields that vary per row (the value, the code). The
+Python backend fills every field with text (:meth:`Reason.text`); the SQL backend fills the
+per-row fields with SQL expressions and concatenates the pieces (:meth:`Reason.pieces`). So the
+two backends can only differ in how they show a value, never in what they say.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+_FORMATTER = string.Formatter()
+
+
+@dataclass(frozen=True)
+class Reason:
+    template: str
+
+    def text(self, **fields: Any) -> str:
+        """The reason with every field filled in."""
+        return self.template.format(**fields)
+
+    def pieces(self, **fields: Any) -> list[Any]:
+        """The reason as literal text and the field values that are not text (a backend's
+        per-row expressions), in order; adjacent text is joined."""
+        out: list[Any] = []
+        for literal, name, spec, conversion in _FORMATTER.parse(self.template):
+            if literal:
+                _append_text(out, literal)
+            if name is None:
+                continue
+            value = fields[name]
+            if isinstance(value, (str, int)) or value is None:
+                shown = _FORMATTER.convert_field(value, conversion) if conversion else value
+                _append_text(out, format(shown, spec or ""))
+            else:
+                out.append(value)
+        return out
+
+
+def _append_text(out: list[Any], text: str) -> None:
+    if out and isinstance(out[-1], str):
+        out[-1] += text
+    else:
+        out.append(text)
+
+
+#: A failure inside an ``expr``; ``problem`` is one of the expression problems below.
+IN_EXPRESSION = Reason("column {column}: {problem} in expr {expr!r}")
+DIVISION_BY_ZERO = "division by zero"
+JSON_NOT_A_VALUE = "json_get(): the path leads to an object or array, not a value"
+
+CROSSWALK_MISS = Reason("crosswalk {crosswalk!r} has no {side} code for {code} (column {column})")
+UNIT_MISS = Reason("crosswalk {crosswalk!r} has no factor for unit {unit} (column {column})")
+
+#: A column's value that one of its steps cannot take; ``problem`` is one of these:
+IN_COLUMN = Reason("column {column}: {problem}")
+NOT_A = Reason("{value} is not a {kind}")
+LOCAL_TIME_SKIPPED = Reason("{local_time} does not exist in {zone} (clocks skip it)")
+LOCAL_TIME_REPEATED = Reason("{local_time} is ambiguous in {zone} (clocks repeat it)")
+
+#: A value that does not fit the column's type: ``what`` is ``value`` (into the target column) or
+#: ``cannot cast`` (a cast step); ``problem`` is one of these:
+CONVERSION = Reason("column {column}: {what} {value}: {problem}")
+TOO_LONG = Reason("{length} characters, column holds {limit}")
+NOT_WHOLE = Reason("is not a whole number")
+NOT_FINITE = Reason("is not a finite number")
+OVERFLOW = Reason("overflows NUMERIC({precision},{scale})")
+NOT_UTF8 = Reason("is not valid UTF-8 text (mixed encodings in the source?)")
+NO_TIME_ZONE = Reason("has no time zone; add a timezone rule to the column")
+
+REQUIRED_NULL = Reason("{label} {column} is NULL")
+PARENT_MISSING = Reason(
+    "parent {table}.{key} = {value} not on the target yet (column {column}); retried when it arrives"
+)
