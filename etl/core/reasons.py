@@ -49,6 +49,26 @@ def _append_text(out: list[Any], text: str) -> None:
         out.append(text)
 
 
+#: A text value longer than this shows its first characters and ``...`` in a reason.
+SHOWN_CHARACTERS = 57
+
+
+def quoted(text: str) -> str:
+    """``text`` in a reason, as PostgreSQL's ``quote_literal`` writes it (so that both backends
+    show it alike): in single quotes, a quote doubled, and where it holds a backslash that
+    doubled too and ``E`` before the opening quote."""
+    body = text.replace("'", "''")
+    if "\\" in text:
+        return "E'" + body.replace("\\", "\\\\") + "'"
+    return "'" + body + "'"
+
+
+def shown_text(text: str) -> str:
+    """A text value in a reason: quoted, its first :data:`SHOWN_CHARACTERS` characters only."""
+    more = "..." if len(text) > SHOWN_CHARACTERS else ""
+    return quoted(text[:SHOWN_CHARACTERS]) + more
+
+
 #: A failure inside an ``expr``; ``problem`` is one of the expression problems below.
 IN_EXPRESSION = Reason("column {column}: {problem} in expr {expr!r}")
 DIVISION_BY_ZERO = "division by zero"

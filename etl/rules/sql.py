@@ -48,6 +48,7 @@ from etl.core.reasons import (
     NOT_WHOLE,
     OVERFLOW,
     REQUIRED_NULL,
+    SHOWN_CHARACTERS,
     TOO_LONG,
     UNIT_MISS,
     Reason,
@@ -345,7 +346,9 @@ class Compiler:
             unit_code = func.btrim(unit_code, TRIM_CHARS) if step == "trim" else getattr(func, step)(unit_code)
         _, factor = self.lookup(conv.crosswalk, self.flow.unit_side(), unit_code)
         missing = and_(value.sql.isnot(None), factor.is_(None))
-        reason = reason_sql(UNIT_MISS, crosswalk=conv.crosswalk, unit=func.quote_literal(unit_code), column=spec.target)
+        # quote_literal of NULL is NULL: a NULL unit is shown as the Python path shows it.
+        shown = func.coalesce(func.quote_literal(unit_code), lit_text("NULL"))
+        reason = reason_sql(UNIT_MISS, crosswalk=conv.crosswalk, unit=shown, column=spec.target)
         number = cast(value.sql, Numeric)
         converted = number / factor if conv.inverse else number * factor
         return Value(converted, "decimal", value.failures + [(missing, reason)])
@@ -380,7 +383,7 @@ class Compiler:
                 return Value(body, "string", value.failures, value.longest)
             too_long = func.char_length(body) > target.length
             length = reason_sql(TOO_LONG, length=cast(func.char_length(body), Text), limit=target.length)
-            reason = conversion(func.quote_literal(func.left(body, 57)), length)
+            reason = conversion(shown_text_sql(body) if value.kind == "string" else body, length)
             return Value(body, "string", value.failures + [(too_long, reason)])
         if kind == "decimal":
             self._numeric(value)
@@ -391,7 +394,9 @@ class Compiler:
             if target.precision is not None:
                 limit = Decimal(10) ** (target.precision - (target.scale or 0))
                 over = and_(~infinite, func.abs(rounded) >= limit)
-                reason = conversion(cast(sql, Text), OVERFLOW.text(precision=target.precision, scale=target.scale or 0))
+                # Shown rounded, as the Python path shows it: the digits beyond the scale depend
+                # on how a backend divides.
+                reason = conversion(cast(rounded, Text), OVERFLOW.text(precision=target.precision, scale=target.scale or 0))
                 failures.append((over, reason))
             return Value(rounded, "decimal", failures)
         if kind == "integer":
@@ -413,6 +418,12 @@ class Compiler:
         if kind in ("boolean", "date") and value.kind == kind:
             return value
         raise Unsupported(f"a {value.kind} value into a {kind} column")
+
+
+def shown_text_sql(text: ColumnElement[Any]) -> ColumnElement[Any]:
+    """etl.core.reasons.shown_text in SQL: quoted, the first SHOWN_CHARACTERS characters only."""
+    more = case((func.char_length(text) > SHOWN_CHARACTERS, lit_text("...")), else_=lit_text(""))
+    return func.quote_literal(func.left(text, SHOWN_CHARACTERS)) + more
 
 
 def clock_changes(zone_name: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime, Reason]]:
@@ -495,8 +506,25 @@ def checked_rows(flow: Flow, rows: Any, values: dict[str, Value]) -> tuple[Any, 
             output = case((or_(*[checked.c[name] for name, _ in tests]), null()), else_=output)
         outputs.append(output.label(target))
         reasons += [case((checked.c[name], adapt(reason))) for name, reason in tests]
-    reason = func.nullif(func.concat_ws("; ", *reasons), "") if reasons else null()
-    return checked, outputs, reason
+    return checked, outputs, joined_reasons(reasons)
+
+
+#: PostgreSQL passes at most 100 arguments to a function (concat_ws takes the separator too).
+_MOST_ARGUMENTS = 99
+
+
+def joined_reasons(reasons: list[ColumnElement[Any]]) -> ColumnElement[Any]:
+    """The non-NULL ``reasons`` joined by ``; ``, NULL if there are none. Many reasons (a local
+    time over decades of clock changes has two a year) are joined in groups, each NULL when
+    empty, so that no call passes more than PostgreSQL's 100 arguments."""
+    if not reasons:
+        return null()
+    while len(reasons) > _MOST_ARGUMENTS:
+        reasons = [
+            func.nullif(func.concat_ws("; ", *reasons[i:i + _MOST_ARGUMENTS]), "")
+            for i in range(0, len(reasons), _MOST_ARGUMENTS)
+        ]
+    return func.nullif(func.concat_ws("; ", *reasons), "")
 
 
 def source_key_sql(flow: Flow, rows: Any) -> ColumnElement[Any]:

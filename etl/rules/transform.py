@@ -103,10 +103,13 @@ def _crosswalk(
 
 
 def _code_shown(code: Any) -> str:
-    """A code in a message: text quoted, a number (an id) as written."""
+    """A code in a message: text quoted (as etl.core.reasons.quoted), a number (an id) as
+    written, NULL as ``NULL``."""
     if isinstance(code, (int, Decimal)) and not isinstance(code, bool):
         return format(code, "f") if isinstance(code, Decimal) else str(code)
-    return repr(code)
+    if code is None:
+        return "NULL"
+    return reason.quoted(code) if isinstance(code, str) else repr(code)
 
 
 def _convert_unit(
@@ -122,7 +125,7 @@ def _convert_unit(
     unit_list = list(units)
     reasons.add(
         values.notna() & factors.isna(),
-        lambda i: reason.UNIT_MISS.text(crosswalk=conv.crosswalk, unit=repr(unit_list[i]), column=spec.target),
+        lambda i: reason.UNIT_MISS.text(crosswalk=conv.crosswalk, unit=_code_shown(unit_list[i]), column=spec.target),
     )
     out: list[Any] = []
     bad: list[str | None] = []
@@ -187,8 +190,18 @@ def _check_local_time(value: datetime, zone: ZoneInfo) -> str | None:
     if fold0.utcoffset() != fold1.utcoffset():
         roundtrip = fold0.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
         which = reason.LOCAL_TIME_SKIPPED if roundtrip != value else reason.LOCAL_TIME_REPEATED
-        return which.text(local_time=value.isoformat(), zone=zone.key)
+        # To the second, as the SQL path writes it (to_char ... HH24:MI:SS).
+        return which.text(local_time=value.isoformat(timespec="seconds"), zone=zone.key)
     return None
+
+
+class _Overflow(ValueError):
+    """A number too large for its column, shown rounded to the column's scale: the digits
+    beyond it depend on how a backend divides (Python keeps 38 digits, PostgreSQL fewer)."""
+
+    def __init__(self, problem: str, rounded: Decimal):
+        super().__init__(problem)
+        self.shown = format(rounded, "f")
 
 
 def coerce_value(value: Any, target: ColumnType) -> Any:
@@ -217,7 +230,7 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if target.precision is not None:
             int_digits = max(number.adjusted() + 1, 0)
             if int_digits > target.precision - (target.scale or 0):
-                raise ValueError(reason.OVERFLOW.text(precision=target.precision, scale=target.scale or 0))
+                raise _Overflow(reason.OVERFLOW.text(precision=target.precision, scale=target.scale or 0), number)
         return number
     if kind == "float":
         return float(value)
@@ -305,12 +318,15 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
             bad.append(None)
         except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
             out.append(None)
-            bad.append(reason.CONVERSION.text(column=spec.target, what=what, value=_short(value), problem=exc))
+            shown = exc.shown if isinstance(exc, _Overflow) else _short(value)
+            bad.append(reason.CONVERSION.text(column=spec.target, what=what, value=shown, problem=exc))
     reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return reason.shown_text(value)
     text = format(value, "f") if isinstance(value, Decimal) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
