@@ -203,7 +203,8 @@ class Compiler:
         if isinstance(node.op, ast.Mult):
             return Value(a * b, "integer" if both_int else "decimal", failures)
         if isinstance(node.op, ast.Div):
-            zero = b == 0
+            # NULL / 0 is NULL, as in Python and in SQL itself, not a division by zero.
+            zero = and_(b == 0, a.isnot(None))
             reason = reason_sql(IN_EXPRESSION, column=spec.target, problem=DIVISION_BY_ZERO, expr=spec.expr)
             return Value(a / func.nullif(b, 0), "decimal", failures + [(zero, reason)])
         raise Unsupported(f"operator {type(node.op).__name__}")
@@ -431,9 +432,14 @@ def clock_changes(zone_name: str, start: datetime, end: datetime) -> list[tuple[
     exist twice (an overlap), as (from, to, the reason a time inside gets)."""
     zone = ZoneInfo(zone_name)
     found = []
-    hour = timedelta(hours=1)
+    hour, day = timedelta(hours=1), timedelta(days=1)
     t = start.replace(minute=0, second=0, microsecond=0)
     while t <= end:
+        # A day whose offset is the same at both ends holds no change (zones change at most
+        # once a day): decades of data take seconds to walk hour by hour, milliseconds by day.
+        if t + day <= end and t.replace(tzinfo=zone).utcoffset() == (t + day).replace(tzinfo=zone).utcoffset():
+            t += day
+            continue
         before = t.replace(tzinfo=zone).utcoffset()
         after = (t + hour).replace(tzinfo=zone).utcoffset()
         if before is not None and after is not None and before != after:

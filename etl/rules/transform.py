@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -195,6 +195,10 @@ def _check_local_time(value: datetime, zone: ZoneInfo) -> str | None:
     return None
 
 
+#: Enough digits to round any value a PostgreSQL NUMERIC(p,s) column holds (p is at most 1000).
+_NUMERIC_DIGITS = Context(prec=1000)
+
+
 class _Overflow(ValueError):
     """A number too large for its column, shown rounded to the column's scale: the digits
     beyond it depend on how a backend divides (Python keeps 38 digits, PostgreSQL fewer)."""
@@ -226,7 +230,8 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         if not number.is_finite():
             raise ValueError(reason.NOT_FINITE.text())
         if target.scale is not None:
-            number = number.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP)
+            # Decimal's default 28 digits would refuse a value a NUMERIC(38,10) column holds.
+            number = number.quantize(Decimal(1).scaleb(-target.scale), rounding=ROUND_HALF_UP, context=_NUMERIC_DIGITS)
         if target.precision is not None:
             int_digits = max(number.adjusted() + 1, 0)
             if int_digits > target.precision - (target.scale or 0):
