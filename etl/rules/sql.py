@@ -261,7 +261,9 @@ class Compiler:
         )
         nested = typeof(extract(document.sql, *path)).in_(["object", "array"])
         reason = reason_sql(IN_EXPRESSION, column=spec.target, problem=JSON_NOT_A_VALUE, expr=spec.expr)
-        return Value(extract_text(document.sql, *path), "string", document.failures + [(nested, reason)])
+        # NULL where the path fails, as on the Python path: no later check sees the object's text.
+        value = case((nested, null()), else_=extract_text(document.sql, *path))
+        return Value(value, "string", document.failures + [(nested, reason)])
 
     def column(self, spec: ColumnSpec) -> Value:
         """The target value of one column and its failures, mirroring etl.rules.transform step by step."""
