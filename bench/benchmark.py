@@ -306,7 +306,7 @@ def airflow_cost(src: str, dst: str) -> dict[str, float]:
         if bag.import_errors or not bag.dags:
             raise SystemExit(f"airflow: dags/ did not parse: {bag.import_errors}")
         figures["dags"] = len(bag.dags)
-        # What etl.dag_factory.sync_flow does before run_flow reads anything.
+        # What etl.airflow.dag_factory.sync_flow does before run_flow reads anything.
         started = time.perf_counter()
         from etl.config.project import load_project
         from etl.sync.connections import Connections
