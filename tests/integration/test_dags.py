@@ -372,7 +372,7 @@ def test_a_schema_error_fails_at_once_and_the_log_names_flow_file_and_column(
 def test_a_conf_typo_is_refused_as_bad_trigger_parameters_alerted_and_counted_in_the_report(
     sqlite_demo: Demo, smtp_server: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from etl.reporting.report import Window, build_report, utcnow
+    from etl.reporting.report import Window, build_report, generated_now
 
     project = with_recipients(sqlite_demo.project, ["qa-lead@plant.example", "it-oncall@plant.example"])
     dag_run, task, _ = run_dag(build_dag_of(project, "work_centers"), {"full_refesh": True, "plant": ["1000"]})
@@ -390,7 +390,7 @@ def test_a_conf_typo_is_refused_as_bad_trigger_parameters_alerted_and_counted_in
         (row,) = conn.execute(text("SELECT run_id, outcome, error FROM etl_ledger WHERE flow = 'work_centers'")).all()
     assert row.outcome == "failed" and row.error.startswith("parameters: TriggerParametersInvalid: ")
     assert row.run_id in mail.text
-    now = utcnow() + timedelta(seconds=1)  # the report's clock has whole seconds
+    now = generated_now() + timedelta(seconds=1)  # the report's clock has whole seconds
     written = build_report(project, Connections(), tmp_path / "dq.html", Window(now - timedelta(hours=1), now))
     assert "1 flow failing" in written.subject
     assert "- work_centers: last run failed: parameters: TriggerParametersInvalid" in written.text
