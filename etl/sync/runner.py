@@ -11,9 +11,10 @@ read-only transaction):
 A crash anywhere before the commit leaves the old state; nothing is half-loaded. A failed run
 writes its ledger row in a transaction of its own.
 
-Staging takes one of two paths with the same result: the SQL path (etl.sync.stage_sql) when source and
-target are PostgreSQL and every rule has an exact SQL twin, else the Python path (etl.rules.transform,
-chunk by chunk). Everything after staging is shared.
+The steps and their order are ``_STEPS``; each takes the run's context (``_Run``) alone.
+Staging takes one of two paths with the same result: the SQL path (etl.sync.stage_sql) when the
+target is PostgreSQL and every rule has an exact SQL twin, else the Python path
+(etl.rules.transform, chunk by chunk). Everything after staging is shared.
 """
 
 from __future__ import annotations
