@@ -780,7 +780,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
     so a second ``source:`` or ``depends_on:`` would silently replace the first). Keys merged
     in with ``<<:`` may still be overridden: that is what a merge is for."""
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             first_line: dict[Any, int] = {}
             for key_node, _ in node.value:
@@ -796,7 +796,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
                         None, None, f"duplicate key {key!r} (first given on line {seen})", key_node.start_mark,
                     )
                 first_line[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: Path, rel: str) -> tuple[Any, list[ConfigProblem]]:
