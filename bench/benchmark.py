@@ -242,7 +242,9 @@ def _pipe(path: str, src: URL, dst: URL) -> None:
         into = ["mariadb", f"--host={dst.host}", f"--port={dst.port or 3306}", f"--user={dst.username}",
                 "--local-infile=1", "--default-character-set=utf8mb4", dst.database or "", "--execute",
                 "LOAD DATA LOCAL INFILE '/dev/stdin' INTO TABLE op_confirmation_copy CHARACTER SET utf8mb4"]
-    env = {**os.environ, "PGPASSWORD": src.password or dst.password or ""} if path != "mariadb_pipe" else dict(os.environ)
+    postgres, mariadb = (dst, src) if path == "mariadb_pipe" else (src, dst)
+    # Passwords reach the clients through their own variables, never the command line.
+    env = {**os.environ, "PGPASSWORD": postgres.password or "", "MYSQL_PWD": mariadb.password or ""}
     producer = subprocess.Popen(out, stdout=subprocess.PIPE, env=env)
     consumer = subprocess.run(into, stdin=producer.stdout, env=env, check=False)
     assert producer.stdout is not None

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Table, false, func, select
+from sqlalchemy import Connection, Engine, Table, false, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl.config.crosswalks import Crosswalk, load_crosswalks
@@ -147,9 +147,7 @@ def run_flow(
     enter = _Step(hook)
     t0 = time.monotonic()
     try:
-        crosswalks = _connect(flow, connections, crosswalks, result, enter)
-        target_engine = connections.engine(flow.target.connection)
-        source_engine = connections.engine(flow.source.connection)
+        crosswalks, source_engine, target_engine = _connect(flow, connections, crosswalks, result, enter)
         with source_engine.connect() as sconn, target_engine.connect() as tconn:
             sconn.begin()
             dialect_for(sconn).begin_read(sconn)
@@ -188,19 +186,20 @@ def run_flow(
 
 def _connect(
     flow: Flow, connections: Connections, crosswalks: dict[str, Crosswalk], result: RunResult, enter: _Step,
-) -> dict[str, Crosswalk]:
+) -> tuple[dict[str, Crosswalk], Engine, Engine]:
     """Open both databases' engines, read the lookup crosswalks the flow uses, and make sure the
-    pipeline's own tables exist on the target; returns the crosswalks with their lookups read."""
+    pipeline's own tables exist on the target; returns the crosswalks with their lookups read and
+    the source's and the target's engines."""
     enter("connect")
-    connections.engine(flow.target.connection)
-    connections.engine(flow.source.connection)
+    target_engine = connections.engine(flow.target.connection)
+    source_engine = connections.engine(flow.source.connection)
     if any(not crosswalks[n].loaded for n in flow.crosswalks_used() if n in crosswalks):
         enter("read_lookups")  # once per run, fresh: the lookup's table may have changed
         crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
         result.warnings += found
-    with connections.engine(flow.target.connection).begin() as conn:
+    with target_engine.begin() as conn:
         ensure_pipeline_tables(conn, lookback=flow.skips_loaded)
-    return crosswalks
+    return crosswalks, source_engine, target_engine
 
 
 def refuse_run(

@@ -185,6 +185,23 @@ def erpnext_receipt_flow() -> dict[str, Any]:
     }
 
 
+def odoo_order_with_lines_flow() -> dict[str, Any]:
+    """``odoo_order_flow`` with each order's components as ``stock_move`` lines of its production."""
+    flow = odoo_order_flow()
+    flow["lines"] = {
+        "source": {"table": "mes_order_component", "parent_column": "order_no", "header_column": "order_no"},
+        "target": {"table": "stock_move", "header_id_column": "raw_material_production_id"},
+        "key": ["line_no"],
+        "columns": [
+            {"target": "line_no", "source": "item_no"},
+            {"target": "product_ref", "source": "material_no"},
+            {"target": "product_uom_qty", "source": "quantity", "convert_unit": {"unit_column": "unit"}},
+            {"target": "product_uom", "source": "unit", "crosswalk": "unit"},
+        ],
+    }
+    return flow
+
+
 def odoo_order_flow(**load: Any) -> dict[str, Any]:
     """MES orders into Odoo's mrp_production: id generated, named from ir_sequence, keyed on origin."""
     return {

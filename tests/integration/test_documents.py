@@ -13,7 +13,15 @@ from sqlalchemy import select
 
 from etl.core.errors import StepFailed
 from etl.sync.pipeline_tables import quarantine
-from tests.integration.product_schemas import ERPNEXT, ODOO, Site, erpnext_receipt_flow, make_site, odoo_order_flow, write_orders
+from tests.integration.product_schemas import (
+    ERPNEXT,
+    ODOO,
+    Site,
+    erpnext_receipt_flow,
+    make_site,
+    odoo_order_with_lines_flow,
+    write_orders,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,22 +40,6 @@ def _components(site: Site, rows: list[tuple[str, int, str | None, str, str]]) -
     ])
 
 
-def _odoo_with_lines() -> dict[str, Any]:
-    flow = odoo_order_flow()
-    flow["lines"] = {
-        "source": {"table": "mes_order_component", "parent_column": "order_no", "header_column": "order_no"},
-        "target": {"table": "stock_move", "header_id_column": "raw_material_production_id"},
-        "key": ["line_no"],
-        "columns": [
-            {"target": "line_no", "source": "item_no"},
-            {"target": "product_ref", "source": "material_no"},
-            {"target": "product_uom_qty", "source": "quantity", "convert_unit": {"unit_column": "unit"}},
-            {"target": "product_uom", "source": "unit", "crosswalk": "unit"},
-        ],
-    }
-    return flow
-
-
 def _waiting(site: Site) -> list[tuple[str, str]]:
     with site.target.connect() as conn:
         return [tuple(r) for r in conn.execute(
@@ -62,7 +54,7 @@ def _moves(site: Site) -> list[tuple[Any, ...]]:
 
 def _setup_odoo(site: Site) -> None:
     site.create(site.target, ODOO)
-    site.add(_odoo_with_lines())
+    site.add(odoo_order_with_lines_flow())
     write_orders(site, [("WO-1", "FG-1", "5"), ("WO-2", "FG-2", "1"), ("WO-3", "FG-3", "2")])
     _components(site, [
         ("WO-1", 10, "M-A", "2500", "g"),
@@ -138,7 +130,7 @@ def test_a_crash_after_the_merge_leaves_neither_header_nor_lines(site: Site) -> 
 
 def test_a_line_key_given_twice_sends_the_document_to_quarantine(site: Site) -> None:
     site.create(site.target, ODOO)
-    flow = _odoo_with_lines()
+    flow = odoo_order_with_lines_flow()
     flow["lines"]["key"] = ["product_ref"]
     site.add(flow)
     write_orders(site, [("WO-1", "FG-1", "5"), ("WO-2", "FG-2", "1")])
@@ -185,7 +177,7 @@ def test_erpnext_lines_point_at_the_document_name(site: Site) -> None:
 
 def test_lines_gone_from_the_source_are_kept_or_deleted_as_configured(site: Site) -> None:
     site.create(site.target, ODOO)
-    flow = _odoo_with_lines()
+    flow = odoo_order_with_lines_flow()
     site.add(flow)
     write_orders(site, [("WO-1", "FG-1", "5"), ("WO-2", "FG-2", "1")])
     _components(site, [("WO-1", 10, "M-A", "1", "pcs"), ("WO-1", 20, "M-B", "2", "pcs"), ("WO-2", 10, "M-A", "1", "pcs")])
@@ -204,7 +196,7 @@ def test_lines_gone_from_the_source_are_kept_or_deleted_as_configured(site: Site
 
 def test_a_document_without_lines_loads_its_header(site: Site) -> None:
     site.create(site.target, ODOO)
-    site.add(_odoo_with_lines())
+    site.add(odoo_order_with_lines_flow())
     write_orders(site, [("WO-1", "FG-1", "5")])
     result = site.run("odoo_orders")
     assert result.record.counts.rows_loaded == 1

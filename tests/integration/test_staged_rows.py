@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from tests.integration.product_schemas import GOODS_MOVEMENT, ODOO, Site, T, make_site, odoo_order_flow, write_orders
+from tests.integration.product_schemas import GOODS_MOVEMENT, ODOO, Site, T, make_site, odoo_order_with_lines_flow, write_orders
 
 pytestmark = pytest.mark.slow
 
@@ -51,19 +51,7 @@ def _orders(site: Site, first: int, count: int, minutes: int) -> None:
 
 def test_numbered_documents_with_lines_take_as_many_statements_for_80_as_for_4(site: Site) -> None:
     site.create(site.target, ODOO)
-    flow = odoo_order_flow()
-    flow["lines"] = {
-        "source": {"table": "mes_order_component", "parent_column": "order_no", "header_column": "order_no"},
-        "target": {"table": "stock_move", "header_id_column": "raw_material_production_id"},
-        "key": ["line_no"],
-        "columns": [
-            {"target": "line_no", "source": "item_no"},
-            {"target": "product_ref", "source": "material_no"},
-            {"target": "product_uom_qty", "source": "quantity"},
-            {"target": "product_uom", "source": "unit", "crosswalk": "unit"},
-        ],
-    }
-    site.add(flow)
+    site.add(odoo_order_with_lines_flow())
     _orders(site, 1, 3, 0)
     site.run("odoo_orders")  # the first run into an empty target takes a shorter path
     _orders(site, 100, 4, 1)
