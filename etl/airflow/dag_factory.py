@@ -82,8 +82,9 @@ def dag_id_of(flow_name: str) -> str:
 
 
 def pool_of(flow: Flow) -> str:
-    """The pool a flow's task runs in: one per source connection, e.g. ``erp_db_pool``."""
-    return f"{flow.source.connection}_pool"
+    """The pool a flow's task runs in: one per source connection, e.g. ``erp_db_pool`` (a source
+    without a connection: one per kind, e.g. ``files_pool``)."""
+    return f"{flow.source.connection or flow.source.kind}_pool"
 
 
 def source_pools(project: Project, slots: int = DEFAULT_POOL_SLOTS) -> dict[str, dict[str, Any]]:
@@ -91,7 +92,7 @@ def source_pools(project: Project, slots: int = DEFAULT_POOL_SLOTS) -> dict[str,
     return {
         pool_of(flow): {
             "slots": slots,
-            "description": f"concurrent erp-mes-sync runs reading {flow.source.connection}",
+            "description": f"concurrent erp-mes-sync runs reading {flow.source.connection or flow.source.kind}",
             "include_deferred": False,
         }
         for flow in project.flows.values()
@@ -270,7 +271,7 @@ def _filter_text(where: Mapping[str, Any]) -> str:
 
 def flow_doc(flow: Flow, schedule: str | None) -> str:
     """The DAG's documentation in Markdown: source, target, key, cursor, and the column mapping."""
-    source = f"`{flow.source.connection}` · `{flow.source.table}`"
+    source = f"`{flow.source.connection}` · `{flow.source.table}`" if flow.source.kind == "table" else f"`{flow.source.label}`"
     if flow.source.where:
         source += f" where {_filter_text(flow.source.where)}"
     if flow.source.where_not:

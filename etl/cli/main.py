@@ -52,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"OK: {len(project.flows)} flows, {len(crosswalks)} crosswalks{read_later}, "
           f"{len(project.reconciliations)} reconciliations in {args.mappings}")
     for flow in project.flows.values():
-        print(f"  {flow.flow:<20} {flow.direction:<11} {project.schedule_of(flow) or '-':<14} {flow.source.table} -> {flow.target.table}")
+        print(f"  {flow.flow:<20} {flow.direction:<11} {project.schedule_of(flow) or '-':<14} {flow.source.label} -> {flow.target.table}")
     return 0
 
 
@@ -135,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = _options(args)
     with Connections() as connections:
         # A missing connection is a setup problem: say it once, before any flow starts.
-        for conn_id in sorted({c for n in names for c in (project.flow(n).source.connection, project.flow(n).target.connection)}):
+        used = {c for n in names for c in (project.flow(n).source.connection, project.flow(n).target.connection)}
+        for conn_id in sorted(c for c in used if c is not None):
             connections.url(conn_id)
         results, failures = run_flows(project, names, options, connections)
     if results:

@@ -97,11 +97,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class SourceSpec(_Model):
-    """Where a flow reads. The source is only ever read."""
+class _RowFilters(_Model):
+    """Which rows of a table a flow reads."""
 
-    connection: str
-    table: TableName
     #: Equality / membership filters, e.g. ``{status: [REL, TECO]}``; values are bound parameters.
     where: dict[Identifier, Scalar | list[Scalar]] = Field(default_factory=dict)
     #: Exclusions, e.g. ``{state: [cancel, draft]}``: rows holding one of these values are not
@@ -110,10 +108,42 @@ class SourceSpec(_Model):
     #: Source column holding the plant code, so a run can be limited to some plants.
     plant_column: Identifier | None = None
 
+
+#: The kinds of source a flow can read, each a key of ``source:`` naming what to read; a flow
+#: gives exactly one. etl.sync.extract.open_source turns each into the run's Source.
+SOURCE_KINDS = ("table",)
+
+
+class SourceSpec(_RowFilters):
+    """Where a flow reads: exactly one kind (see ``SOURCE_KINDS``), today a database ``table``
+    on its ``connection``. The source is only ever read."""
+
+    connection: str | None = None
+    table: TableName | None = None
+
     @field_validator("connection")
     @classmethod
-    def _connection_id(cls, value: str) -> str:
-        return check_connection_id(value)
+    def _connection_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_connection_id(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceSpec:
+        given = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(SOURCE_KINDS)} (got {', '.join(given) or 'none'})")
+        if self.table is not None and self.connection is None:
+            raise ValueError("table: a table source needs its connection")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which kind of source this is: one of ``SOURCE_KINDS``."""
+        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
+
+    @property
+    def label(self) -> str:
+        """The source as people name it in lists and messages."""
+        return f"{self.connection}.{self.table}"
 
 
 class SequenceRow(_Model):
@@ -160,8 +190,16 @@ class DocumentNumber(_Model):
         return value
 
 
-class TargetSpec(SourceSpec):
+class TargetSpec(_RowFilters):
     """Where a flow writes. The pipeline's own tables live on the same connection."""
+
+    connection: str
+    table: TableName
+
+    @field_validator("connection")
+    @classmethod
+    def _connection_id(cls, value: str) -> str:
+        return check_connection_id(value)
 
     #: The target's own id column (serial / auto-increment): never written, lines point at it.
     generated_key: Identifier | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,3 +28,10 @@ class Reject:
 
 def is_null(value: Any) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
+
+
+def frame_from_rows(rows: Sequence[Sequence[Any]], columns: list[str]) -> pd.DataFrame:
+    """A DataFrame of plain Python values (object dtype): no float NaN for NULL integers,
+    no float for decimals, no pandas Timestamp for datetimes."""
+    data = {name: pd.Series([row[i] for row in rows], dtype=object) for i, name in enumerate(columns)}
+    return pd.DataFrame(data, columns=columns)

@@ -22,12 +22,11 @@ from sqlalchemy import Column, Connection, MetaData, Table, and_, delete, exists
 from etl.config.crosswalks import Crosswalk
 from etl.config.flows import Flow, LinesSpec
 from etl.core.errors import SchemaDriftError
-from etl.core.rows import SOURCE_KEY, is_null
+from etl.core.rows import SOURCE_KEY, frame_from_rows, is_null
 from etl.core.types import ColumnType, column_type
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import LoadMode, scope_filter
 from etl.rules.transform import transform
-from etl.sync.extract import frame_from_rows
 from etl.sync.schema import reflect_table
 from etl.sync.staged_rows import temporary_table
 

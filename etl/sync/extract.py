@@ -1,26 +1,66 @@
 """Read a flow's source: its ceiling, then the window's rows in chunks, or just its keys.
 
-A source is anything with ``ceiling``, ``chunks`` and ``keys``; ``TableSource`` reads a database
-table. A file-drop or event source can stand beside it without touching transform, load or
-quarantine. Sources are only read: every statement is a SELECT with bound values.
+The seam between a flow's source and everything after it (transform, crosswalks, validation,
+quarantine, merge, reconciliation, ledger) is two small protocols here, and one factory:
+
+- ``open_source(flow, connections)`` is the one place that turns a flow's ``source:`` kind
+  (``etl.config.flows.SOURCE_KINDS``: ``table`` today) into an :class:`OpenedSource`. A new kind
+  is a key in ``SourceSpec`` plus a branch here; the runner never asks which kind it has.
+- :class:`OpenedSource` is the source for one run, opened by the runner before the target's
+  transaction begins and closed after it ends: ``describe`` offers its columns (names and
+  types, as a SQLAlchemy ``Table``: the schema check and the SQL path's raw table read them;
+  it gets the run's target connection, where a source keeps its exactly-once record, and
+  leaves what the run should report about the source in ``warnings``),
+  ``reader`` gives the :class:`Source` that reads them, ``record`` writes the source's own
+  exactly-once record inside the run's transaction (a table source has none: its watermark
+  is enough; it may add figures to the run's ledger options), ``after_commit`` finishes once
+  the target committed (nothing for a table; it announces each step it takes to ``enter``, the
+  crash tests' hook, and must leave a state the next run recovers from wherever it stops), and
+  ``connection`` is a database source's read-only connection (None for any other kind: a
+  flow with ``lines`` or ``cursor.skip_loaded`` needs one).
+- :class:`Source` yields batches and the cursor they reached: ``chunks`` (DataFrames of plain
+  Python values, the Python path), ``copy_out`` (the same rows as numbered PostgreSQL COPY
+  data, the SQL path; ``dialect_name`` says whose column types they carry: ``postgresql`` keeps
+  them, any other name gets each type's PostgreSQL twin, text for untyped values), and, for a
+  flow with a cursor, ``ceiling``, ``clock`` and ``beyond``; ``keys`` and ``rows_with_keys``
+  serve delete detection. A source without a cursor is read whole each run (``window`` None).
+
+``TableSource`` reads a database table. Sources are only read: every statement of a table
+source is a SELECT with bound values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import pandas as pd
-from sqlalchemy import Connection, DateTime, Select, Table, and_, exists, func, or_, select, tuple_
+from sqlalchemy import Connection, DateTime, Engine, Select, Table, and_, exists, false, func, or_, select, tuple_
 
 from etl.config.flows import Flow
+from etl.core.rows import frame_from_rows
 from etl.core.watermark import CursorValue, Window, window_filter
+from etl.dialects import dialect_for
 from etl.dialects.base import exclude_filter, scope_filter
+from etl.sync.connections import Connections
+from etl.sync.ledger import RunRecord
+from etl.sync.schema import reflect_table
 
 
 class Source(Protocol):
+    """One run's reader of a flow's source (see the module's docstring)."""
+
+    @property
+    def table(self) -> Table: ...
+
+    @property
+    def dialect_name(self) -> str: ...
+
+    @property
+    def copies_binary(self) -> bool: ...
+
     def ceiling(self, limit: CursorValue | None = None) -> CursorValue | None: ...
 
     def clock(self) -> datetime: ...
@@ -29,16 +69,95 @@ class Source(Protocol):
 
     def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]: ...
 
+    def copy_out(self, window: Window | None, out: BinaryIO, binary: bool) -> None: ...
+
     def rows_with_keys(self, columns: list[str], keys: list[tuple[Any, ...]], chunk_size: int) -> Iterator[pd.DataFrame]: ...
 
     def keys(self, chunk_size: int) -> Iterator[pd.DataFrame]: ...
 
 
-def frame_from_rows(rows: Sequence[Sequence[Any]], columns: list[str]) -> pd.DataFrame:
-    """A DataFrame of plain Python values (object dtype): no float NaN for NULL integers,
-    no float for decimals, no pandas Timestamp for datetimes."""
-    data = {name: pd.Series([row[i] for row in rows], dtype=object) for i, name in enumerate(columns)}
-    return pd.DataFrame(data, columns=columns)
+class OpenedSource(Protocol):
+    """A flow's source opened for one run (see the module's docstring)."""
+
+    @property
+    def connection(self) -> Connection | None: ...
+
+    def open(self) -> None: ...
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    def describe(self, tconn: Connection) -> Table: ...
+
+    def reader(self, table: Table, plants: list[str] | None) -> Source: ...
+
+    def record(self, tconn: Connection, run: RunRecord, now: datetime) -> None: ...
+
+    def after_commit(self, enter: Callable[[str], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_source(flow: Flow, connections: Connections) -> OpenedSource:
+    """The source of ``flow`` for one run, not yet opened: the one place a source's kind
+    chooses its implementation."""
+    if flow.source.kind == "table":
+        assert flow.source.connection is not None
+        return OpenedTable(flow, connections.engine(flow.source.connection))
+    raise NotImplementedError(f"{flow.file}: flow {flow.flow!r}: source kind {flow.source.kind!r} has no reader")
+
+
+class OpenedTable:
+    """A table source for one run: a read-only connection in its own read transaction."""
+
+    def __init__(self, flow: Flow, engine: Engine) -> None:
+        self.flow = flow
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    @property
+    def connection(self) -> Connection | None:
+        return self._conn
+
+    @property
+    def warnings(self) -> list[str]:
+        return []
+
+    def open(self) -> None:
+        self._conn = self.engine.connect()
+        self._conn.begin()
+        dialect_for(self._conn).begin_read(self._conn)
+
+    def _open(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("the source is not open")
+        return self._conn
+
+    def describe(self, tconn: Connection) -> Table:
+        assert self.flow.source.table is not None
+        return reflect_table(self._open(), self.flow.source.table, role="source", flow=self.flow)
+
+    def reader(self, table: Table, plants: list[str] | None) -> Source:
+        return TableSource(self._open(), table, self.flow, plants)
+
+    def record(self, tconn: Connection, run: RunRecord, now: datetime) -> None:
+        """A table's rows are found again by the watermark: nothing else to record."""
+
+    def after_commit(self, enter: Callable[[str], None]) -> None:
+        """Nothing to finish: the read transaction is only read."""
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+            finally:
+                self._conn.close()
+                self._conn = None
+
+
+def empty_window(window: Window | None) -> bool:
+    """A window with nothing in it: the source holds no row with a cursor value yet."""
+    return window is not None and window.upper is None and not window.include_null and window.beyond is None
 
 
 @dataclass
@@ -143,8 +262,25 @@ class TableSource:
         order += [self.table.c[c] for c in self.flow.source_key_columns()]
         return stmt.order_by(*order)
 
+    @property
+    def dialect_name(self) -> str:
+        return self.conn.dialect.name
+
+    @property
+    def copies_binary(self) -> bool:
+        return dialect_for(self.conn).copies_binary
+
     def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]:
+        if empty_window(window):
+            return
         yield from self._stream(self.query(window), chunk_size)
+
+    def copy_out(self, window: Window | None, out: BinaryIO, binary: bool) -> None:
+        """The window's rows as numbered COPY data (see Dialect.copy_out)."""
+        query = self.query(window)
+        if empty_window(window):
+            query = query.where(false())
+        dialect_for(self.conn).copy_out(self.conn, query, out, binary)
 
     def rows_with_keys(self, columns: list[str], keys: list[tuple[Any, ...]], chunk_size: int) -> Iterator[pd.DataFrame]:
         """The flow's rows whose ``columns`` hold one of ``keys`` (as :meth:`keys` read them)."""

@@ -22,14 +22,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, false, func, select
+from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from etl.config.crosswalks import Crosswalk, load_crosswalks
@@ -48,7 +48,7 @@ from etl.core.errors import (
     ValidationFailed,
 )
 from etl.core.printable import get_logger
-from etl.core.rows import SOURCE_KEY, Reject, is_null
+from etl.core.rows import SOURCE_KEY, Reject, frame_from_rows, is_null
 from etl.core.types import ColumnType, column_type
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import scope_filter
@@ -56,7 +56,7 @@ from etl.rules.transform import transform
 from etl.sync import ledger, postings, quarantine, reconciliation, stage_sql, state, validation
 from etl.sync.connections import Connections
 from etl.sync.documents import DocumentLines
-from etl.sync.extract import TableSource, frame_from_rows
+from etl.sync.extract import OpenedSource, Source, open_source
 from etl.sync.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
 from etl.sync.lookups import resolve_lookups
 from etl.sync.pipeline_tables import ensure_pipeline_tables
@@ -147,13 +147,12 @@ def run_flow(
     enter = _Step(hook)
     t0 = time.monotonic()
     try:
-        crosswalks, source_engine, target_engine = _connect(flow, connections, crosswalks, result, enter)
-        with source_engine.connect() as sconn, target_engine.connect() as tconn:
-            sconn.begin()
-            dialect_for(sconn).begin_read(sconn)
+        crosswalks, opened, target_engine = _connect(flow, connections, crosswalks, result, enter)
+        with closing(opened), target_engine.connect() as tconn:
+            opened.open()
             ttx = tconn.begin()
             try:
-                _run(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter)
+                _run(flow, project, opened, tconn, crosswalks, options, run, result, clock, enter)
                 enter("commit")
                 if options.dry_run:
                     ttx.rollback()
@@ -163,7 +162,8 @@ def run_flow(
                 if ttx.is_active:
                     ttx.rollback()
                 _release_lock(tconn, flow.flow)
-            sconn.rollback()
+            if not options.dry_run:
+                opened.after_commit(enter)
         run.outcome = ledger.DRY_RUN if options.dry_run else ledger.SUCCESS
         if options.dry_run:
             run.finished_at = clock()
@@ -186,20 +186,20 @@ def run_flow(
 
 def _connect(
     flow: Flow, connections: Connections, crosswalks: dict[str, Crosswalk], result: RunResult, enter: _Step,
-) -> tuple[dict[str, Crosswalk], Engine, Engine]:
-    """Open both databases' engines, read the lookup crosswalks the flow uses, and make sure the
-    pipeline's own tables exist on the target; returns the crosswalks with their lookups read and
-    the source's and the target's engines."""
+) -> tuple[dict[str, Crosswalk], OpenedSource, Engine]:
+    """Find the source (not yet open) and the target's engine, read the lookup crosswalks the
+    flow uses, and make sure the pipeline's own tables exist on the target; returns the
+    crosswalks with their lookups read, the source and the target's engine."""
     enter("connect")
     target_engine = connections.engine(flow.target.connection)
-    source_engine = connections.engine(flow.source.connection)
+    source = open_source(flow, connections)
     if any(not crosswalks[n].loaded for n in flow.crosswalks_used() if n in crosswalks):
         enter("read_lookups")  # once per run, fresh: the lookup's table may have changed
         crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
         result.warnings += found
     with target_engine.begin() as conn:
         ensure_pipeline_tables(conn, lookback=flow.skips_loaded)
-    return crosswalks, source_engine, target_engine
+    return crosswalks, source, target_engine
 
 
 def refuse_run(
@@ -256,7 +256,7 @@ class _Run:
 
     flow: Flow
     project: Project
-    sconn: Connection
+    opened: OpenedSource
     tconn: Connection
     crosswalks: dict[str, Crosswalk]
     options: RunOptions
@@ -264,7 +264,7 @@ class _Run:
     result: RunResult
     clock: Callable[[], datetime]
     enter: Callable[[str], None]
-    #: Connections a step opens beside sconn/tconn (a flow's lines reader) close however the run ends.
+    #: Connections a step opens beside the source's and tconn (a flow's lines reader) close however the run ends.
     cleanup: ExitStack
     dialect: Dialect = field(init=False)
     source_table: Table = field(init=False)
@@ -274,7 +274,7 @@ class _Run:
     types: dict[str, ColumnType] = field(init=False)
     columns: list[str] = field(init=False)
     flow_state: state.FlowState = field(init=False)
-    source: TableSource = field(init=False)
+    source: Source = field(init=False)
     full_read: bool = field(init=False)
     window: wm.Window | None = field(init=False)
     staging: Table = field(init=False)
@@ -301,12 +301,12 @@ class _Run:
 
 
 def _run(
-    flow: Flow, project: Project, sconn: Connection, tconn: Connection, crosswalks: dict[str, Crosswalk],
+    flow: Flow, project: Project, opened: OpenedSource, tconn: Connection, crosswalks: dict[str, Crosswalk],
     options: RunOptions, run: ledger.RunRecord, result: RunResult, clock: Callable[[], datetime],
     enter: Callable[[str], None],
 ) -> None:
     with ExitStack() as cleanup:
-        ctx = _Run(flow, project, sconn, tconn, crosswalks, options, run, result, clock, enter, cleanup)
+        ctx = _Run(flow, project, opened, tconn, crosswalks, options, run, result, clock, enter, cleanup)
         for step in _STEPS:
             step(ctx)
 
@@ -322,7 +322,8 @@ def _lock(ctx: _Run) -> None:
 def _check_schema(ctx: _Run) -> None:
     flow = ctx.flow
     ctx.enter("check_schema")
-    ctx.source_table = reflect_table(ctx.sconn, flow.source.table, role="source", flow=flow)
+    ctx.source_table = ctx.opened.describe(ctx.tconn)
+    ctx.result.warnings += ctx.opened.warnings
     ctx.target_table = reflect_table(ctx.tconn, flow.target.table, role="target", flow=flow)
     report = check_flow_schema(flow, ctx.source_table, ctx.target_table)
     ctx.result.warnings += report.warnings
@@ -338,7 +339,7 @@ def _check_schema(ctx: _Run) -> None:
     ctx.parent_tables = {p.table: reflect_table(ctx.tconn, p.table, role="parent", flow=flow) for p in flow.parents}
     ctx.lines = None
     if flow.lines is not None:
-        ctx.lines = DocumentLines(flow, ctx.sconn, ctx.tconn, ctx.dialect, ctx.target_table, ctx.crosswalks)
+        ctx.lines = DocumentLines(flow, _source_connection(ctx, "lines"), ctx.tconn, ctx.dialect, ctx.target_table, ctx.crosswalks)
         ctx.cleanup.callback(ctx.lines.close_reader)
     ctx.types = _target_types(ctx.target_table)
     ctx.columns = [c.target for c in flow.columns]
@@ -349,7 +350,7 @@ def _read_state(ctx: _Run) -> None:
     ctx.enter("read_state")
     ctx.flow_state = state.read_state(ctx.tconn, flow.flow)
     plants = _source_plants(flow, options.plants, ctx.crosswalks, ctx.result)
-    ctx.source = TableSource(ctx.sconn, ctx.source_table, flow, plants)
+    ctx.source = ctx.opened.reader(ctx.source_table, plants)
     ctx.full_read = options.full_refresh or flow.load.mode == "snapshot_replace" or flow.cursor is None
     ctx.window = None
     if flow.cursor is not None:
@@ -364,7 +365,7 @@ def _read_state(ctx: _Run) -> None:
 
 
 def _ceiling(
-    flow: Flow, source: TableSource, watermark: wm.CursorValue | None, run: ledger.RunRecord, result: RunResult,
+    flow: Flow, source: Source, watermark: wm.CursorValue | None, run: ledger.RunRecord, result: RunResult,
 ) -> tuple[wm.CursorValue | None, wm.CursorValue | None]:
     """The window's ceiling, and the clock's limit when rows lie past it (else None).
 
@@ -406,7 +407,7 @@ def _stage(ctx: _Run) -> None:
     ctx.staging = ctx.dialect.create_staging(ctx.tconn, ctx.target_table, ctx.columns + insert_only_columns(flow), flow.flow)
     ctx.now = ctx.clock()
     sql_path = stage_sql.unsupported_reason(
-        flow, ctx.source_table, ctx.target_table, ctx.sconn.dialect.name, ctx.tconn.dialect.name, ctx.crosswalks,
+        flow, ctx.source_table, ctx.target_table, ctx.source.dialect_name, ctx.tconn.dialect.name, ctx.crosswalks,
     )
     if flow.load.transform == "sql" and sql_path is not None:
         raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
@@ -432,24 +433,23 @@ def _stage(ctx: _Run) -> None:
         _stage_through_python(ctx)
 
 
-def _empty_source(ctx: _Run) -> bool:
-    """A window with nothing in it: the source holds no row with a cursor value yet."""
-    window = ctx.window
-    return window is not None and window.upper is None and not window.include_null and window.beyond is None
+def _source_connection(ctx: _Run, needs: str) -> Connection:
+    """The source's database connection, for what reads the source database beside its rows."""
+    conn = ctx.opened.connection
+    if conn is None:
+        raise EtlError(f"{ctx.flow.file}: flow {ctx.flow.flow!r}: {needs} need a table source, not {ctx.flow.source.kind}")
+    return conn
 
 
 def _stage_through_sql(ctx: _Run) -> None:
     flow = ctx.flow
-    query = ctx.source.query(ctx.window)
-    if _empty_source(ctx):
-        query = query.where(false())
     retries = (
         [w.payload for w in batch]
         for batch in quarantine.waiting_for_retry(ctx.tconn, flow.flow, ctx.run.run_id, flow.load.chunk_size)
     )
     ctx.enter("stage_first_chunk")
     outcome = stage_sql.stage(
-        flow, ctx.sconn, ctx.tconn, query, ctx.source_table, ctx.target_table, ctx.staging, ctx.crosswalks, retries,
+        flow, ctx.source, ctx.window, ctx.tconn, ctx.target_table, ctx.staging, ctx.crosswalks, retries,
         ctx.parent_tables, set_aside_loaded=ctx.set_aside,
     )
     ctx.run.counts.rows_read = outcome.rows_read
@@ -466,8 +466,7 @@ def _stage_through_sql(ctx: _Run) -> None:
 def _stage_through_python(ctx: _Run) -> None:
     flow = ctx.flow
     parents = ParentCheck(ctx.tconn, flow, ctx.parent_tables)
-    chunks = iter(()) if _empty_source(ctx) else ctx.source.chunks(ctx.window, flow.load.chunk_size)
-    for number, frame in enumerate(chunks):
+    for number, frame in enumerate(ctx.source.chunks(ctx.window, flow.load.chunk_size)):
         ctx.enter("stage_chunk" if number else "stage_first_chunk")
         ctx.run.counts.rows_read += len(frame)
         _stage_chunk(ctx, frame, parents, retry=False)
@@ -611,7 +610,7 @@ def _remember_loaded(ctx: _Run) -> None:
     next_lower = (
         wm.plan_window(ctx.new_mark, None, flow.cursor.lookback).lower if ctx.set_aside and ctx.new_mark is not None else None
     )
-    stage_sql.remember_loaded(ctx.tconn, flow, ctx.source_table, ctx.sconn.dialect.name, ctx.staging, next_lower)
+    stage_sql.remember_loaded(ctx.tconn, flow, ctx.source_table, ctx.source.dialect_name, ctx.staging, next_lower)
 
 
 def _deletes(ctx: _Run) -> None:
@@ -641,6 +640,8 @@ def _write_state(ctx: _Run) -> None:
 
 def _write_ledger(ctx: _Run) -> None:
     ctx.enter("write_ledger")
+    if not ctx.options.dry_run:
+        ctx.opened.record(ctx.tconn, ctx.run, ctx.now)
     ctx.run.counts.quarantine_backlog = quarantine.backlog(ctx.tconn, ctx.flow.flow)
     ctx.run.finished_at = ctx.clock()
     if not ctx.options.dry_run:

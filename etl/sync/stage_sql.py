@@ -19,11 +19,11 @@ import fcntl
 import io
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import (
     BigInteger,
@@ -53,6 +53,7 @@ from etl.config.flows import Flow
 from etl.core.reasons import IN_COLUMN, PARENT_MISSING
 from etl.core.rows import RETRY, SEQ, SOURCE_KEY, SOURCE_KEY_LENGTH, Reject
 from etl.core.types import column_type
+from etl.core.watermark import Window
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import copy_text, driver_cursor
 from etl.dialects.postgresql import COPY_BLOCK, render
@@ -69,6 +70,7 @@ from etl.rules.sql import (
     two_layers,
     with_lookups,
 )
+from etl.sync.extract import Source
 from etl.sync.pipeline_tables import lookback_loaded
 
 
@@ -151,13 +153,22 @@ def copy_between(
     source_dialect: Dialect | None = None,
 ) -> int:
     """Stream the rows of ``statement`` on the source, numbered (see Dialect.copy_out), into
-    ``COPY table FROM STDIN`` on the target through an OS pipe; returns the rows copied.
-    ``binary`` needs a PostgreSQL source and the same column types on both sides (see
-    :func:`binary_copy_safe`).
+    ``COPY table FROM STDIN`` on the target; returns the rows copied. ``binary`` needs a
+    PostgreSQL source and the same column types on both sides (see :func:`binary_copy_safe`)."""
+    dialect = source_dialect or dialect_for(sconn)
 
-    The source writes in blocks from its own thread; the pipe's buffered file objects take
+    def produce(out: BinaryIO) -> None:
+        dialect.copy_out(sconn, statement, out, binary)
+
+    return copy_into(tconn, produce, table_sql, columns_sql, binary)
+
+
+def copy_into(tconn: Connection, produce: Callable[[BinaryIO], None], table_sql: str, columns_sql: str, binary: bool = False) -> int:
+    """Stream the COPY data ``produce`` writes into ``COPY table FROM STDIN`` on the target
+    through an OS pipe; returns the rows copied.
+
+    ``produce`` writes in blocks from its own thread; the pipe's buffered file objects take
     those calls in C, and the pipe's size bounds the memory in flight."""
-    source_dialect = source_dialect or dialect_for(sconn)
     read_fd, write_fd = os.pipe()
     try:
         fcntl.fcntl(write_fd, _F_SETPIPE_SZ, COPY_BLOCK)
@@ -167,9 +178,9 @@ def copy_between(
     options = " (FORMAT binary)" if binary else ""
     failed: list[BaseException] = []
 
-    def produce() -> None:
+    def run() -> None:
         try:
-            source_dialect.copy_out(sconn, statement, writer, binary)
+            produce(writer)
         except BrokenPipeError:  # the target side stopped reading: its own error is raised
             pass
         except BaseException as exc:  # raised in the caller's thread once the target side ends
@@ -180,7 +191,7 @@ def copy_between(
             except BrokenPipeError:  # the target side stopped reading: its error is raised
                 pass
 
-    thread = threading.Thread(target=produce, name="etl-copy-source", daemon=True)
+    thread = threading.Thread(target=run, name="etl-copy-source", daemon=True)
     thread.start()
     target_cursor = driver_cursor(tconn)
     target_error: Exception | None = None
@@ -211,23 +222,28 @@ class StageOutcome:
 
 
 def stage(
-    flow: Flow, sconn: Connection, tconn: Connection, query: Any, source: Table, target: Table,
+    flow: Flow, reader: Source, window: Window | None, tconn: Connection, target: Table,
     staging: Table, crosswalks: dict[str, Crosswalk], retries: Iterator[list[dict[str, Any]]],
     parent_tables: dict[str, Table], set_aside_loaded: bool = False,
 ) -> StageOutcome:
-    """Fill ``staging`` from the source through SQL; return counts and the rejected rows.
+    """Fill ``staging`` with the rows ``reader`` offers in ``window`` through SQL; return
+    counts and the rejected rows.
 
     ``set_aside_loaded``: fresh rows the last run loaded at the same cursor value (the lookback's
     re-reads, see :func:`remember_loaded`) leave the batch before the transform."""
     outcome = StageOutcome()
-    source_dialect = dialect_for(sconn)
-    raw = raw_table(flow, source, sconn.dialect.name)
+    source = reader.table
+    raw = raw_table(flow, source, reader.dialect_name)
     raw.create(tconn)
     prep = tconn.dialect.identifier_preparer
     columns = flow.source_columns()
-    outcome.rows_read = copy_between(
-        sconn, tconn, query, prep.format_table(raw), ", ".join(prep.quote(c) for c in [*columns, SEQ]),
-        binary=source_dialect.copies_binary and binary_copy_safe(raw, columns), source_dialect=source_dialect,
+    binary = reader.copies_binary and binary_copy_safe(raw, columns)
+
+    def produce(out: BinaryIO) -> None:
+        reader.copy_out(window, out, binary)
+
+    outcome.rows_read = copy_into(
+        tconn, produce, prep.format_table(raw), ", ".join(prep.quote(c) for c in [*columns, SEQ]), binary=binary,
     )
     for batch in retries:
         first = outcome.rows_read + outcome.rows_retried + 1

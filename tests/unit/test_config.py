@@ -606,3 +606,21 @@ def test_convert_unit_refuses_a_lookup_crosswalk(mappings: Mappings) -> None:
         "m/flows/x.yaml: columns[2].convert_unit.crosswalk: crosswalk 'odoo_uom' is a lookup and has no unit "
         "factors; use a CSV crosswalk with a factor column"
     ]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"connection": "erp_db"}, "source: give exactly one of table (got none)"),
+        ({"table": "src"}, "source: table: a table source needs its connection"),
+    ],
+)
+def test_source_gives_exactly_one_kind(mappings: Mappings, source: dict[str, Any], message: str) -> None:
+    mappings.write("x", flow_dict(source=source))
+    assert any(m.startswith(f"m/flows/x.yaml: {message}") for m in mappings.messages()), mappings.messages()
+
+
+def test_table_source_kind_and_label(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict())
+    source = mappings.load().flow("x").source
+    assert (source.kind, source.label) == ("table", "erp_db.src")
