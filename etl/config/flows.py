@@ -7,6 +7,7 @@ every file into one ConfigError, each located as ``file: key.path: message``.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
 import string
@@ -35,6 +36,7 @@ from etl.core.types import Scalar
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,126}[A-Za-z0-9_]$|^[A-Za-z_]$")
 _CONNECTION_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FLOW_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_SUB_FOLDER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -111,7 +113,73 @@ class _RowFilters(_Model):
 
 #: The kinds of source a flow can read, each a key of ``source:`` naming what to read; a flow
 #: gives exactly one. etl.sync.extract.open_source turns each into the run's Source.
-SOURCE_KINDS = ("table",)
+SOURCE_KINDS = ("table", "files")
+
+#: The columns a file source adds to every row: the file's name, the sheet (Excel) and the line
+#: of the file or row of the sheet, so that a quarantine entry names the row's place.
+PLACE_COLUMNS = ("source_file", "source_sheet", "source_line")
+
+
+class FilesSpec(_Model):
+    """A drop folder of CSV or Excel files: each complete file is read whole, once."""
+
+    folder: str = Field(min_length=1)
+    #: Which files of the folder belong to the flow (a glob, not recursive).
+    pattern: str = Field(default="*.csv", min_length=1)
+    format: Literal["csv", "xlsx"]
+    #: A codec name (utf-8, utf-8-sig, gb18030, gbk, cp1252, ...), or ``detect``. UTF-8 files
+    #: are read past a byte order mark.
+    encoding: str = "utf-8"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote: str = Field(default='"', min_length=1, max_length=1)
+    #: The row holding the column names (1 is the first); rows above it are not read.
+    header_row: int = Field(default=1, ge=1)
+    #: Excel: the sheet by name, or by position (1 is the first).
+    sheet: str | int = 1
+    #: A file is taken once unchanged (size and modification time) for this long ...
+    complete_after: Duration = timedelta(seconds=30)
+    #: ... or, when set, once a marker file NAME + marker (e.g. ``.done``) exists beside it.
+    marker: str | None = None
+    #: Sub-folders loaded files and refused files move to after the run commits.
+    archive: str = "archive"
+    rejected: str = "rejected"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        if value == "detect":
+            return value
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"{value!r} is not an encoding Python knows (e.g. utf-8, utf-8-sig, gb18030, gbk), or detect") from None
+        return value
+
+    @field_validator("archive", "rejected")
+    @classmethod
+    def _sub_folder(cls, value: str) -> str:
+        if not _SUB_FOLDER.fullmatch(value):
+            raise ValueError(f"{value!r}: a sub-folder name (letters, digits, _ . -), not a path")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _in_folder(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value.startswith(".."):
+            raise ValueError(f"{value!r}: a file name pattern inside the folder, not a path")
+        return value
+
+    @model_validator(mode="after")
+    def _format_options(self) -> FilesSpec:
+        if self.format == "xlsx" and isinstance(self.sheet, int) and self.sheet < 1:
+            raise ValueError("sheet: 1 is the first sheet")
+        if self.archive == self.rejected:
+            raise ValueError("archive and rejected must be different sub-folders")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.folder.rstrip('/')}/{self.pattern}"
 
 
 class SourceSpec(_RowFilters):
@@ -120,6 +188,7 @@ class SourceSpec(_RowFilters):
 
     connection: str | None = None
     table: TableName | None = None
+    files: FilesSpec | None = None
 
     @field_validator("connection")
     @classmethod
@@ -133,6 +202,10 @@ class SourceSpec(_RowFilters):
             raise ValueError(f"give exactly one of {', '.join(SOURCE_KINDS)} (got {', '.join(given) or 'none'})")
         if self.table is not None and self.connection is None:
             raise ValueError("table: a table source needs its connection")
+        if self.files is not None:
+            given = [k for k in ("connection", "where", "where_not", "plant_column") if getattr(self, k)]
+            if given:
+                raise ValueError(f"files: not supported yet with a file source: {', '.join(given)}")
         return self
 
     @property
@@ -143,6 +216,8 @@ class SourceSpec(_RowFilters):
     @property
     def label(self) -> str:
         """The source as people name it in lists and messages."""
+        if self.files is not None:
+            return self.files.label
         return f"{self.connection}.{self.table}"
 
 
@@ -511,6 +586,8 @@ class Flow(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> Flow:
         targets = _mapped_once(self.columns, self.key)
+        if self.source.files is not None:
+            self._check_file_source()
         for parent in self.parents:
             if parent.column not in targets:
                 raise ValueError(f"parents: column {parent.column!r} is not a mapped column")
@@ -522,6 +599,16 @@ class Flow(_Model):
                     "({name: ..., to: erp|mes})"
                 )
         return self
+
+    def _check_file_source(self) -> None:
+        """What a flow reading files cannot have: each file is read whole once, so there is no
+        cursor, and a file holds its own rows, not the source's whole set."""
+        if self.cursor is not None:
+            raise ValueError("cursor: a file source has no cursor: each file is read whole, once")
+        if self.deletes.detect == "keyset" or self.load.mode == "snapshot_replace":
+            raise ValueError("deletes: not supported yet with a file source: a file holds its own rows, not the source's whole set")
+        if self.lines is not None:
+            raise ValueError("lines: not supported yet with a file source")
 
     def _check_load_options(self, targets: list[str]) -> None:
         """Generated keys, document numbers, delta postings and lines fit together. Each
@@ -583,6 +670,8 @@ class Flow(_Model):
             cols.add(self.cursor.column)
         if self.lines is not None:
             cols.add(self.lines.source.header_column)
+        if self.source.files is not None:
+            cols |= set(PLACE_COLUMNS)
         return sorted(cols)
 
     def crosswalk_side(self, spec: ColumnSpec) -> tuple[str, Side] | None:

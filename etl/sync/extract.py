@@ -4,7 +4,7 @@ The seam between a flow's source and everything after it (transform, crosswalks,
 quarantine, merge, reconciliation, ledger) is two small protocols here, and one factory:
 
 - ``open_source(flow, connections)`` is the one place that turns a flow's ``source:`` kind
-  (``etl.config.flows.SOURCE_KINDS``: ``table`` today) into an :class:`OpenedSource`. A new kind
+  (``etl.config.flows.SOURCE_KINDS``: ``table``, ``files``) into an :class:`OpenedSource`. A new kind
   is a key in ``SourceSpec`` plus a branch here; the runner never asks which kind it has.
 - :class:`OpenedSource` is the source for one run, opened by the runner before the target's
   transaction begins and closed after it ends: ``describe`` offers its columns (names and
@@ -25,8 +25,8 @@ quarantine, merge, reconciliation, ledger) is two small protocols here, and one 
   flow with a cursor, ``ceiling``, ``clock`` and ``beyond``; ``keys`` and ``rows_with_keys``
   serve delete detection. A source without a cursor is read whole each run (``window`` None).
 
-``TableSource`` reads a database table. Sources are only read: every statement of a table
-source is a SELECT with bound values.
+``TableSource`` reads a database table; etl.sync.files reads a drop folder of CSV and Excel
+files. Sources are only read: every statement of a table source is a SELECT with bound values.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from etl.core.watermark import CursorValue, Window, window_filter
 from etl.dialects import dialect_for
 from etl.dialects.base import exclude_filter, scope_filter
 from etl.sync.connections import Connections
+from etl.sync.files import OpenedFolder
 from etl.sync.ledger import RunRecord
 from etl.sync.schema import reflect_table
 
@@ -104,6 +105,8 @@ def open_source(flow: Flow, connections: Connections) -> OpenedSource:
     if flow.source.kind == "table":
         assert flow.source.connection is not None
         return OpenedTable(flow, connections.engine(flow.source.connection))
+    if flow.source.files is not None:
+        return OpenedFolder(flow, flow.source.files)
     raise NotImplementedError(f"{flow.file}: flow {flow.flow!r}: source kind {flow.source.kind!r} has no reader")
 
 

@@ -7,7 +7,7 @@ the other supported databases; sql/pipeline/ holds the PostgreSQL DDL for people
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text, inspect
+from sqlalchemy import BigInteger, Boolean, Column, Connection, Index, Integer, MetaData, Numeric, String, Table, Text, inspect
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -121,17 +121,39 @@ check = Table(
 )
 
 
-def ensure_pipeline_tables(conn: Connection, lookback: bool = False) -> None:
+#: For flows reading files: every file a run took, with its content's SHA-256, in the run's own
+#: transaction. A file loads once: its content recorded as ``loaded`` is a duplicate when seen
+#: again; ``rejected`` files were refused whole (``reason``), ``duplicate`` ones loaded nothing.
+file_intake = Table(
+    "etl_file_intake",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("file_name", String(255), primary_key=True),
+    Column("flow", String(63), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("outcome", String(10), nullable=False),
+    Column("reason", Text),
+    Column("recorded_at", DateTime, nullable=False),
+    Index("ix_etl_file_intake_flow_sha256", "flow", "sha256"),
+)
+
+
+def ensure_pipeline_tables(conn: Connection, lookback: bool = False, files: bool = False) -> None:
     """Create the pipeline tables where missing (idempotent). ``lookback``: etl_lookback_loaded
-    as well, which only flows with ``cursor.skip_loaded`` use; a target whose sync role may not
-    create tables then runs the other flows without it.
+    as well, which only flows with ``cursor.skip_loaded`` use; ``files``: etl_file_intake, which
+    only flows reading files use; a target whose sync role may not create tables then runs the
+    other flows without them.
 
     Raises PipelineTablesBusy (retryable) when another run created them at the same moment, as
     the first runs of several flows on a new target do; the retry finds them there. Raises
     EtlError naming the missing tables when the login may not create tables (least privilege).
     """
     present = set(inspect(conn).get_table_names())
-    missing = [t for t in metadata.sorted_tables if t.name not in present and (lookback or t is not lookback_loaded)]
+    optional = {lookback_loaded: lookback, file_intake: files}
+    missing = [t for t in metadata.sorted_tables if t.name not in present and optional.get(t, True)]
     if not missing:
         return
     try:

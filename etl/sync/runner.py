@@ -198,7 +198,7 @@ def _connect(
         crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
         result.warnings += found
     with target_engine.begin() as conn:
-        ensure_pipeline_tables(conn, lookback=flow.skips_loaded)
+        ensure_pipeline_tables(conn, lookback=flow.skips_loaded, files=flow.source.files is not None)
     return crosswalks, source, target_engine
 
 

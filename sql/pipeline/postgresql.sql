@@ -5,6 +5,8 @@
 -- etl_check: per run, each expectation and reconciliation with its failing row count.
 -- etl_lookback_loaded: for flows with cursor.skip_loaded, the rows the next lookback re-reads
 -- that the last run loaded (source key and cursor value).
+-- etl_file_intake: for flows reading files, every file a run took (name, size, SHA-256, rows,
+-- outcome), so that the same content loads once.
 
 CREATE TABLE etl_check (
 	id SERIAL NOT NULL, 
@@ -27,6 +29,22 @@ CREATE TABLE etl_check (
 CREATE INDEX ix_etl_check_flow_checked ON etl_check (flow, checked_at);
 
 CREATE INDEX ix_etl_check_run ON etl_check (run_id);
+
+CREATE TABLE etl_file_intake (
+	run_id VARCHAR(36) NOT NULL, 
+	file_name VARCHAR(255) NOT NULL, 
+	flow VARCHAR(63) NOT NULL, 
+	sha256 VARCHAR(64) NOT NULL, 
+	size_bytes BIGINT NOT NULL, 
+	mtime_ns BIGINT NOT NULL, 
+	row_count INTEGER NOT NULL, 
+	outcome VARCHAR(10) NOT NULL, 
+	reason TEXT, 
+	recorded_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	PRIMARY KEY (run_id, file_name)
+);
+
+CREATE INDEX ix_etl_file_intake_flow_sha256 ON etl_file_intake (flow, sha256);
 
 CREATE TABLE etl_ledger (
 	run_id VARCHAR(36) NOT NULL, 

@@ -611,7 +611,14 @@ def test_convert_unit_refuses_a_lookup_crosswalk(mappings: Mappings) -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ({"connection": "erp_db"}, "source: give exactly one of table (got none)"),
+        ({"connection": "erp_db"}, "source: give exactly one of table, files (got none)"),
+        ({"connection": "erp_db", "table": "src", "files": {"folder": "d", "format": "csv"}},
+         "source: give exactly one of table, files (got table, files)"),
+        ({"files": {"folder": "d", "format": "csv"}, "where": {"a": 1}}, "source: files: not supported yet with a file source: where"),
+        ({"files": {"folder": "d", "format": "csv", "encoding": "utf-9"}}, "source.files.encoding: 'utf-9' is not an encoding"),
+        ({"files": {"folder": "d", "format": "csv", "archive": "../x"}}, "source.files.archive: '../x': a sub-folder name"),
+        ({"files": {"folder": "d", "format": "csv", "pattern": "../*.csv"}}, "source.files.pattern: '../*.csv': a file name pattern"),
+        ({"files": {"folder": "d", "format": "xls"}}, "source.files.format:"),
         ({"table": "src"}, "source: table: a table source needs its connection"),
     ],
 )
@@ -624,3 +631,22 @@ def test_table_source_kind_and_label(mappings: Mappings) -> None:
     mappings.write("x", flow_dict())
     source = mappings.load().flow("x").source
     assert (source.kind, source.label) == ("table", "erp_db.src")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cursor": {"column": "a"}}, "cursor: a file source has no cursor"),
+        ({"deletes": {"detect": "keyset", "action": "delete"}}, "deletes: not supported yet with a file source"),
+    ],
+)
+def test_a_file_flow_refuses_what_files_cannot_give(mappings: Mappings, overrides: dict[str, Any], message: str) -> None:
+    mappings.write("x", flow_dict(source={"files": {"folder": "d", "format": "csv"}}, **overrides))
+    assert any(message in m for m in mappings.messages()), mappings.messages()
+
+
+def test_a_file_flow_reads_the_place_of_each_row(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(source={"files": {"folder": "drop/", "pattern": "q_*.csv", "format": "csv"}}))
+    flow = mappings.load().flow("x")
+    assert (flow.source.kind, flow.source.label) == ("files", "drop/q_*.csv")
+    assert flow.source_columns() == ["a", "b", "c", "d", "source_file", "source_line", "source_sheet"]
