@@ -42,13 +42,13 @@ LoadMode = Literal["upsert", "append", "snapshot_replace"]
 #: Rows a source hands over at a time when it streams a batch into PostgreSQL's COPY.
 COPY_ROWS = 10_000
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
 def copy_text(value: Any) -> str:
     """One value in PostgreSQL's COPY text format. NULL is ``\\N``, so an empty string stays empty."""
     if type(value) is str:  # the common case first: crosswalk tables hold hundreds of thousands
-        return value.translate(_ESCAPES)
+        return value.translate(COPY_ESCAPES)
     if value is None:
         return "\\N"
     if isinstance(value, bool):
@@ -57,7 +57,7 @@ def copy_text(value: Any) -> str:
         return value.isoformat(sep=" ")
     if isinstance(value, (date, time, Decimal, int, float)):
         return str(value)
-    return str(value).translate(_ESCAPES)
+    return str(value).translate(COPY_ESCAPES)
 
 
 def lock_key(flow: str) -> int:

@@ -348,11 +348,11 @@ def test_text_columns_take_the_sql_path_with_the_same_rows(pg_drop: Drop) -> Non
     data["columns"] = [{"target": c, "source": c} for c in ("lot_no", "remark", "source_file", "source_line")]
     data["columns"][1]["clean"] = ["trim"]
     (drop.root / "mappings" / "flows" / "quality_file.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-    drop.put("a.csv", csv_text([*ROWS, ["L-004", "x", "1", "1", "2026-06-03 00:00:00", "  padded\ttab  "]]))
+    drop.put("a.csv", csv_text([*ROWS, ["L-004", "x", "1", "1", "2026-06-03 00:00:00", "  padded\ttab \\ back  "]]))
     result = drop.run()
     assert result.record.options["transform"] == "sql"
     rows = dict((r[0], r[1:]) for r in drop.query("SELECT lot_no, remark, source_file, source_line FROM quality_text"))
-    assert rows == {r[0]: (r[5].strip(), "a.csv", i + 2) for i, r in enumerate([*ROWS, ["L-004", "", "", "", "", "  padded\ttab  "]])}
+    assert rows == {r[0]: (r[5].strip(), "a.csv", i + 2) for i, r in enumerate([*ROWS, ["L-004", "", "", "", "", "  padded\ttab \\ back  "]])}
 
 
 def xlsx(path: Path, sheets: dict[str, list[list[Any]]], merge: str | None = None) -> None:
@@ -406,3 +406,29 @@ def test_a_workbook_without_the_sheet_is_refused(drop: Drop) -> None:
     drop.run()
     [(_, outcome, _, _, reason)] = drop.intake()
     assert outcome == "rejected" and "no sheet 'reslts' (did you mean 'results'?)" in reason
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "file-exchange.md"
+
+
+def _guide_block(kind: str) -> str:
+    return GUIDE.read_text(encoding="utf-8").split(f"```{kind}\n")[1].split("```")[0]
+
+
+def test_the_guide_flow_loads_the_guide_file(pg_drop: Drop) -> None:
+    """docs/file-exchange.md: its flow (folder aside) on its file, in the encoding it declares."""
+    drop = pg_drop
+    flow = yaml.safe_load(_guide_block("yaml"))
+    flow["source"]["files"].update(folder=str(drop.folder), complete_after="0s")
+    (drop.root / "mappings" / "flows" / "quality_file.yaml").unlink()
+    (drop.root / "mappings" / "flows" / "quality_results_file.yaml").write_text(yaml.safe_dump(flow), encoding="utf-8")
+    drop.put("quality_0601.csv", _guide_block("csv"), flow["source"]["files"]["encoding"])
+    project = load_project(drop.root / "mappings", drop.root / "expectations")
+    with Connections({"erp_db": drop.url}) as connections:
+        result = run_flow(project, "quality_results_file", connections, RunOptions(), crosswalks={})
+    assert result.record.counts.rows_loaded == 2
+    assert sorted(drop.target()) == ["L-20260601-01", "L-20260601-02"]
+    [entry] = drop.quarantine()
+    assert (entry["source_file"], entry["source_line"]) == ("quality_0601.csv", 4)
+    sql = _guide_block("sql")
+    assert [r[1:3] for r in drop.query(sql)] == [("quality_0601.csv", "loaded")]
