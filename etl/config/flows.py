@@ -270,11 +270,20 @@ class TargetSpec(_RowFilters):
 
     connection: str
     table: TableName
+    #: Refused on load: there is no file target yet.
+    files: Any = None
 
     @field_validator("connection")
     @classmethod
     def _connection_id(cls, value: str) -> str:
         return check_connection_id(value)
+
+    @field_validator("files")
+    @classmethod
+    def _no_file_target(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError("not supported yet: a file target (write the rows to a table a file export reads)")
+        return None
 
     #: The target's own id column (serial / auto-increment): never written, lines point at it.
     generated_key: Identifier | None = None

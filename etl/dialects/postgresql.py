@@ -4,7 +4,11 @@ transaction-scoped advisory locks."""
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import threading
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import pandas as pd
@@ -162,3 +166,54 @@ class PostgresDialect(OnConflictDialect):
         # nextval takes the name as text; quoting keeps its case and spaces.
         drawn = select(func.nextval(quoted_name(conn, sequence))).select_from(func.generate_series(1, count))
         return [int(v) for v in conn.execute(drawn).scalars()]
+
+
+_F_SETPIPE_SZ = 1031  # Linux: a pipe of a megabyte hands over blocks, not 64 KiB slices
+
+
+def copy_from_writer(tconn: Connection, produce: Callable[[BinaryIO], None], table_sql: str, columns_sql: str, options: str = "") -> int:
+    """Stream the COPY data ``produce`` writes into ``COPY table (columns) FROM STDIN (options)``
+    on the target through an OS pipe; returns the rows copied.
+
+    ``produce`` writes in blocks from its own thread; the pipe's buffered file objects take
+    those calls in C, and the pipe's size bounds the memory in flight."""
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, COPY_BLOCK)
+    except OSError:  # not Linux, or above the system's limit: the default size works, slower
+        pass
+    reader, writer = os.fdopen(read_fd, "rb", buffering=COPY_BLOCK), os.fdopen(write_fd, "wb", buffering=COPY_BLOCK)
+    options = f" ({options})" if options else ""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            produce(writer)
+        except BrokenPipeError:  # the target side stopped reading: its own error is raised
+            pass
+        except BaseException as exc:  # raised in the caller's thread once the target side ends
+            failed.append(exc)
+        finally:
+            try:
+                writer.close()  # end of data for the target side
+            except BrokenPipeError:  # the target side stopped reading: its error is raised
+                pass
+
+    thread = threading.Thread(target=run, name="etl-copy-source", daemon=True)
+    thread.start()
+    target_cursor = driver_cursor(tconn)
+    target_error: Exception | None = None
+    try:
+        target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN{options}", reader, size=COPY_BLOCK)
+        rows = int(target_cursor.rowcount)
+    except Exception as exc:
+        target_error = exc
+    finally:
+        reader.close()  # a source still writing gets a broken pipe and stops
+        thread.join()
+        target_cursor.close()
+    if failed:  # a source that failed is the cause (the target then saw the data end early)
+        raise failed[0] from target_error
+    if target_error is not None:
+        raise target_error
+    return rows

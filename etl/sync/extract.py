@@ -24,6 +24,7 @@ quarantine, merge, reconciliation, ledger) is two small protocols here, and one 
   them, any other name gets each type's PostgreSQL twin, text for untyped values), and, for a
   flow with a cursor, ``ceiling``, ``clock`` and ``beyond``; ``keys`` and ``rows_with_keys``
   serve delete detection. A source without a cursor is read whole each run (``window`` None).
+  A source may also offer ``fill_raw`` (:class:`FillsRaw`), filling the raw table its own way.
 
 ``TableSource`` reads a database table; etl.sync.files reads a drop folder of CSV and Excel
 files. Sources are only read: every statement of a table source is a SELECT with bound values.
@@ -34,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import pandas as pd
 from sqlalchemy import Connection, DateTime, Engine, Select, Table, and_, exists, false, func, or_, select, tuple_
@@ -75,6 +76,15 @@ class Source(Protocol):
     def rows_with_keys(self, columns: list[str], keys: list[tuple[Any, ...]], chunk_size: int) -> Iterator[pd.DataFrame]: ...
 
     def keys(self, chunk_size: int) -> Iterator[pd.DataFrame]: ...
+
+
+@runtime_checkable
+class FillsRaw(Protocol):
+    """A Source that can fill the SQL path's raw table itself, faster than by ``copy_out``
+    (a CSV file PostgreSQL parses). Optional: ``fill_raw`` returns None where it cannot, and
+    the rows then go through ``copy_out``."""
+
+    def fill_raw(self, tconn: Connection, raw: Table) -> int | None: ...
 
 
 class OpenedSource(Protocol):

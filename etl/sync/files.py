@@ -36,9 +36,10 @@ from sqlalchemy import BigInteger, Column, Connection, MetaData, Table, Text, an
 from etl.config.flows import PLACE_COLUMNS, FilesSpec, Flow, closest_name
 from etl.core.errors import EtlError
 from etl.core.printable import get_logger
-from etl.core.rows import frame_from_rows
+from etl.core.rows import SEQ, frame_from_rows
 from etl.core.watermark import CursorValue, Window
 from etl.dialects.base import COPY_ESCAPES, copy_text
+from etl.dialects.postgresql import copy_from_writer
 from etl.sync.ledger import RunRecord
 from etl.sync.pipeline_tables import file_intake
 
@@ -69,6 +70,9 @@ class DroppedFile:
     rows: int = 0
     #: Loaded by an earlier run that stopped before moving it: only the move is left to do.
     recovered: bool = False
+    #: CSV: each line after the header one record (see _CsvFile.one_per_line), and its codec.
+    one_per_line: bool = False
+    codec: str = ""
 
     @property
     def name(self) -> str:
@@ -135,6 +139,9 @@ class _CsvFile:
         self.spec = spec
         self.path = path
         self.codec = _codec(spec, path)
+        #: Whether every record read so far was one whole line (no line end inside quotes, no
+        #: blank line): then each line after the header is one row, as PostgreSQL reads it.
+        self.one_per_line = True
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
         reader = csv.reader(
@@ -145,6 +152,8 @@ class _CsvFile:
         try:
             for fields in reader:
                 start, line = line, reader.line_num + 1
+                if reader.line_num != start or not fields:
+                    self.one_per_line = False
                 if fields:
                     yield start, fields
         except csv.Error as exc:
@@ -229,6 +238,7 @@ class _Rows:
     file: DroppedFile
     sheet: str | None
     records: Iterator[tuple[int, list[Any]]]
+    reader: _CsvFile | _SheetFile
 
 
 class OpenedFolder:
@@ -305,7 +315,8 @@ class OpenedFolder:
                 file.recovered = True
             else:
                 self._check(file)
-            seen.setdefault(file.sha256, file)
+            if file.outcome == LOADED:
+                seen.setdefault(file.sha256, file)
             self.files.append(file)
         for file in self.files:
             if file.outcome == DUPLICATE:
@@ -342,6 +353,8 @@ class OpenedFolder:
                 file.rows += 1
             if file.rows == 0:
                 raise FileRefused(f"{file.name}: no data rows below its header")
+            if isinstance(rows.reader, _CsvFile):
+                file.one_per_line, file.codec = rows.reader.one_per_line, rows.reader.codec
         except FileRefused as exc:
             file.outcome, file.reason, file.rows = REJECTED, str(exc), 0
 
@@ -359,7 +372,7 @@ class OpenedFolder:
         header = ["" if v is None else str(v).strip() for v in first[1]]
         self._check_header(file, header)
         file.header = header
-        return _Rows(file, reader.sheet_name if isinstance(reader, _SheetFile) else None, records)
+        return _Rows(file, reader.sheet_name if isinstance(reader, _SheetFile) else None, records, reader)
 
     def _check_header(self, file: DroppedFile, header: list[str]) -> None:
         blank = [i + 1 for i, h in enumerate(header) if not h]
@@ -442,6 +455,12 @@ class OpenedFolder:
 
 
 _COPY_LINES = 10_000
+_LINE_END = "\r\n"
+
+
+def _sql_text(value: str) -> str:
+    """A one-character COPY option as an SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _same_rows(file: DroppedFile, read: int) -> None:
@@ -525,6 +544,42 @@ class FolderRows:
                 batch = []
         if batch:
             yield frame_from_rows(batch, self.columns)
+
+    def fill_raw(self, tconn: Connection, raw: Table) -> int | None:
+        """Fill the raw table by COPY in CSV format, which PostgreSQL parses itself: each line
+        after the header goes as it is, behind the file's name, its line and its number. Only
+        for CSV files of one record per line whose columns the raw table has (else None: the
+        rows go through copy_out). Empty fields, quoted or not, are NULL, as on the Python path."""
+        spec, files = self.folder.spec, self.folder.taken
+        names = {c.name for c in raw.columns}
+        if spec.format != "csv" or not all(f.one_per_line and set(f.header) <= names for f in files):
+            return None
+        prep = tconn.dialect.identifier_preparer
+        d, q = spec.delimiter, spec.quote
+        written = 0
+        for file in files:
+            header = [prep.quote(h) for h in file.header]
+            columns = ", ".join([prep.quote("source_file"), prep.quote("source_line"), prep.quote(SEQ), *header])
+            options = f"FORMAT csv, DELIMITER {_sql_text(d)}, QUOTE {_sql_text(q)}, FORCE_NULL ({', '.join(header)})"
+            prefix = q + file.name.replace(q, q + q) + q + d
+
+            def produce(out: BinaryIO, file: DroppedFile = file, first: int = written, prefix: str = prefix) -> None:
+                lines: list[str] = []
+                number = first
+                for line_no, line in enumerate(_text_lines(file.path, file.codec), start=1):
+                    if line_no <= spec.header_row:
+                        continue
+                    number += 1
+                    lines.append(f"{prefix}{line_no}{d}{number}{d}{line.rstrip(_LINE_END)}\n")
+                    if len(lines) == _COPY_LINES:
+                        out.write("".join(lines).encode())
+                        lines = []
+                out.write("".join(lines).encode())
+
+            copied = copy_from_writer(tconn, produce, prep.format_table(raw), columns, options)
+            _same_rows(file, copied)
+            written += copied
+        return written
 
     def copy_out(self, window: Window | None, out: BinaryIO, binary: bool) -> None:
         """The rows as numbered COPY text, in the raw table's column order (see raw_table)."""

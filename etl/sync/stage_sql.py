@@ -15,11 +15,8 @@ unsupported and runs on the Python path; :func:`unsupported_reason` says why.
 
 from __future__ import annotations
 
-import fcntl
 import io
-import os
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -56,7 +53,7 @@ from etl.core.types import column_type
 from etl.core.watermark import Window
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import copy_text, driver_cursor
-from etl.dialects.postgresql import COPY_BLOCK, render
+from etl.dialects.postgresql import copy_from_writer, render
 from etl.rules.sql import (
     REASON,
     Compiler,
@@ -70,7 +67,7 @@ from etl.rules.sql import (
     two_layers,
     with_lookups,
 )
-from etl.sync.extract import Source
+from etl.sync.extract import FillsRaw, Source
 from etl.sync.pipeline_tables import lookback_loaded
 
 
@@ -145,9 +142,6 @@ def binary_copy_safe(table: Table, columns: list[str]) -> bool:
     )
 
 
-_F_SETPIPE_SZ = 1031  # Linux: a pipe of a megabyte hands over blocks, not 64 KiB slices
-
-
 def copy_between(
     sconn: Connection, tconn: Connection, statement: Any, table_sql: str, columns_sql: str, binary: bool = False,
     source_dialect: Dialect | None = None,
@@ -160,55 +154,7 @@ def copy_between(
     def produce(out: BinaryIO) -> None:
         dialect.copy_out(sconn, statement, out, binary)
 
-    return copy_into(tconn, produce, table_sql, columns_sql, binary)
-
-
-def copy_into(tconn: Connection, produce: Callable[[BinaryIO], None], table_sql: str, columns_sql: str, binary: bool = False) -> int:
-    """Stream the COPY data ``produce`` writes into ``COPY table FROM STDIN`` on the target
-    through an OS pipe; returns the rows copied.
-
-    ``produce`` writes in blocks from its own thread; the pipe's buffered file objects take
-    those calls in C, and the pipe's size bounds the memory in flight."""
-    read_fd, write_fd = os.pipe()
-    try:
-        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, COPY_BLOCK)
-    except OSError:  # not Linux, or above the system's limit: the default size works, slower
-        pass
-    reader, writer = os.fdopen(read_fd, "rb", buffering=COPY_BLOCK), os.fdopen(write_fd, "wb", buffering=COPY_BLOCK)
-    options = " (FORMAT binary)" if binary else ""
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            produce(writer)
-        except BrokenPipeError:  # the target side stopped reading: its own error is raised
-            pass
-        except BaseException as exc:  # raised in the caller's thread once the target side ends
-            failed.append(exc)
-        finally:
-            try:
-                writer.close()  # end of data for the target side
-            except BrokenPipeError:  # the target side stopped reading: its error is raised
-                pass
-
-    thread = threading.Thread(target=run, name="etl-copy-source", daemon=True)
-    thread.start()
-    target_cursor = driver_cursor(tconn)
-    target_error: Exception | None = None
-    try:
-        target_cursor.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN{options}", reader, size=COPY_BLOCK)
-        rows = int(target_cursor.rowcount)
-    except Exception as exc:
-        target_error = exc
-    finally:
-        reader.close()  # a source still writing gets a broken pipe and stops
-        thread.join()
-        target_cursor.close()
-    if failed:  # a source that failed is the cause (the target then saw the data end early)
-        raise failed[0] from target_error
-    if target_error is not None:
-        raise target_error
-    return rows
+    return copy_from_writer(tconn, produce, table_sql, columns_sql, "FORMAT binary" if binary else "")
 
 
 @dataclass
@@ -242,8 +188,10 @@ def stage(
     def produce(out: BinaryIO) -> None:
         reader.copy_out(window, out, binary)
 
-    outcome.rows_read = copy_into(
-        tconn, produce, prep.format_table(raw), ", ".join(prep.quote(c) for c in [*columns, SEQ]), binary=binary,
+    filled = reader.fill_raw(tconn, raw) if isinstance(reader, FillsRaw) else None
+    outcome.rows_read = filled if filled is not None else copy_from_writer(
+        tconn, produce, prep.format_table(raw), ", ".join(prep.quote(c) for c in [*columns, SEQ]),
+        "FORMAT binary" if binary else "",
     )
     for batch in retries:
         first = outcome.rows_read + outcome.rows_retried + 1

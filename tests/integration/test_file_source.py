@@ -336,23 +336,45 @@ def _reset(drop: Drop) -> None:
             path.unlink()
 
 
-def test_text_columns_take_the_sql_path_with_the_same_rows(pg_drop: Drop) -> None:
+@pytest.mark.parametrize(
+    ("columns", "multi_line"),
+    [(["lot_no", "remark"], False), (HEADER, False), (HEADER, True)],
+    ids=["some-columns", "every-column", "line-end-in-quotes"],
+)
+def test_text_columns_take_the_sql_path_with_the_rows_the_python_path_loads(
+    pg_drop: Drop, columns: list[str], multi_line: bool,
+) -> None:
+    """Every header column mapped, one record a line: PostgreSQL parses the CSV itself; else the
+    records travel as COPY text. Both load what the Python path loads from the same file."""
     drop = pg_drop
-    drop.query("SELECT 1")
-    engine = create_engine(drop.url)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE quality_text (lot_no text PRIMARY KEY, remark text, source_file text, source_line bigint)"))
-    engine.dispose()
-    data = flow_yaml(drop.folder)
-    data["target"]["table"] = "quality_text"
-    data["columns"] = [{"target": c, "source": c} for c in ("lot_no", "remark", "source_file", "source_line")]
-    data["columns"][1]["clean"] = ["trim"]
-    (drop.root / "mappings" / "flows" / "quality_file.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-    drop.put("a.csv", csv_text([*ROWS, ["L-004", "x", "1", "1", "2026-06-03 00:00:00", "  padded\ttab \\ back  "]]))
-    result = drop.run()
-    assert result.record.options["transform"] == "sql"
-    rows = dict((r[0], r[1:]) for r in drop.query("SELECT lot_no, remark, source_file, source_line FROM quality_text"))
-    assert rows == {r[0]: (r[5].strip(), "a.csv", i + 2) for i, r in enumerate([*ROWS, ["L-004", "", "", "", "", "  padded\ttab \\ back  "]])}
+    remark = "  padded\ttab \\ back  " + ("\nnext line" if multi_line else "")
+    # sample_size empty, defects an empty quoted field: both NULL
+    content = csv_text(ROWS) + f'L-004,x,,"",2026-06-03 00:00:00,"{remark}"\n'
+    loaded = {}
+    for path in ("sql", "python"):
+        table = f"quality_{path}"
+        engine = create_engine(drop.url)
+        with engine.begin() as conn:
+            if path == "python":  # the same file again, for the other path: not a duplicate here
+                conn.execute(text("DELETE FROM etl_file_intake"))
+            typed = ", ".join(c + " text" + (" PRIMARY KEY" if c == "lot_no" else "") for c in columns)
+            conn.execute(text(f"CREATE TABLE {table} ({typed}, source_file text, source_line bigint)"))
+        engine.dispose()
+        data = flow_yaml(drop.folder)
+        data["target"]["table"] = table
+        data["load"] = {"transform": path}
+        data["columns"] = [{"target": c, "source": c} for c in (*columns, "source_file", "source_line")]
+        data["columns"][columns.index("remark")]["clean"] = ["trim"]
+        (drop.root / "mappings" / "flows" / "quality_file.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+        drop.put("a.csv", content)
+        result = drop.run()
+        assert result.record.options["transform"] == path
+        loaded[path] = drop.query(f"SELECT * FROM {table} ORDER BY lot_no")
+    assert loaded["sql"] == loaded["python"]
+    assert len(loaded["sql"]) == 4 and loaded["sql"][-1][-2:] == ("a.csv", 5)
+    assert loaded["sql"][-1][columns.index("remark")] == remark.strip()
+    if len(columns) > 2:
+        assert loaded["sql"][-1][2:4] == (None, None)
 
 
 def xlsx(path: Path, sheets: dict[str, list[list[Any]]], merge: str | None = None) -> None:

@@ -650,3 +650,8 @@ def test_a_file_flow_reads_the_place_of_each_row(mappings: Mappings) -> None:
     flow = mappings.load().flow("x")
     assert (flow.source.kind, flow.source.label) == ("files", "drop/q_*.csv")
     assert flow.source_columns() == ["a", "b", "c", "d", "source_file", "source_line", "source_sheet"]
+
+
+def test_a_file_target_is_refused_as_not_supported_yet(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(target={"connection": "mes_db", "table": "t", "files": {"folder": "out"}}))
+    assert "m/flows/x.yaml: target.files: not supported yet: a file target" in " ".join(mappings.messages())
