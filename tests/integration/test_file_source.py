@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -454,3 +455,27 @@ def test_the_guide_flow_loads_the_guide_file(pg_drop: Drop) -> None:
     assert (entry["source_file"], entry["source_line"]) == ("quality_0601.csv", 4)
     sql = _guide_block("sql")
     assert [r[1:3] for r in drop.query(sql)] == [("quality_0601.csv", "loaded")]
+
+
+@pytest.mark.parametrize("step", ["stage_first_chunk", "write_ledger", "commit", "move_files"])
+def test_a_run_killed_outright_loads_nothing_twice(pg_drop: Drop, step: str) -> None:
+    """SIGKILL, no handler at all, at a step before the commit or between it and the move."""
+    drop = pg_drop
+    drop.put("a.csv", csv_text(ROWS), age=300)
+    drop.put("b.csv", csv_text([[*ROWS[0][:2], "7", *ROWS[0][3:]]]), age=200)
+    child = os.fork()
+    if child == 0:  # the run, killed at ``step``
+        try:
+            drop.run(hook=lambda at: os.kill(os.getpid(), signal.SIGKILL) if at == step else None)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    committed = step == "move_files"
+    assert len(drop.target()) == (2 if committed else 0)  # L-001 in both files: waits in quarantine
+    assert drop.left() == ["a.csv", "b.csv"]
+    drop.run()
+    assert sorted(drop.target()) == ["L-002", "L-003"]
+    assert [r[:2] for r in drop.intake()] == [("a.csv", "loaded"), ("b.csv", "loaded")]
+    assert drop.left() == [] and drop.left("archive") == ["a.csv", "b.csv"]
+    assert len(drop.quarantine()) == 1
