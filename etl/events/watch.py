@@ -51,6 +51,8 @@ class Answered:
     def line(self) -> str:
         """The one line logged for this run."""
         why = f"{self.woken_by} ({self.events} event{'s' if self.events != 1 else ''})" if self.events else self.woken_by
+        if self.failure is not None and isinstance(self.failure.cause, FlowBusy):
+            return f"flow {self.flow} woken by {why}: busy (another run holds the flow's lock), trying again"
         if self.failure is not None:
             return f"flow {self.flow} woken by {why}: FAILED {self.failure}"
         assert self.result is not None
