@@ -6,7 +6,6 @@ and each run is one line of the watch's log."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -14,23 +13,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from event_site import MQTT_HOST, MQTT_PORT, EventSite, start_mosquitto
+from event_site import MQTT_HOST, MQTT_PORT, EventSite
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 NOTIFY, MQTT = "confirmations_notify", "confirmations_mqtt"
-
-
-@pytest.fixture(scope="session")
-def mqtt_broker() -> str:
-    if not start_mosquitto():
-        message = f"no MQTT broker on {MQTT_HOST}:{MQTT_PORT} and mosquitto could not be started (apt-get install mosquitto)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip("SKIPPED LOUDLY: " + message)
-    return f"{MQTT_HOST}:{MQTT_PORT}"
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL
 
 from etl.sync.pipeline_tables import ensure_pipeline_tables
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LATENCY = REPO / "bench" / "latency"
 NOTIFY_SQL = REPO / "sql" / "events" / "notify_on_commit.sql"
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
