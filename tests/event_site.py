@@ -46,7 +46,10 @@ def start_mosquitto() -> bool:
         return True
     if shutil.which("mosquitto") is None:
         return False
-    subprocess.run(["mosquitto", "-d", "-p", str(MQTT_PORT)], capture_output=True, check=False)
+    # Loopback only, anonymous: a broker for this machine's tests and nobody else.
+    config = Path(os.environ.get("TMPDIR", "/tmp")) / "erp-mes-sync-mosquitto.conf"
+    config.write_text(f"listener {MQTT_PORT} {MQTT_HOST}\nallow_anonymous true\n", encoding="utf-8")
+    subprocess.run(["mosquitto", "-d", "-c", str(config)], capture_output=True, check=False)
     for _ in range(20):
         if mqtt_reachable():
             return True

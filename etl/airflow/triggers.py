@@ -1,7 +1,7 @@
 """The event trigger of an event-driven flow's asset watcher, run by Airflow's triggerer.
 
-No provider listens to PostgreSQL NOTIFY, and the MQTT one there is does not keep a persistent
-session, so one small trigger serves both with the listeners of ``python -m etl watch``
+No provider listens to PostgreSQL NOTIFY, and none of common-messaging's queue providers
+subscribes to an MQTT topic with a persistent session, so one small trigger serves both with the listeners of ``python -m etl watch``
 (etl.events.listeners): it yields one TriggerEvent for each batch of events the box held
 (a flood becomes a few asset events, not thousands), and one when it (re)connects, since what
 was sent while nobody listened is not sent again. The event says which flow and when its first

@@ -6,9 +6,11 @@ and each run is one line of the watch's log."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -16,6 +18,10 @@ import pytest
 from event_site import MQTT_HOST, MQTT_PORT, EventSite
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+
+from etl.config.project import load_project
+from etl.reporting.report import Window, event_latency, latency_section
+from etl.sync.connections import Connections
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -54,6 +60,15 @@ def test_each_commit_wakes_a_run_and_sigterm_stops_cleanly(site: EventSite, flow
     assert "stopping on SIGTERM" in log and "stopped:" in log
     event_runs = [r for r in site.ledger(flow) if '"event_at": "' in r["options"]]
     assert event_runs, "the ledger keeps when the event arrived"
+    # The report shows the flow's event-to-commit latency over those runs.
+    project = load_project(site.mappings)
+    with Connections({"mes_db": site.mes_url, "erp_db": site.erp_url}) as connections:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        (latency,) = event_latency(project, connections, Window(now - timedelta(hours=1), now + timedelta(minutes=1)))
+    assert (latency.flow, latency.runs) == (flow, len(event_runs))
+    assert 0 < latency.p50 <= latency.p95 <= latency.worst < 10
+    assert latency.events == sum(json.loads(r["options"])["events"] for r in event_runs) >= 5
+    assert f"<td>{flow}</td>" in latency_section([latency])
 
 
 @pytest.mark.parametrize("flow", [NOTIFY, MQTT])
