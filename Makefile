@@ -60,7 +60,8 @@ bench: venv
 	$(BIN)/python bench/documents.py
 
 # Shop-floor feedback latency: 200 MES commits at random 0.1-3 s intervals, MES commit -> ERP row,
-# p50/p95/max for `python -m etl watch` woken by NOTIFY and by MQTT (about 11 minutes).
+# p50/p95/max for `python -m etl watch` woken by NOTIFY and by MQTT, and for Airflow's asset watcher
+# (about 18 minutes; BENCH_ARGS="--modes notify" for one).
 bench-latency: venv
 	$(BIN)/python bench/latency.py $(BENCH_ARGS)
 

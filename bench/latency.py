@@ -1,6 +1,6 @@
 """Benchmark: shop-floor feedback latency, MES commit -> ERP row committed, per row.
 
-    python bench/latency.py [--rows 200] [--gap 0.1,3.0] [--modes notify,mqtt] [--seed 7]
+    python bench/latency.py [--rows 200] [--gap 0.1,3.0] [--modes notify,mqtt,airflow] [--seed 7]
 
 For each mode an MES writer commits ``--rows`` operation reports into PostgreSQL, one per
 transaction, at random intervals (uniform within ``--gap`` seconds), and the confirmations
@@ -273,7 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--gap", default="0.1,3.0", help="seconds between commits: min,max (default: %(default)s)")
-    parser.add_argument("--modes", default="notify,mqtt")
+    parser.add_argument("--modes", default="notify,mqtt,airflow")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     low, high = (float(x) for x in args.gap.split(","))

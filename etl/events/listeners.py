@@ -23,9 +23,6 @@ from sqlalchemy.engine import URL
 
 from etl.config.flows import Flow
 from etl.core.clock import utcnow
-from etl.core.printable import get_logger
-
-log = get_logger("etl.events.listeners")
 
 #: How long a listener thread blocks before it looks at its stop flag.
 POLL_SECONDS = 0.5

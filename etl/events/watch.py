@@ -26,12 +26,9 @@ from croniter import croniter
 from etl.config.flows import Flow, Project
 from etl.core.clock import utcnow
 from etl.core.errors import ConfigError, ConfigProblem, FlowBusy, StepFailed
-from etl.core.printable import get_logger
 from etl.events.listeners import Backoff, EventBox, Events, Listener, ListenerLost, listener_for
 from etl.sync.connections import Connections
 from etl.sync.runner import RunOptions, RunResult, run_flow
-
-log = get_logger("etl.events.watch")
 
 #: The longest a wait lasts before the loop looks at the clock and its stop flag again.
 TICK_SECONDS = 1.0
@@ -116,7 +113,6 @@ class FlowWatch:
                     try:
                         self.listener.open()
                     except ListenerLost as exc:
-                        log.warning("flow %s: %s; trying again", self.flow.flow, exc)
                         self.say(f"flow {self.flow.flow}: {exc}; reconnecting in {self.backoff.next:.1f}s")
                         self.backoff.pause(self.stop)
                         continue

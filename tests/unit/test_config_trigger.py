@@ -63,3 +63,13 @@ def test_a_bad_trigger_is_refused_with_file_and_key(mappings: Mappings, block: s
 def test_the_latency_flows_load() -> None:
     project = load_project(LATENCY_MAPPINGS)
     assert {f.trigger.on.kind for f in project.flows.values() if f.trigger} == {"postgres_notify", "mqtt"}
+
+
+def test_watch_refuses_a_flow_without_a_trigger(mappings: Mappings, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from etl.cli.main import main
+
+    mappings.write("x", yaml.safe_dump(flow_dict(), sort_keys=False))
+    assert main(["--mappings", str(mappings.root), "watch", "x"]) == 2
+    assert "m/flows/x.yaml: trigger: flow 'x' has no trigger: nothing to watch" in capsys.readouterr().err
