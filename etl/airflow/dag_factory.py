@@ -133,11 +133,11 @@ def changes_alias(flow: Flow) -> AssetAlias:
 def event_asset(flow: Flow) -> Asset | None:
     """The asset an event-driven flow's DAG is scheduled on, watched by the flow's trigger; None
     for a flow without ``trigger:``. Its URI names the connection and the channel or topic."""
-    from etl.airflow.triggers import FlowEventTrigger
-
     connection = flow.trigger_connection()
     if flow.trigger is None or connection is None:
         return None
+    from etl.airflow.triggers import FlowEventTrigger  # the listeners' drivers: only for such flows
+
     on = flow.trigger.on
     if on.postgres_notify is not None:
         trigger = FlowEventTrigger(flow.flow, on.kind, connection, on.postgres_notify.channel)
