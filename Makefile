@@ -18,7 +18,7 @@ DEMO_CONNECTIONS := AIRFLOW_CONN_ERP_DB="sqlite:///$(DEMO)/erp.db" \
 	AIRFLOW_CONN_MES_DB="sqlite:///$(DEMO)/mes.db" \
 	AIRFLOW_CONN_WAREHOUSE_DB="sqlite:///$(DEMO)/warehouse.db"
 
-.PHONY: venv demo demo-data demo-reset airflow lint test check bench clean
+.PHONY: venv demo demo-data demo-reset airflow lint test check bench bench-latency clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,12 @@ bench: venv
 	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 	$(BIN)/python bench/documents.py
 	$(BIN)/python bench/files.py
+
+# Shop-floor feedback latency: 200 MES commits at random 0.1-3 s intervals, MES commit -> ERP row,
+# p50/p95/max for `python -m etl watch` woken by NOTIFY and by MQTT, and for Airflow's asset watcher
+# (about 18 minutes; BENCH_ARGS="--modes notify" for one).
+bench-latency: venv
+	$(BIN)/python bench/latency.py $(BENCH_ARGS)
 
 check: venv
 	$(BIN)/python -m etl check

@@ -131,3 +131,17 @@ def mariadb_database(mariadb_server: str) -> Iterator[Callable[[str], URL]]:
         mariadb_server, "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
         "DROP DATABASE IF EXISTS `{name}`",
     )
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> str:
+    """``host:port`` of the machine's Mosquitto on loopback, started if it is down (skipped
+    loudly, or failed under CI=true, when there is none)."""
+    from event_site import MQTT_HOST, MQTT_PORT, start_mosquitto
+
+    if not start_mosquitto():
+        message = f"no MQTT broker on {MQTT_HOST}:{MQTT_PORT} and mosquitto could not be started (apt-get install mosquitto)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip("SKIPPED LOUDLY: " + message)
+    return f"{MQTT_HOST}:{MQTT_PORT}"

@@ -22,6 +22,14 @@ executor can run it. Unknown trigger parameters, which Airflow accepts, fail the
 fails for good, its ``on_failure_callback`` mails an alert with the error and the next step to
 ``report.recipients`` (etl.reporting.alerts); ``data_quality_report`` mails the daily report at 06:00.
 
+A flow with a ``trigger:`` block is also scheduled on an asset whose watcher runs
+etl.airflow.triggers.FlowEventTrigger in the triggerer (its cron schedule, if any, stays beside
+it as the sweep). Its task runs the flow, then again while the last pass loaded rows (at most
+DRAIN_PASSES times): Airflow holds back asset events that arrive while the DAG is at
+max_active_runs and may strand them until the next event (apache/airflow#56050), so the rows
+those events announced are read by the run that is already going, and a held-back event that
+does wake a run later finds nothing left to load.
+
 Nothing here touches a database at parse time: building the DAGs only reads the YAML.
 """
 
@@ -34,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG, Asset, AssetAlias, AssetAny, Param
+from airflow.sdk import DAG, Asset, AssetAlias, AssetAny, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from etl.config.flows import ColumnSpec, Flow, Project
@@ -70,6 +78,9 @@ RETRY_BACKOFF = 2.0
 MAX_RETRY_DELAY = timedelta(minutes=30)
 # A fixed date in the past: with catchup off, only the next interval runs.
 START_DATE = datetime(2026, 1, 1)
+
+#: Passes of an event-driven task at most: the flow runs again while its last pass loaded rows.
+DRAIN_PASSES = 3
 
 PLANT_CODE = r"^[0-9A-Za-z]{1,10}$"
 # pattern makes the check unconditional. `format` still gives the UI its date-time picker.
@@ -118,6 +129,37 @@ def changes_alias(flow: Flow) -> AssetAlias:
     when the run changed the table. A plain Asset outlet would get an event on every success,
     dry runs and runs that loaded nothing included, and wake every consumer each time."""
     return AssetAlias(name=f"{target_asset(flow).name}.changes")
+
+
+def event_asset(flow: Flow) -> Asset | None:
+    """The asset an event-driven flow's DAG is scheduled on, watched by the flow's trigger; None
+    for a flow without ``trigger:``. Its URI names the connection and the channel or topic."""
+    connection = flow.trigger_connection()
+    if flow.trigger is None or connection is None:
+        return None
+    from etl.airflow.triggers import FlowEventTrigger  # the listeners' drivers: only for such flows
+
+    on = flow.trigger.on
+    if on.postgres_notify is not None:
+        trigger = FlowEventTrigger(flow.flow, on.kind, connection, on.postgres_notify.channel)
+    else:
+        assert on.mqtt is not None
+        trigger = FlowEventTrigger(flow.flow, on.kind, connection, on.mqtt.topic, on.mqtt.qos, on.mqtt.client_id)
+    return Asset(
+        name=f"{flow.flow}.events", uri=f"{ASSET_SCHEME}://{connection}/{flow.flow}/events",
+        watchers=[AssetWatcher(name=f"{flow.flow}_events", trigger=trigger)],
+    )
+
+
+def dag_schedule(project: Project, flow: Flow) -> Any:
+    """The DAG's schedule: the flow's cron schedule, its event asset, or both (either wakes it)."""
+    schedule = project.schedule_of(flow)
+    asset = event_asset(flow)
+    if asset is None:
+        return schedule
+    if schedule is None:
+        return asset
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(schedule, timezone="UTC"), assets=asset)
 
 
 def tags_of(flow: Flow) -> list[str]:
@@ -286,6 +328,8 @@ def flow_doc(flow: Flow, schedule: str | None) -> str:
         f"- **Defined in**: `{flow.file}`",
         f"- **Direction**: {flow.direction}",
         f"- **Schedule**: `{schedule or 'manual only'}`",
+        *([f"- **Woken by**: {flow.trigger.on.kind} on `{flow.trigger_connection()}` (the schedule is the sweep)"]
+          if flow.trigger is not None else []),
         f"- **Source**: {source}",
         f"- **Target**: `{flow.target.connection}` · `{flow.target.table}` (load mode {flow.load.mode})",
         f"- **Key**: {', '.join(f'`{k}`' for k in flow.key)}",
@@ -320,7 +364,7 @@ def build_dag(project: Project, flow: Flow) -> DAG:
         dag_id=dag_id_of(flow.flow),
         description=flow.description or None,
         doc_md=flow_doc(flow, schedule),
-        schedule=schedule,
+        schedule=dag_schedule(project, flow),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
@@ -521,6 +565,26 @@ def run_options(params: Mapping[str, Any]) -> RunOptions:
     )
 
 
+def woken_options(options: RunOptions, triggering_asset_events: Any) -> RunOptions:
+    """``options`` with what woke the run, from the asset events of the flow's trigger that
+    started it (their ``payload``: kind, count, first arrival); unchanged for any other run."""
+    from dataclasses import replace
+
+    payloads = [
+        event.extra["payload"]
+        for events in (dict(triggering_asset_events or {})).values() for event in events
+        if isinstance(getattr(event, "extra", None), dict) and isinstance(event.extra.get("payload"), dict)
+    ]
+    if not payloads:
+        return options
+    firsts = [datetime.fromisoformat(p["event_at"]) for p in payloads if p.get("event_at")]
+    kinds = sorted({str(p.get("woken_by")) for p in payloads})
+    return replace(
+        options, woken_by=kinds[-1] if len(kinds) == 1 else "+".join(kinds),
+        events=sum(int(p.get("events") or 0) for p in payloads), event_at=min(firsts) if firsts else None,
+    )
+
+
 def changed_target(summary: Mapping[str, Any], dry_run: bool) -> bool:
     """Whether a run changed its target table: rows loaded or deleted, and not a dry run."""
     return not dry_run and (summary["rows_loaded"] > 0 or summary["rows_deleted"] > 0)
@@ -532,6 +596,7 @@ def sync_flow(
     params: Mapping[str, Any],
     dag_run: Any = None,
     outlet_events: Any = None,
+    triggering_asset_events: Any = None,
 ) -> dict[str, Any]:
     """The task: run one flow with the trigger's parameters; return its counts for XCom.
 
@@ -541,6 +606,8 @@ def sync_flow(
     with ``retryable``) so Airflow retries them with backoff. Adds an event to the target's
     asset only when the run changed the table.
     """
+    from dataclasses import replace
+
     from etl.core.errors import ConfigError, StepFailed
     from etl.sync.connections import Connections
     from etl.sync.runner import refuse_run, run_flow
@@ -563,10 +630,16 @@ def sync_flow(
             refused = refuse_run(project, flow.flow, connections, conf, TriggerParametersInvalid(flow.flow, problems))
         log.error("%s (not retried: trigger the DAG again with good parameters)", refused.cause)
         raise AirflowFailException(str(refused.cause)) from refused
+    options = woken_options(options, triggering_asset_events)
     log.info("flow %s (%s): %s", flow.flow, flow.file, options.as_dict())
     with Connections() as connections:
         try:
-            result = run_flow(project, flow.flow, connections, options)
+            results = [run_flow(project, flow.flow, connections, options)]
+            # Rows committed during an event-driven run are read now, not when a held-back
+            # asset event gets round to it (module docstring).
+            while flow.trigger is not None and results[-1].record.counts.rows_loaded and len(results) < DRAIN_PASSES:
+                drain = replace(options, woken_by="drain", events=0, event_at=None)
+                results.append(run_flow(project, flow.flow, connections, drain))
         except StepFailed as exc:
             message = f"{flow.file}: {exc}"
             if not exc.retryable:
@@ -576,9 +649,14 @@ def sync_flow(
             raise
         except ConfigError as exc:
             raise AirflowFailException(f"flow {flow.flow!r}: {exc}") from exc
+    result = results[0]
     for warning in result.warnings:
         log.warning("flow %s: %s", flow.flow, warning)
     summary = run_summary(result)
+    if len(results) > 1:
+        summary["drain_runs"] = [run_summary(r) for r in results[1:]]
+        for counted in ("rows_loaded", "rows_deleted"):
+            summary[counted] = sum(getattr(r.record.counts, counted) for r in results)
     if outlet_events is not None and changed_target(summary, options.dry_run):
         outlet_events[changes_alias(flow)].add(target_asset(flow), extra={
             "flow": flow.flow, "run_id": summary["run_id"], "rows_loaded": summary["rows_loaded"],

@@ -1,4 +1,4 @@
-"""Command line: ``python -m etl check | run | runs | quarantine | report | pools | demo``.
+"""Command line: ``python -m etl check | run | watch | runs | quarantine | report | pools | demo``.
 
 Exit codes: 0 done; 1 a run failed; 2 the configuration or a schema is wrong (fix, then rerun);
 75 a transient failure (another run holds the lock, a database went away): retry later.
@@ -147,6 +147,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         if any(isinstance(f.cause, (ConfigError, SchemaDriftError)) for f in failures):
             return EXIT_CONFIG
         return EXIT_FAILED
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Answer the flows' events until SIGTERM or Ctrl-C (etl.events.watch)."""
+    import signal
+    import threading
+
+    from etl.events.watch import first_sweep, watch
+
+    project = _project(args)
+    names = list(dict.fromkeys(project.flow(n).flow for n in args.flows))
+    stop = threading.Event()
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        say(f"stopping on {signal.Signals(signum).name}: the run under way finishes first")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with Connections() as connections:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for name in names:
+            flow = project.flow(name)
+            on = flow.trigger.on.kind if flow.trigger is not None else "nothing"
+            sweep = first_sweep(project, flow, now) if flow.trigger is not None else None
+            say(f"watching flow {name}: {on} on {flow.trigger_connection() or '-'}, sweep "
+                + (f"in {int(sweep.total_seconds())}s ({project.schedule_of(flow)})" if sweep is not None else "never (no schedule)"))
+        watches = watch(project, names, connections, stop, say)
+    failed = sum(1 for w in watches for a in w.answered if a.failure is not None)
+    say(f"stopped: {sum(len(w.answered) for w in watches)} run(s), {failed} failed")
     return 0
 
 
@@ -311,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compare source and target keys for deletions now")
     keyset.add_argument("--no-keyset", dest="keyset", action="store_false", help="skip the key comparison even if due")
     run.set_defaults(func=cmd_run)
+
+    watch = sub.add_parser("watch", help="run flows whenever their trigger (NOTIFY, MQTT) fires, until SIGTERM")
+    watch.add_argument("flows", nargs="+", metavar="FLOW", help="flows with a trigger: block")
+    watch.set_defaults(func=cmd_watch)
 
     runs = sub.add_parser("runs", help="show the run ledger")
     runs.add_argument("--flow")

@@ -560,6 +560,102 @@ class ExpectationsSpec(_Model):
         return value
 
 
+_CHANNEL = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_mqtt_topic(value: str) -> str:
+    """Return ``value`` if it is an MQTT topic filter: ``+`` a whole level, ``#`` only the last."""
+    if not isinstance(value, str) or not value or len(value.encode()) > 65535 or "\x00" in value:
+        raise ValueError(f"{value!r} is not an MQTT topic")
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if ("+" in level and level != "+") or ("#" in level and (level != "#" or i != len(levels) - 1)):
+            raise ValueError(f"{value!r}: '+' must stand for a whole level and '#' only for the last one")
+    return value
+
+
+class PostgresNotify(_Model):
+    """A PostgreSQL ``LISTEN`` channel the MES (or the trigger in sql/events/) notifies on commit."""
+
+    #: The database to listen on; the flow's source connection when not given.
+    connection: str | None = None
+    channel: str
+
+    @field_validator("connection")
+    @classmethod
+    def _connection_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_connection_id(value)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not isinstance(value, str) or not _CHANNEL.fullmatch(value):
+            raise ValueError(f"{value!r} is not a channel name (lower case, digits, underscore)")
+        return value
+
+
+class MqttTopic(_Model):
+    """An MQTT topic the MES publishes on; host, port, user and password come from the connection
+    (``mqtt://user:password@host:1883``)."""
+
+    connection: str
+    topic: Annotated[str, BeforeValidator(check_mqtt_topic)]
+    #: 1 (at least once) with a persistent session: the broker keeps what arrives while the
+    #: listener is away. 0 loses those; 2 costs a round trip more and buys nothing here.
+    qos: Literal[0, 1, 2] = 1
+    #: The session's name at the broker; the same name across restarts is what keeps the session.
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @field_validator("connection")
+    @classmethod
+    def _connection_id(cls, value: str) -> str:
+        return check_connection_id(value)
+
+
+class RedisChannel(_Model):
+    """A Redis pub/sub channel (not supported yet: refused on load)."""
+
+    connection: str
+    channel: str
+
+
+class TriggerSource(_Model):
+    """Where the event that wakes a flow comes from: exactly one of the kinds."""
+
+    postgres_notify: PostgresNotify | None = None
+    mqtt: MqttTopic | None = None
+    redis: RedisChannel | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TriggerSource:
+        given = [k for k in ("postgres_notify", "mqtt", "redis") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of postgres_notify, mqtt, redis (got {', '.join(given) or 'none'})")
+        if self.redis is not None:
+            raise ValueError("redis: not supported yet: use postgres_notify or mqtt")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "postgres_notify" if self.postgres_notify is not None else "mqtt"
+
+
+class TriggerSpec(_Model):
+    """Events that wake a run within seconds. An event carries no data: the run reads from the
+    watermark as always, so a lost, doubled or late event loses or doubles no row. The flow's
+    schedule stays as the sweep that catches what no event announced."""
+
+    on: TriggerSource
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_as_written(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare ``on:`` key as the boolean true; the file means the word.
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+
 class Flow(_Model):
     """One flow: a source table mapped onto a target table."""
 
@@ -582,6 +678,8 @@ class Flow(_Model):
     columns: list[ColumnSpec] = Field(min_length=1)
     lines: LinesSpec | None = None
     expectations: ExpectationsSpec | None = None
+    #: Events that wake the flow between its scheduled runs (``python -m etl watch``, Airflow).
+    trigger: TriggerSpec | None = None
     #: File the flow was read from; set by the loader, not written in YAML.
     file: str = Field(default="", exclude=True)
 
@@ -650,6 +748,15 @@ class Flow(_Model):
                 raise ValueError("lines: need target.generated_key, the header column the lines point at")
             if self.load.transform == "sql":
                 raise ValueError("lines: run on the Python path; remove load.transform: sql")
+
+    def trigger_connection(self) -> str | None:
+        """The connection the flow's event listener uses, or None for a flow without a trigger."""
+        if self.trigger is None:
+            return None
+        on = self.trigger.on
+        if on.postgres_notify is not None:
+            return on.postgres_notify.connection or self.source.connection
+        return on.mqtt.connection if on.mqtt is not None else None
 
     @property
     def column_map(self) -> dict[str, ColumnSpec]:

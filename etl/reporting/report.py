@@ -13,6 +13,7 @@ text out. Times are naive UTC, as the ledger stores them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -148,6 +149,8 @@ class Report:
     settings: ReportSettings
     #: Link to the Great Expectations Data Docs, when they exist.
     data_docs: str | None = None
+    #: Event to commit, per event-driven flow (see event_latency).
+    latency: list[EventLatency] = field(default_factory=list)
 
     @property
     def flows_needing_action(self) -> list[FlowReport]:
@@ -395,6 +398,75 @@ def collect(
         reconciliations=reconcile_all(project, connections) if reconcile else [],
         settings=settings,
         data_docs=data_docs_link(settings),
+        latency=event_latency(project, connections, window),
+    )
+
+
+@dataclass(frozen=True)
+class EventLatency:
+    """How long an event-driven flow took from the event to the commit of the run it woke, over
+    the window's successful runs that answered an event (the ledger's ``options.event_at``)."""
+
+    flow: str
+    woken_by: str
+    runs: int
+    events: int
+    p50: float
+    p95: float
+    worst: float
+
+
+def _nearest_rank(ordered: Sequence[float], share: float) -> float:
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def event_latency(project: Project, connections: Connections, window: Window) -> list[EventLatency]:
+    """Per flow with a ``trigger:``, event-to-commit seconds (p50, p95, max) of the window's runs."""
+    by_target: dict[str, list[str]] = defaultdict(list)
+    for spec in project.flows.values():
+        if spec.trigger is not None:
+            by_target[spec.target.connection].append(spec.flow)
+    out = []
+    for target, flows in sorted(by_target.items()):
+        L = ledger.c
+        with connections.engine(target).connect() as conn:
+            rows = conn.execute(
+                select(L.flow, L.finished_at, L.options).where(
+                    L.flow.in_(flows), L.outcome == SUCCESS, L.started_at >= window.since,
+                    L.started_at < window.until, L.options.like('%"event_at": "%'),
+                )
+            ).all()
+        seconds: dict[str, list[float]] = defaultdict(list)
+        answered: Counter[str] = Counter()
+        kinds: dict[str, set[str]] = defaultdict(set)
+        for name, finished, raw in rows:
+            options = json.loads(raw)
+            seconds[name].append((finished - datetime.fromisoformat(options["event_at"])).total_seconds())
+            answered[name] += int(options.get("events") or 0)
+            kinds[name].add(str(options.get("woken_by")))
+        for name in flows:
+            ordered = sorted(seconds.get(name, []))
+            if ordered:
+                out.append(EventLatency(
+                    name, ", ".join(sorted(kinds[name])), len(ordered), answered[name],
+                    _nearest_rank(ordered, 0.5), _nearest_rank(ordered, 0.95), ordered[-1],
+                ))
+    return out
+
+
+def latency_section(latency: Sequence[EventLatency]) -> str:
+    """The event-driven flows' latency table; nothing when no flow answered an event."""
+    if not latency:
+        return ""
+    rows = [
+        [escape(x.flow), escape(x.woken_by), _n(x.runs), _n(x.events), f"{x.p50:.2f} s", f"{x.p95:.2f} s", f"{x.worst:.2f} s"]
+        for x in latency
+    ]
+    table = _table(["flow", "woken by", "runs", "events", "p50", "p95", "max"], rows, numeric=(2, 3, 4, 5, 6))
+    return (
+        "<section id='latency'><h2>Event-driven flows: event to commit</h2><p class='note'>From the first event a "
+        "run answered (as the listener received it) to the run's commit, over the window's successful runs.</p>"
+        f"{table}</section>"
     )
 
 
@@ -708,7 +780,8 @@ def render_html(report: Report) -> str:
         "<header><h1>Data-quality report · 数据质量报告</h1>"
         f"<p>Window {w.since:%Y-%m-%d %H:%M} – {w.until:%Y-%m-%d %H:%M} UTC · generated "
         f"{report.generated_at:%Y-%m-%d %H:%M} UTC</p></header><main>"
-        f"{summary_section(report)}{overview_section(report)}{reconciliation_section(report.reconciliations)}"
+        f"{summary_section(report)}{overview_section(report)}{latency_section(report.latency)}"
+        f"{reconciliation_section(report.reconciliations)}"
         f"{flows}{quiet_note}</main>"
         "<footer>erp-mes-sync · from the run ledger, the quarantine and the checks on every target database "
         "(etl_ledger, etl_quarantine, etl_check); `python -m etl report` writes this page.</footer>"

@@ -75,15 +75,27 @@ class RunOptions:
     plants: list[str] | None = None
     #: Compare source and target keys for deletions: True always, False never, None when due.
     keyset: bool | None = None
+    #: What woke an event-driven run (``postgres_notify``, ``mqtt``, ``sweep``, ``start``), when
+    #: the first of the events it answers was received (naive UTC) and how many it answers. They
+    #: change nothing the run reads; the ledger keeps them for the report's latency.
+    woken_by: str | None = None
+    event_at: datetime | None = None
+    events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        options: dict[str, Any] = {
             "full_refresh": self.full_refresh,
             "since": self.since.isoformat() if self.since else None,
             "dry_run": self.dry_run,
             "plants": self.plants,
             "keyset": self.keyset,
         }
+        if self.woken_by is not None:
+            options |= {
+                "woken_by": self.woken_by, "events": self.events,
+                "event_at": self.event_at.isoformat() if self.event_at else None,
+            }
+        return options
 
 
 @dataclass

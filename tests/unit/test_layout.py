@@ -11,7 +11,7 @@ import pytest
 ETL = Path(__file__).resolve().parents[2] / "etl"
 
 #: Lowest first: a part may import the parts before it in this list, never those after it.
-FLOORS = ["core", "config", "dialects", "rules", "sync", "reporting", "warehouse", "airflow", "cli"]
+FLOORS = ["core", "config", "dialects", "rules", "sync", "reporting", "warehouse", "events", "airflow", "cli"]
 
 
 def _modules() -> dict[str, set[str]]:
