@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-ORDERS ?= 1000
+ORDERS ?= 300
 
 DEMO   := $(CURDIR)/.demo
 

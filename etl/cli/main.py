@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--erp-url", default=f"sqlite:///{demo_dir / 'erp.db'}")
     init.add_argument("--mes-url", default=f"sqlite:///{demo_dir / 'mes.db'}")
     init.add_argument("--warehouse-url", default=f"sqlite:///{demo_dir / 'warehouse.db'}")
-    init.add_argument("--orders", type=int, default=1000, help="production orders to generate (default: %(default)s)")
+    init.add_argument("--orders", type=int, default=300, help="production orders to generate (default: %(default)s)")
     init.add_argument("--seed", type=int, default=42)
     init.add_argument("--connections-file", default=str(demo_dir / "connections.json"))
     init.set_defaults(func=cmd_demo_init)
