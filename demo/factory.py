@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import random
 import re
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
@@ -963,8 +963,8 @@ def _lot_scale(drafts: Sequence[_Draft], crosswalks: _Crosswalks, clock: _Clock)
     """Units per unit of draft weight so that the busiest machine is occupied (setups, runs and
     their stops) about UTILIZATION of the released window: lot sizes follow from capacity, so the
     schedule neither starves nor floods."""
-    setups: Counter[str] = Counter()
-    runs: Counter[str] = Counter()
+    setups: dict[str, float] = defaultdict(float)
+    runs: dict[str, float] = defaultdict(float)
     for d in drafts:
         if d.cancelled or d.release > clock.now:
             continue
@@ -1053,7 +1053,8 @@ def _operation_flows(rng: random.Random, planned: int, operations: int) -> list[
     The last operation outputs (good + scrap) within 3% of the planned quantity; every
     earlier operation's good output is exactly what the next one consumed.
     """
-    need = max(1, round(planned * rng.uniform(0.97, 1.03)))
+    # Truncated toward the plan, so even a small lot stays within 3 % of it.
+    need = max(1, planned + int(planned * rng.uniform(-0.03, 0.03)))
     flows = []
     for k in range(operations):
         scrap = _scrap(rng, need)
@@ -1296,7 +1297,7 @@ class _ShopFloor:
             if component.item_code is None:
                 continue
             if complete:
-                ratio = rng.uniform(0.98, 1.04)
+                ratio = rng.uniform(0.98, 1.03)
             else:
                 ratio = 1.0 if rng.random() < 0.7 else rng.uniform(0.3, 1.0)
             consumed = (requirement.quantity * Decimal(round(ratio, 4))).quantize(Q3, rounding=ROUND_HALF_UP)
