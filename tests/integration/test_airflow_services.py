@@ -318,7 +318,7 @@ def test_a_new_dag_waits_paused_runs_as_readme_says_and_only_changes_wake_the_wa
     time.sleep(PAUSED_WAIT)
     assert run_state(airflow, FLOW_DAG, waiting) == "queued" and is_paused(airflow, FLOW_DAG)
 
-    # README: unpause, then the queued run goes; a trigger of the unpaused DAG runs as well.
+    # docs/running-under-airflow.md: unpause, then the queued run goes; a trigger of the unpaused DAG runs as well.
     status, body = airflow.request("PATCH", f"/api/v2/dags/{FLOW_DAG}", {"is_paused": False})
     assert status == 200, body
     assert wait_finished(airflow, FLOW_DAG, waiting) == "success", airflow.logs()
