@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-ORDERS ?= 1000
+ORDERS ?= 300
 
 DEMO   := $(CURDIR)/.demo
 
@@ -18,7 +18,7 @@ DEMO_CONNECTIONS := AIRFLOW_CONN_ERP_DB="sqlite:///$(DEMO)/erp.db" \
 	AIRFLOW_CONN_MES_DB="sqlite:///$(DEMO)/mes.db" \
 	AIRFLOW_CONN_WAREHOUSE_DB="sqlite:///$(DEMO)/warehouse.db"
 
-.PHONY: venv demo demo-data demo-reset airflow lint test check bench bench-latency clean
+.PHONY: venv demo demo-data demo-reset airflow lint test check bench bench-latency clean doc-images
 
 venv: $(STAMP)
 
@@ -77,6 +77,10 @@ lint: venv
 
 test: venv lint
 	$(BIN)/python -m pytest
+
+# Rewrites the README's screenshots (docs/images/) from a fresh demo, in headless Chromium.
+doc-images: venv
+	UPDATE_DOC_IMAGES=1 $(BIN)/python -m pytest tests/integration/test_demo_report.py -k screenshots -q
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

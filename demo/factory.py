@@ -6,9 +6,12 @@ a factory working through the released orders would have left in its MES. The ER
 interface tables (if_*) and the MES tables the sync loads (item ... work_order_component)
 stay empty: filling them is the sync's job.
 
-All randomness comes from random.Random instances seeded from the seed, so the same seed
-and arguments give the same rows. Orders are produced and written in blocks, so memory
-does not grow with the number of orders.
+One schedule drives the shop floor: released orders queue for their machines, and the
+equipment states, operation reports, scrap, issues, inspections and receipts are what that
+schedule left behind, so the KPIs computed from them agree with each other.
+
+All randomness comes from random.Random instances seeded from the seed, so the same seed,
+arguments and as_of give the same rows.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import csv
 import random
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -29,7 +33,6 @@ from demo.schema import REPO_ROOT, schema_tables
 
 CROSSWALK_DIR = REPO_ROOT / "mappings" / "crosswalks"
 
-BLOCK_ORDERS = 2_000
 BATCH_ROWS = 5_000
 MIN_ORDERS = 10
 
@@ -62,19 +65,26 @@ MES_WRITTEN = (
     "material_issue", "fg_receipt",
 )
 
-STATUS_WEIGHTS = (("CRTD", 10), ("REL", 40), ("TECO", 30), ("CLSD", 15), ("CNCL", 5))
 MES_STATUSES = frozenset({"REL", "TECO", "CLSD"})
 COMPLETE_STATUSES = frozenset({"TECO", "CLSD"})
 
-# Planned start window per status, in seconds relative to as_of. All lie within
-# [-30 days, +10 days]; completed orders start early enough to have finished.
-_START_WINDOW = {
-    "CRTD": (-2 * DAY, 10 * DAY),
-    "REL": (-10 * DAY, 10 * DAY),
-    "TECO": (-25 * DAY, None),
-    "CLSD": (-30 * DAY, -14 * DAY),
-    "CNCL": (-30 * DAY, 10 * DAY),
-}
+# Orders are released over the last RELEASED_DAYS and planned for the next PLANNED_DAYS.
+RELEASED_DAYS = 14
+PLANNED_DAYS = 7
+# The busiest machine runs about this share of the released window; the others less.
+UTILIZATION = 0.8
+# Actual run time per unit against the routing's standard: performance 80-95 %.
+SLOWER_THAN_STANDARD = (1.05, 1.25)
+# Run time per standard minute the lot sizing allows for: the slower pace and unplanned stops.
+RUN_ALLOWANCE = 1.3
+# Share of operation lots that scrap anything (those scrap 0.5-5 % of their units).
+SCRAPPED_LOTS = 0.15
+MIN_LOT = 5
+# The ERP plans an order's lead time as its standard time times this, plus a queue per operation.
+PLANNED_ALLOWANCE = 1.3
+QUEUE_ALLOWANCE = (4 * HOUR, 14 * HOUR)
+PLANNED_STOP = "PM"
+PLANNED_STOP_HOURS = 4
 
 _WORK_CENTERS: dict[str, tuple[str, str, str, str]] = {
     # ERP work center: plant, kind, description, capacity hours per day
@@ -94,8 +104,8 @@ _PART_FLOW = (("WC-CUT1", "下料切割"), ("WC-WLD1", "焊接"), ("WC-ASM1", "�
 _WEIGHED_FLOW = (("WC-MIX1", "称量配料"), ("WC-MIX1", "混合搅拌"), ("WC-PKG1", "灌装包装"))
 # Machine minutes per unit (PC) or per KG, as (low, high) in 1/10000 minute.
 _STD_MINUTES = {
-    ("CUT", "PC"): (5_000, 60_000), ("WLD", "PC"): (20_000, 200_000),
-    ("ASM", "PC"): (30_000, 350_000), ("PKG", "PC"): (5_000, 40_000),
+    ("CUT", "PC"): (2_000, 15_000), ("WLD", "PC"): (5_000, 50_000),
+    ("ASM", "PC"): (8_000, 90_000), ("PKG", "PC"): (2_000, 10_000),
     ("MIX", "KG"): (100, 800), ("PKG", "KG"): (50, 300),
 }
 
@@ -171,16 +181,8 @@ _GIVEN_NAMES = (
 )
 _SCRAP_REASONS = ("S01", "S02", "S03", "S04", "S05")
 _DEFECT_CODES = ("D01", "D02", "D03", "D04", "D05", "D06")
-_DOWN_REASONS = ("BRK-MECH", "BRK-ELEC", "NO-MAT", "QA-HOLD", "PM")
-_STATE_MINUTES = {"RUN": (30, 300), "IDLE": (5, 90), "DOWN": (10, 180), "SETUP": (15, 75)}
-_STATE_NEXT = {
-    "RUN": (("IDLE", 45), ("SETUP", 25), ("DOWN", 30)),
-    "IDLE": (("RUN", 70), ("SETUP", 20), ("DOWN", 10)),
-    "DOWN": (("RUN", 50), ("IDLE", 20), ("SETUP", 30)),
-    "SETUP": (("RUN", 90), ("DOWN", 10)),
-}
+_UNPLANNED_REASONS = ("BRK-MECH", "BRK-ELEC", "QA-HOLD", "NO-MAT")
 _DIRTY_FORMS = ("lower", "trailing", "lower_trailing")
-_REPORTS_PER_OPERATION = ((1, 45), (2, 30), (3, 15), (4, 10))
 
 T = TypeVar("T")
 
@@ -199,15 +201,27 @@ class FactoryStats:
         return sum(self.erp.values()) + sum(self.mes.values())
 
 
+def today_as_of() -> datetime:
+    """The demo's default as_of: midnight at the start of today, so one date gives one factory."""
+    return datetime.combine(datetime.now().date(), time())
+
+
 def generate(
     erp: sa.Engine,
     mes: sa.Engine,
     *,
     orders: int,
     seed: int = 42,
-    as_of: datetime = datetime(2026, 11, 20, 8, 0),
+    as_of: datetime | None = None,
 ) -> FactoryStats:
-    """Fill the demo ERP and MES databases with a synthetic factory as of ``as_of``.
+    """Fill the demo ERP and MES databases with a synthetic factory as of ``as_of`` (default:
+    today_as_of()).
+
+    One schedule drives everything: orders released over the 14 days before as_of run their
+    operations on their machines (setup, then standard time x quantity x 1.05-1.25, broken by
+    unplanned stops, around weekly planned maintenance); the state log, confirmations, scrap,
+    issues, inspections and receipts are what that schedule left behind. Orders released later
+    (up to 7 days on) are still CRTD.
 
     The schemas must exist (create_demo_schema) and the tables written must be empty.
     ``as_of`` is naive local plant time (Asia/Shanghai), cut to whole seconds: ERP
@@ -216,6 +230,7 @@ def generate(
     """
     if orders < MIN_ORDERS:
         raise ValueError(f"orders must be at least {MIN_ORDERS}, got {orders}")
+    as_of = today_as_of() if as_of is None else as_of
     if as_of.tzinfo is not None:
         raise ValueError("as_of must be naive local plant time (Asia/Shanghai)")
     clock = _Clock(int((as_of.replace(microsecond=0) - EPOCH).total_seconds()))
@@ -226,20 +241,17 @@ def generate(
     master = _build_master(_stream(seed, "master"), _material_count(orders), crosswalks, clock)
     _write_master(erp_sink, _stream(seed, "stock"), master, clock)
     erp_sink.flush()
-    _write_equipment_states(mes_sink, _stream(seed, "states"), crosswalks, clock)
-    mes_sink.flush()
 
     plan = _plan_dirt(_stream(seed, "plan"), orders)
-    order_rng = _stream(seed, "orders")
+    planned, machines = _plan_orders(_stream(seed, "orders"), master, plan, crosswalks, clock, orders)
+    _write_equipment_states(mes_sink, machines, clock)
     shop_floor = _ShopFloor(_stream(seed, "mes"), mes_sink, crosswalks, master, plan, clock)
-    for first in range(1, orders + 1, BLOCK_ORDERS):
-        for seq in range(first, min(first + BLOCK_ORDERS, orders + 1)):
-            order = _make_order(order_rng, seq, master, plan, clock)
-            required = _write_erp_order(erp_sink, order, clock)
-            if order.status in MES_STATUSES and order.is_clean:
-                shop_floor.work(order, required)
-        erp_sink.flush()
-        mes_sink.flush()
+    for order in planned:
+        required = _write_erp_order(erp_sink, order, clock)
+        if order.status in MES_STATUSES and order.is_clean:
+            shop_floor.work(order, required)
+    erp_sink.flush()
+    mes_sink.flush()
 
     return FactoryStats(
         erp=MappingProxyType({t: erp_sink.counts.get(t, 0) for t in schema_tables("erp")}),
@@ -645,13 +657,15 @@ def _make_operation(
     updated_at: int,
 ) -> _Operation:
     low, high = _STD_MINUTES[(_WORK_CENTERS[work_center][1], unit)]
+    std = Decimal(rng.randint(low, high)).scaleb(-4)
     return _Operation(
         operation_no=operation_no,
         work_center=work_center,
         equipment=crosswalks.equipment[work_center],
         description=None if rng.random() < 0.03 else text,
-        std_minutes=Decimal(rng.randint(low, high)).scaleb(-4),
-        setup_minutes=Decimal(rng.randint(20, 240) * 50).scaleb(-2),
+        std_minutes=std,
+        # A changeover costs the time of a few units (a few hundred kilograms of a mix).
+        setup_minutes=max(Decimal(5), (std * rng.randint(2, 5) * (100 if unit == "KG" else 1)).quantize(Decimal("0.5"))),
         updated_at=updated_at,
     )
 
@@ -729,28 +743,6 @@ def _stock_row(rng: random.Random, material: _Material, plant: str, clock: _Cloc
     }
 
 
-def _write_equipment_states(sink: _Sink, rng: random.Random, crosswalks: _Crosswalks, clock: _Clock) -> None:
-    """Contiguous state intervals per equipment over the 7 days before as_of; the last one is open."""
-    log_id = 0
-    for equipment in crosswalks.equipment.values():
-        start = clock.now - 7 * DAY
-        state = rng.choice(("RUN", "IDLE"))
-        while True:
-            low, high = _STATE_MINUTES[state]
-            end = start + rng.randint(low * MINUTE, high * MINUTE)
-            is_open = end >= clock.now
-            log_id += 1
-            sink.add("equipment_state_log", {
-                "log_id": log_id, "equipment_code": equipment, "state": state,
-                "reason_code": rng.choice(_DOWN_REASONS) if state == "DOWN" else None,
-                "start_utc": clock.utc(start), "end_utc": None if is_open else clock.utc(end),
-                "updated_at": clock.utc(start if is_open else end),
-            })
-            if is_open:
-                break
-            start = end
-            state = _weighted(rng, _STATE_NEXT[state])
-
 
 def _weighted(rng: random.Random, choices: Sequence[tuple[T, int]]) -> T:
     return rng.choices([c for c, _ in choices], [w for _, w in choices])[0]
@@ -791,13 +783,109 @@ def _soil(code: str, form: str) -> str:
     return {"lower": code.lower(), "trailing": code + "  ", "lower_trailing": code.lower() + " "}[form]
 
 
-@dataclass(frozen=True)
-class _Run:
-    """How production of an order actually went, in local time; ``progress`` is 1.0 when done."""
 
+
+# --- the schedule: one plan of who runs what when, from which every record follows ---------
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One stretch of an equipment's state log, in local seconds [start, end)."""
+
+    state: str
     start: int
     end: int
-    progress: float
+    reason: str | None = None
+
+
+class _Equipment:
+    """One machine's timeline: it does one thing at a time and stops for its planned maintenance."""
+
+    def __init__(self, code: str, origin: int, planned_stops: Sequence[tuple[int, int]]) -> None:
+        self.code = code
+        self.free_at = origin
+        self.segments: list[_Segment] = []
+        self._stops = list(planned_stops)
+
+    def _stop_at(self, t: int) -> tuple[int, int] | None:
+        """The first planned stop that ends after t."""
+        while self._stops and self._stops[0][1] <= t:
+            self._stops.pop(0)
+        return self._stops[0] if self._stops else None
+
+    def _add(self, state: str, start: int, end: int, reason: str | None = None) -> None:
+        if end <= start:
+            return
+        last = self.segments[-1] if self.segments else None
+        if last is not None and last.state == state == "IDLE" and last.end == start:
+            self.segments[-1] = _Segment(state, last.start, end)
+            return
+        self.segments.append(_Segment(state, start, end, reason))
+
+    def idle_until(self, until: int) -> None:
+        """IDLE from free_at until ``until`` (later when a planned stop runs past it)."""
+        t = self.free_at
+        while t < until:
+            stop = self._stop_at(t)
+            if stop is not None and stop[0] <= t:
+                self._add("DOWN", t, stop[1], PLANNED_STOP)
+                t = stop[1]
+                continue
+            end = until if stop is None else min(until, stop[0])
+            self._add("IDLE", t, end)
+            t = end
+        self.free_at = t
+
+    def spend(self, state: str, seconds: int, reason: str | None = None) -> list[tuple[int, int]]:
+        """``seconds`` in ``state`` from free_at, stepping over planned stops; returns the
+        stretches spent in ``state``."""
+        t = self.free_at
+        stretches = []
+        remaining = seconds
+        while remaining > 0:
+            stop = self._stop_at(t)
+            if stop is not None and stop[0] <= t:
+                self._add("DOWN", t, stop[1], PLANNED_STOP)
+                t = stop[1]
+                continue
+            end = t + remaining if stop is None else min(t + remaining, stop[0])
+            self._add(state, t, end, reason)
+            stretches.append((t, end))
+            remaining -= end - t
+            t = end
+        self.free_at = t
+        return stretches
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One operation of one order as scheduled: ``units`` processed (MES unit) of which ``scrap``
+    were scrapped, and the RUN stretches that processed them."""
+
+    operation: _Operation
+    equipment: str
+    units: int
+    scrap: int
+    scrap_reason: str | None
+    setup_start: int
+    run: tuple[tuple[int, int], ...]
+
+    @property
+    def start(self) -> int:
+        return self.run[0][0]
+
+    @property
+    def end(self) -> int:
+        return self.run[-1][1]
+
+    @property
+    def run_seconds(self) -> int:
+        return sum(b - a for a, b in self.run)
+
+    def processed_by(self, t: int) -> float:
+        """Share of the job's run time spent by t."""
+        done = sum(max(0, min(b, t) - a) for a, b in self.run)
+        return done / self.run_seconds if self.run_seconds else 1.0
 
 
 @dataclass(frozen=True)
@@ -809,109 +897,228 @@ class _Order:
     plant: str
     quantity: Decimal
     status: str
+    released_at: int
     planned_start: int
     planned_end: int
     created_at: int
     updated_at: int
-    run: _Run | None
+    jobs: tuple[_Job, ...]
 
     @property
     def is_clean(self) -> bool:
         return self.material_no == self.product.material.code
 
 
-def _make_order(rng: random.Random, seq: int, master: _Master, plan: _Plan, clock: _Clock) -> _Order:
-    status = plan.forced_status(seq) or _weighted(rng, STATUS_WEIGHTS)
+@dataclass(frozen=True)
+class _Draft:
+    """An order before the schedule has run: what the planner decided."""
+
+    seq: int
+    product: _Product
+    material_no: str
+    plant: str
+    weight: float
+    release: int
+    cancelled: bool
+
+
+def _unit_scale(product: _Product) -> int:
+    """Weighed products are made in batches of hundreds of kilograms, pieces by the piece."""
+    return 100 if product.material.unit == "KG" else 1
+
+
+def _draft_order(rng: random.Random, seq: int, master: _Master, plan: _Plan, clock: _Clock) -> _Draft:
+    """Product, plant, relative size and release time (the last 14 days to the next 7)."""
     product = master.special_product if seq == plan.special_release else rng.choice(master.products)
-    material = product.material
     form = plan.dirty_forms.get(seq)
-    plant = "1000" if rng.random() < 0.8 else "2000"
-    if material.unit == "KG":
-        quantity = Decimal(rng.randint(50_000, 2_000_000)).scaleb(-3)
-    else:
-        quantity = Decimal(rng.randint(10, 500))
-    duration = rng.randint(16, 288) * 15 * MINUTE
-    start = _planned_start(rng, status, duration, clock)
-    run = _actual_run(rng, status, start, duration, clock) if status in MES_STATUSES else None
-    created = _created_at(rng, start, clock)
-    return _Order(
-        seq=seq,
-        order_no=f"1{seq:06d}",
-        product=product,
-        material_no=material.code if form is None else _soil(material.code, form),
-        plant=plant,
-        quantity=quantity,
-        status=status,
-        planned_start=start,
-        planned_end=start + duration,
-        created_at=created,
-        updated_at=_last_change(rng, status, created, run, clock),
-        run=run,
+    plant = "1000" if product.material.unit == "KG" or rng.random() < 0.65 else "2000"
+    release = clock.now + rng.randint(-RELEASED_DAYS * DAY, PLANNED_DAYS * DAY)
+    forced = plan.forced_status(seq)
+    if forced == "REL":
+        release = clock.now - rng.randint(HOUR, 6 * HOUR)
+    elif forced == "TECO":
+        release = clock.now - rng.randint(10 * DAY, 13 * DAY)
+    if rng.random() < 0.6:
+        slot = _previous_slot(release, DAY, MASS_RELEASE)
+        if slot >= clock.now - RELEASED_DAYS * DAY:
+            release = slot
+    return _Draft(
+        seq=seq, product=product,
+        material_no=product.material.code if form is None else _soil(product.material.code, form),
+        plant=plant, weight=rng.uniform(0.5, 1.5), release=release,
+        cancelled=forced is None and rng.random() < 0.03,
     )
 
 
-def _planned_start(rng: random.Random, status: str, duration: int, clock: _Clock) -> int:
-    """A start on the half hour inside the status's window (completed orders end 8h before as_of)."""
-    low, high = _START_WINDOW[status]
-    if high is None:
-        high = -(duration + 8 * HOUR)
-    first = _next_slot(clock.now + low, 30 * MINUTE, 0)
-    return first + rng.randint(0, (clock.now + high - first) // (30 * MINUTE)) * 30 * MINUTE
+def _equipment_for(crosswalks: _Crosswalks, operation: _Operation, plant: str) -> str:
+    """Plant 2000 cuts, assembles and packs on its own lines; welding and mixing exist only in 1000."""
+    if plant == "2000":
+        twin = operation.work_center[:-1] + "2"
+        if twin in _WORK_CENTERS:
+            return crosswalks.equipment[twin]
+    return operation.equipment
 
 
-def _actual_run(rng: random.Random, status: str, start: int, duration: int, clock: _Clock) -> _Run:
-    """Actual start and end around the plan; completed runs end at least 4h before as_of.
+def _lot_scale(drafts: Sequence[_Draft], crosswalks: _Crosswalks, clock: _Clock) -> float:
+    """Units per unit of draft weight so that the busiest machine is occupied (setups, runs and
+    their stops) about UTILIZATION of the released window: lot sizes follow from capacity, so the
+    schedule neither starves nor floods."""
+    setups: dict[str, float] = defaultdict(float)
+    runs: dict[str, float] = defaultdict(float)
+    for d in drafts:
+        if d.cancelled or d.release > clock.now:
+            continue
+        for op in d.product.operations:
+            machine = _equipment_for(crosswalks, op, d.plant)
+            setups[machine] += float(op.setup_minutes)
+            runs[machine] += d.weight * float(op.std_minutes) * _unit_scale(d.product) * RUN_ALLOWANCE
+    capacity = UTILIZATION * RELEASED_DAYS * (24 - PLANNED_STOP_HOURS / 7) * 60
+    scales = [(capacity - setups[m]) / runs[m] for m in runs if runs[m]]
+    return max(min(scales, default=1.0), 0.0)
 
-    A released order progresses with time until 30 minutes before as_of, but stalls
-    somewhere short of completion.
+
+def _order_quantity(draft: _Draft, scale: float) -> Decimal:
+    raw = draft.weight * scale * _unit_scale(draft.product)
+    if draft.product.material.unit == "KG":
+        return Decimal(max(50_000, round(raw * 1000))).scaleb(-3)
+    return Decimal(max(MIN_LOT, round(raw)))
+
+
+class _Schedule:
+    """Every released order's operations, first come first served on each machine."""
+
+    def __init__(self, rng: random.Random, crosswalks: _Crosswalks, clock: _Clock) -> None:
+        self.rng = rng
+        self.crosswalks = crosswalks
+        self.clock = clock
+        origin = _previous_slot(clock.now - RELEASED_DAYS * DAY, DAY, 0)
+        self.origin = origin
+        self.machines: dict[str, _Equipment] = {}
+        for i, code in enumerate(crosswalks.equipment.values()):
+            # Four hours of maintenance once a week, each machine on its own weekday.
+            first = origin + (i % 7) * DAY + 6 * HOUR
+            stops = [(t, t + PLANNED_STOP_HOURS * HOUR) for t in range(first, clock.now + 30 * DAY, WEEK)]
+            self.machines[code] = _Equipment(code, origin, stops)
+
+    def place(self, product: _Product, plant: str, quantity: Decimal, release: int) -> tuple[_Job, ...]:
+        rng = self.rng
+        unit, factor = self.crosswalks.unit[product.material.unit]
+        flows = _operation_flows(rng, int(quantity * factor), len(product.operations))
+        t = release + rng.randint(30 * MINUTE, 3 * HOUR)
+        jobs = []
+        for operation, (good, scrap) in zip(product.operations, flows, strict=True):
+            machine = self.machines[_equipment_for(self.crosswalks, operation, plant)]
+            setup = int(operation.setup_minutes * 60)
+            if t > machine.free_at and _previous_slot(t, DAY, 0) != _previous_slot(t + setup + HOUR, DAY, 0):
+                # A machine waiting anyway is not set up across midnight for a run the next day.
+                t = _next_slot(t, DAY, 0)
+            machine.idle_until(t)
+            if rng.random() < 0.05:
+                machine.spend("DOWN", rng.randint(10, 60) * MINUTE, "NO-MAT")
+            setup_start = machine.free_at
+            machine.spend("SETUP", setup)
+            units = good + scrap
+            per_unit = float(operation.std_minutes) * 60 / factor
+            run_seconds = max(MINUTE, int(units * per_unit * rng.uniform(*SLOWER_THAN_STANDARD)))
+            run = self._run(machine, run_seconds)
+            jobs.append(_Job(
+                operation, machine.code, units, scrap, rng.choice(_SCRAP_REASONS) if scrap else None,
+                setup_start, tuple(run),
+            ))
+            t = machine.free_at + rng.randint(10 * MINUTE, HOUR)
+        return tuple(jobs)
+
+    def _run(self, machine: _Equipment, seconds: int) -> list[tuple[int, int]]:
+        """RUN for ``seconds``, broken now and then by an unplanned stop."""
+        rng = self.rng
+        stretches: list[tuple[int, int]] = []
+        remaining = seconds
+        while remaining > 0:
+            chunk = min(remaining, rng.randint(45 * MINUTE, 4 * HOUR))
+            stretches += machine.spend("RUN", chunk)
+            remaining -= chunk
+            if remaining > 0 and rng.random() < 0.3:
+                machine.spend("DOWN", rng.randint(10, 75) * MINUTE, rng.choice(_UNPLANNED_REASONS))
+        return stretches
+
+    def close(self) -> None:
+        """Machines stand idle from their last job until now (and past it: the open interval)."""
+        for machine in self.machines.values():
+            machine.idle_until(self.clock.now + HOUR)
+
+
+def _operation_flows(rng: random.Random, planned: int, operations: int) -> list[tuple[int, int]]:
+    """(good, scrap) per operation for a complete run.
+
+    The last operation outputs (good + scrap) within 3% of the planned quantity; every
+    earlier operation's good output is exactly what the next one consumed.
     """
-    actual_start = start + rng.randint(-HOUR, 4 * HOUR)
-    actual_end = actual_start + int(duration * rng.uniform(0.8, 1.15))
-    if status in COMPLETE_STATUSES:
-        late = max(0, actual_end - (clock.now - 4 * HOUR))
-        return _Run(actual_start - late, actual_end - late, 1.0)
-    cap = rng.uniform(0.15, 0.95)
-    elapsed = (clock.now - 30 * MINUTE - actual_start) / (actual_end - actual_start)
-    return _Run(actual_start, actual_end, max(0.0, min(elapsed, cap)))
+    # Truncated toward the plan, so even a small lot stays within 3 % of it.
+    need = max(1, planned + int(planned * rng.uniform(-0.03, 0.03)))
+    flows = []
+    for k in range(operations):
+        scrap = _scrap(rng, need)
+        flow = (need - scrap, scrap) if k == 0 else (need, scrap)
+        flows.append(flow)
+        need = flow[0] + flow[1]
+    flows.reverse()
+    return flows
 
 
-def _created_at(rng: random.Random, start: int, clock: _Clock) -> int:
-    """One to fourteen days before the planned start, never later than shortly before as_of.
+def _scrap(rng: random.Random, units: int) -> int:
+    """Some operation lots scrap part of their units, 0.5 % to 5 %; most scrap none."""
+    if rng.random() >= SCRAPPED_LOTS:
+        return 0
+    return round(units * rng.uniform(0.005, 0.05))
 
-    About a third were converted from planned orders by the nightly MRP run, so they share
-    its second.
-    """
-    created = min(start - rng.randint(DAY, 14 * DAY), clock.now - rng.randint(10 * MINUTE, 3 * DAY))
+
+def _plan_orders(rng: random.Random, master: _Master, plan: _Plan, crosswalks: _Crosswalks,
+                 clock: _Clock, count: int) -> tuple[list[_Order], list[_Equipment]]:
+    """Draft every order, size lots to the capacity, run the schedule, then settle ERP status."""
+    drafts = [_draft_order(rng, seq, master, plan, clock) for seq in range(1, count + 1)]
+    scale = _lot_scale(drafts, crosswalks, clock)
+    schedule = _Schedule(rng, crosswalks, clock)
+    jobs: dict[int, tuple[_Job, ...]] = {}
+    quantities = {d.seq: _order_quantity(d, scale) for d in drafts}
+    for d in sorted(drafts, key=lambda d: (d.release, d.seq)):
+        scheduled = not d.cancelled and d.release <= clock.now and d.material_no == d.product.material.code
+        if scheduled:
+            jobs[d.seq] = schedule.place(d.product, d.plant, quantities[d.seq], d.release)
+    schedule.close()
+    orders = [_settle(rng, d, quantities[d.seq], jobs.get(d.seq, ()), clock) for d in drafts]
+    return orders, list(schedule.machines.values())
+
+
+def _settle(rng: random.Random, draft: _Draft, quantity: Decimal, jobs: tuple[_Job, ...], clock: _Clock) -> _Order:
+    """The ERP's view of the order: planned dates, status and the times it changed."""
+    product = draft.product
+    planned_start = _next_slot(draft.release + rng.randint(HOUR, 8 * HOUR), 30 * MINUTE, 0)
+    standard = sum(
+        float(op.setup_minutes) + float(op.std_minutes) * float(quantity) for op in product.operations
+    ) * MINUTE
+    lead = int(standard * PLANNED_ALLOWANCE) + len(product.operations) * rng.randint(*QUEUE_ALLOWANCE)
+    planned_end = _next_slot(planned_start + lead, 30 * MINUTE, 0)
+    created = min(draft.release - rng.randint(DAY, 5 * DAY), clock.now - rng.randint(10 * MINUTE, 3 * DAY))
     if rng.random() < 0.3:
-        return _previous_slot(created, DAY, MRP_RUN)
-    return created
-
-
-def _last_change(rng: random.Random, status: str, created: int, run: _Run | None, clock: _Clock) -> int:
-    """updated_at: when the order last changed status, often by a batch job (many orders per second)."""
-    if status == "CRTD":
+        created = _previous_slot(created, DAY, MRP_RUN)
+    if draft.cancelled:
+        status, updated = "CNCL", rng.randint(created + MINUTE, clock.now)
+    elif draft.release > clock.now:
         mrp = _previous_slot(clock.now, DAY, MRP_RUN)
-        return mrp if mrp >= created else created
-    if status == "CNCL":
-        return rng.randint(created + MINUTE, clock.now)
-    assert run is not None
-    release = _released_at(rng, created, run, clock)
-    if status == "REL":
-        return release
-    teco = _job_or_manual(rng, run.end + 3 * HOUR + 30 * MINUTE, min(clock.now, run.end + 30 * HOUR), DAY, TECO_JOB)
-    if status == "TECO":
-        return teco
-    return _job_or_manual(rng, teco + DAY, clock.now, WEEK, WEEKLY_CLOSE, job_share=1.0)
-
-
-def _released_at(rng: random.Random, created: int, run: _Run, clock: _Clock) -> int:
-    """Release happens between creation and an hour before the actual start, often by mass release."""
-    low = created + MINUTE
-    high = max(low, min(run.start - HOUR, clock.now - MINUTE))
-    slot = _previous_slot(high, DAY, MASS_RELEASE)
-    if slot >= low and rng.random() < 0.6:
-        return slot
-    return rng.randint(low, high)
+        status, updated = "CRTD", mrp if mrp >= created else created
+    elif not jobs or jobs[-1].end > clock.now:
+        status, updated = "REL", max(created + MINUTE, min(draft.release, clock.now))
+    else:
+        finished = jobs[-1].end
+        teco = _job_or_manual(rng, finished + 3 * HOUR + 30 * MINUTE, min(clock.now, finished + 30 * HOUR), DAY, TECO_JOB)
+        status, updated = "TECO", teco
+        if teco + DAY <= clock.now and rng.random() < 0.6:
+            status, updated = "CLSD", _job_or_manual(rng, teco + DAY, clock.now, WEEK, WEEKLY_CLOSE, job_share=1.0)
+    return _Order(
+        seq=draft.seq, order_no=f"1{draft.seq:06d}", product=product, material_no=draft.material_no,
+        plant=draft.plant, quantity=quantity, status=status, released_at=draft.release,
+        planned_start=planned_start, planned_end=planned_end, created_at=created, updated_at=updated, jobs=jobs,
+    )
 
 
 def _job_or_manual(
@@ -923,6 +1130,23 @@ def _job_or_manual(
     if slot <= high and rng.random() < job_share:
         return slot
     return rng.randint(low, high)
+
+
+def _write_equipment_states(sink: _Sink, machines: Sequence[_Equipment], clock: _Clock) -> None:
+    """The state log each machine's timeline left, up to now; the interval holding now is open."""
+    log_id = 0
+    for machine in machines:
+        for segment in machine.segments:
+            if segment.start >= clock.now:
+                break
+            is_open = segment.end > clock.now
+            log_id += 1
+            sink.add("equipment_state_log", {
+                "log_id": log_id, "equipment_code": machine.code, "state": segment.state,
+                "reason_code": segment.reason,
+                "start_utc": clock.utc(segment.start), "end_utc": None if is_open else clock.utc(segment.end),
+                "updated_at": clock.utc(segment.start if is_open else segment.end),
+            })
 
 
 @dataclass(frozen=True)
@@ -954,6 +1178,7 @@ def _write_erp_order(sink: _Sink, order: _Order, clock: _Clock) -> list[_Require
     return requirements
 
 
+
 @dataclass
 class _Sequences:
     report_id: int = 0
@@ -963,17 +1188,24 @@ class _Sequences:
     receipt_id: int = 0
 
 
-@dataclass(frozen=True)
-class _Flow:
-    """Good and scrap units one operation reports."""
-
-    good: int
-    scrap: int
+def _report_cuts(job: _Job, until: int) -> list[int]:
+    """Where a job's confirmations end: at each shift change (06:00, 14:00, 22:00) and midnight
+    inside its run (output counts on the day it is reported), and at its end, never after ``until``."""
+    cuts = []
+    day = _previous_slot(job.start, DAY, 0)
+    while day < min(job.end, until):
+        # The day's last report ends a second before midnight, so it counts on its own day.
+        cuts += [t for t in (day + 6 * HOUR, day + 14 * HOUR, day + 22 * HOUR, day + DAY - 1)
+                 if job.start < t < job.end and t <= until]
+        day += DAY
+    if job.end <= until:
+        cuts.append(job.end)
+    return cuts
 
 
 @dataclass
 class _ShopFloor:
-    """The MES side: what the shop floor records while it works through an order."""
+    """The MES side: what the shop floor records while the schedule works through an order."""
 
     rng: random.Random
     sink: _Sink
@@ -986,63 +1218,47 @@ class _ShopFloor:
     _null_badge_pending: bool = field(default=False, init=False)
 
     def work(self, order: _Order, requirements: Sequence[_Requirement]) -> None:
-        """Record reports, issues and, for completed orders, inspection and receipt."""
-        run = order.run
-        assert run is not None
+        """Record reports and issues of what ran by now and, for completed orders, inspection and receipt."""
+        if not order.jobs or order.jobs[0].setup_start >= self.clock.now:
+            return
         unit, factor = self.crosswalks.unit[order.product.material.unit]
-        flows = _operation_flows(self.rng, int(order.quantity * factor), len(order.product.operations))
         self._duplicate_pending = order.seq == self.plan.duplicate_report
         self._null_badge_pending = order.seq in self.plan.null_badges
-        last_good = self._report_operations(order, run, flows, unit)
-        if run.progress > 0:
-            self._issue_components(order, run, requirements)
-        if order.status in COMPLETE_STATUSES:
-            self._inspect(order, run, last_good, unit)
-            self._receive(order, run, last_good, unit)
+        self._issue_components(order, requirements)
+        complete = order.status in COMPLETE_STATUSES
+        # An order still running has not reached its planned quantity at its last operation.
+        ceiling = None if complete else max(0, int(order.quantity * factor) - 1)
+        for i, job in enumerate(order.jobs):
+            self._report_job(order, job, unit, ceiling if i == len(order.jobs) - 1 else None)
+        if complete:
+            last = order.jobs[-1]
+            self._inspect(order, last, unit)
+            self._receive(order, last, unit)
 
-    def _report_operations(self, order: _Order, run: _Run, flows: Sequence[_Flow], unit: str) -> int:
-        """Reports per operation, scaled to the run's progress; returns the last operation's good units.
-
-        Operations run one after another, each in its own share of the run, so an operation
-        has started only once the previous one is done.
-        """
-        operations = order.product.operations
-        weights = [self.rng.uniform(0.6, 1.4) for _ in operations]
-        bounds = [sum(weights[:i]) / sum(weights) for i in range(len(weights) + 1)]
-        duration = run.end - run.start
-        good = 0
-        for i, (operation, flow) in enumerate(zip(operations, flows, strict=True)):
-            if run.progress >= 1.0:
-                share = 1.0
-            else:
-                share = max(0.0, min(1.0, (run.progress - bounds[i]) / (bounds[i + 1] - bounds[i])))
-            done = _Flow(int(flow.good * share), int(flow.scrap * share))
-            good = done.good
-            if done.good + done.scrap == 0:
+    def _report_job(self, order: _Order, job: _Job, unit: str, ceiling: int | None) -> None:
+        """One confirmation per shift the job ran in, units in proportion to the run time spent;
+        the lot's scrap so far is booked on its biggest confirmation (never more than half of it)."""
+        now = self.clock.now
+        begin = job.start
+        done = 0
+        parts: list[list[int]] = []
+        for cut in _report_cuts(job, now):
+            units = int(job.units * job.processed_by(cut))
+            if ceiling is not None:
+                units = min(units, ceiling)
+            if units - done <= 0:
                 continue
-            start = run.start + int(bounds[i] * duration)
-            span = int((bounds[i + 1] - bounds[i]) * duration * share)
-            self._report_operation(order, operation, done, unit, start, span)
-        return good
-
-    def _report_operation(
-        self, order: _Order, operation: _Operation, flow: _Flow, unit: str, start: int, span: int
-    ) -> None:
-        """One to four consecutive reports that together cover ``flow`` within [start, start + span]."""
-        rng = self.rng
-        count = min(max(1, flow.good), _weighted(rng, _REPORTS_PER_OPERATION))
-        parts = _split(rng, flow.good, count)
-        scrap_at = rng.randrange(count)
-        span = max(span, count * MINUTE)
-        for j, good in enumerate(parts):
-            begin = start + span * j // count
-            end = start + span * (j + 1) // count
-            begin += rng.randint(0, (end - begin) // 10)
-            scrap = flow.scrap if j == scrap_at else 0
-            self._add_report(order, operation, _Flow(good, scrap), unit, begin, end)
+            parts.append([begin, cut, units - done, 0])
+            done, begin = units, cut
+        if not parts:
+            return
+        biggest = max(parts, key=lambda p: p[2])
+        biggest[3] = min(int(job.scrap * done / job.units), biggest[2] // 2)
+        for begin, end, units, scrap in parts:
+            self._add_report(order, job, units - scrap, scrap, unit, begin, end)
 
     def _add_report(
-        self, order: _Order, operation: _Operation, flow: _Flow, unit: str, begin: int, end: int
+        self, order: _Order, job: _Job, good: int, scrap: int, unit: str, begin: int, end: int
     ) -> None:
         rng = self.rng
         self.ids.report_id += 1
@@ -1053,12 +1269,12 @@ class _ShopFloor:
             "report_id": self.ids.report_id,
             "report_no": f"R{self.ids.report_no:09d}",
             "wo_no": work_order_no(order.order_no),
-            "step_no": int(operation.operation_no),
-            "equipment_code": operation.equipment,
-            "good_qty": Decimal(flow.good),
-            "scrap_qty": Decimal(flow.scrap),
+            "step_no": int(job.operation.operation_no),
+            "equipment_code": job.equipment,
+            "good_qty": Decimal(good),
+            "scrap_qty": Decimal(scrap),
             "unit": unit,
-            "scrap_reason": rng.choice(_SCRAP_REASONS) if flow.scrap else None,
+            "scrap_reason": job.scrap_reason if scrap else None,
             "operator_badge": None if null_badge else rng.choice(operators),
             "start_time_utc": self.clock.utc(begin),
             "end_time_utc": self.clock.utc(end),
@@ -1072,8 +1288,8 @@ class _ShopFloor:
             self.sink.add("operation_report", {**row, "report_id": self.ids.report_id})
             self._duplicate_pending = False
 
-    def _issue_components(self, order: _Order, run: _Run, requirements: Sequence[_Requirement]) -> None:
-        """One issue per component the MES knows, shortly before production starts."""
+    def _issue_components(self, order: _Order, requirements: Sequence[_Requirement]) -> None:
+        """One issue per component the MES knows, shortly before the first setup."""
         rng = self.rng
         complete = order.status in COMPLETE_STATUSES
         for requirement in requirements:
@@ -1081,14 +1297,14 @@ class _ShopFloor:
             if component.item_code is None:
                 continue
             if complete:
-                ratio = rng.uniform(0.98, 1.04)
+                ratio = rng.uniform(0.98, 1.03)
             else:
                 ratio = 1.0 if rng.random() < 0.7 else rng.uniform(0.3, 1.0)
             consumed = (requirement.quantity * Decimal(round(ratio, 4))).quantize(Q3, rounding=ROUND_HALF_UP)
             quantity, unit = self._mes_quantity(component.unit, consumed)
             if quantity <= 0:
                 continue
-            issued = run.start - rng.randint(10 * MINUTE, 2 * HOUR)
+            issued = order.jobs[0].setup_start - rng.randint(10 * MINUTE, 2 * HOUR)
             self.ids.issue_id += 1
             self.sink.add("material_issue", {
                 "issue_id": self.ids.issue_id, "wo_no": work_order_no(order.order_no),
@@ -1110,10 +1326,11 @@ class _ShopFloor:
             return converted.quantize(Decimal(1), rounding=ROUND_CEILING), unit
         return converted.quantize(Q3, rounding=ROUND_HALF_UP), unit
 
-    def _inspect(self, order: _Order, run: _Run, good: int, unit: str) -> None:
+    def _inspect(self, order: _Order, last: _Job, unit: str) -> None:
         """A final inspection lot; it fails when defects exceed about one in thirteen samples."""
         rng = self.rng
-        inspected = run.end + rng.randint(10 * MINUTE, 3 * HOUR)
+        good = last.units - last.scrap
+        inspected = min(last.end + rng.randint(10 * MINUTE, 3 * HOUR), self.clock.now)
         if unit == "pcs":
             sample = min(max(1, good), rng.choice((5, 8, 13, 20, 32, 50, 80)))
         else:
@@ -1130,12 +1347,13 @@ class _ShopFloor:
             "updated_at": self.clock.utc(_recorded_at(rng, inspected, self.clock)),
         })
 
-    def _receive(self, order: _Order, run: _Run, good: int, unit: str) -> None:
+    def _receive(self, order: _Order, last: _Job, unit: str) -> None:
         """The finished-goods receipt of a completed order: the last operation's good output."""
+        good = last.units - last.scrap
         if good <= 0:
             return
         rng = self.rng
-        received = run.end + rng.randint(5 * MINUTE, 3 * HOUR)
+        received = min(last.end + rng.randint(5 * MINUTE, 2 * HOUR), self.clock.now)
         self.ids.receipt_id += 1
         self.sink.add("fg_receipt", {
             "receipt_id": self.ids.receipt_id, "wo_no": work_order_no(order.order_no),
@@ -1145,38 +1363,6 @@ class _ShopFloor:
             "received_at_utc": self.clock.utc(received),
             "updated_at": self.clock.utc(_recorded_at(rng, received, self.clock)),
         })
-
-
-def _operation_flows(rng: random.Random, planned: int, operations: int) -> list[_Flow]:
-    """Good and scrap per operation for a complete run.
-
-    The last operation outputs (good + scrap) within 3% of the planned quantity; every
-    earlier operation's good output is exactly what the next one consumed.
-    """
-    need = max(1, round(planned * rng.uniform(0.97, 1.03)))
-    flows = []
-    for k in range(operations):
-        scrap = _scrap(rng, need)
-        flow = _Flow(need - scrap, scrap) if k == 0 else _Flow(need, scrap)
-        flows.append(flow)
-        need = flow.good + flow.scrap
-    flows.reverse()
-    return flows
-
-
-def _scrap(rng: random.Random, units: int) -> int:
-    """About a third of operations scrap a little: up to 2% of their units."""
-    if units < 20 or rng.random() >= 0.35:
-        return 0
-    return max(1, int(units * rng.uniform(0.002, 0.02)))
-
-
-def _split(rng: random.Random, units: int, parts: int) -> list[int]:
-    """``units`` split into ``parts`` positive integers (a single part may be 0)."""
-    if parts == 1:
-        return [units]
-    cuts = sorted(rng.sample(range(1, units), parts - 1))
-    return [b - a for a, b in zip([0, *cuts], [*cuts, units], strict=True)]
 
 
 def _recorded_at(rng: random.Random, t: int, clock: _Clock) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.engine import URL
@@ -24,9 +25,11 @@ def _prepare_sqlite_folder(url: URL) -> None:
 
 def init_demo(
     *, erp_url: str, mes_url: str, warehouse_url: str, orders: int, seed: int, connections_file: Path,
+    as_of: datetime | None = None,
 ) -> dict[str, URL]:
     """Create the demo schemas (replacing earlier demo tables and pipeline state), generate
-    ``orders`` production orders with their shop-floor feedback, and write the connections file.
+    ``orders`` production orders with their shop-floor feedback as of ``as_of`` (plant time;
+    default: the start of today), and write the connections file.
 
     Returns the connection ids and their URLs.
     """
@@ -46,7 +49,7 @@ def init_demo(
         create_demo_schema(engines["erp"], "erp")
         create_demo_schema(engines["mes"], "mes")
         build_warehouse(engines["warehouse"], replace=True)
-        generate(engines["erp"], engines["mes"], orders=orders, seed=seed)
+        generate(engines["erp"], engines["mes"], orders=orders, seed=seed, as_of=as_of)
     finally:
         for engine in engines.values():
             engine.dispose()

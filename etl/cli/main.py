@@ -300,7 +300,7 @@ def cmd_demo_init(args: argparse.Namespace) -> int:
 
     urls = init_demo(
         erp_url=args.erp_url, mes_url=args.mes_url, warehouse_url=args.warehouse_url,
-        orders=args.orders, seed=args.seed, connections_file=Path(args.connections_file),
+        orders=args.orders, seed=args.seed, connections_file=Path(args.connections_file), as_of=args.as_of,
     )
     for conn_id, url in urls.items():
         print(f"{conn_id:<14} {masked(url)}")
@@ -382,8 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--erp-url", default=f"sqlite:///{demo_dir / 'erp.db'}")
     init.add_argument("--mes-url", default=f"sqlite:///{demo_dir / 'mes.db'}")
     init.add_argument("--warehouse-url", default=f"sqlite:///{demo_dir / 'warehouse.db'}")
-    init.add_argument("--orders", type=int, default=1000, help="production orders to generate (default: %(default)s)")
+    init.add_argument("--orders", type=int, default=300, help="production orders to generate (default: %(default)s)")
     init.add_argument("--seed", type=int, default=42)
+    init.add_argument("--as-of", type=datetime.fromisoformat, default=None, metavar="YYYY-MM-DDTHH:MM",
+                      help="the factory's 'now', plant local time (default: the start of today)")
     init.add_argument("--connections-file", default=str(demo_dir / "connections.json"))
     init.set_defaults(func=cmd_demo_init)
     through_airflow = demo_sub.add_parser("airflow", help="run every flow once through Airflow (dag.test), print the summary")

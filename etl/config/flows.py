@@ -831,6 +831,9 @@ class ReportSettings(_Model):
     stale_after_intervals: float = Field(default=2.0, gt=0)
     #: Days of history in each flow's trend chart.
     trend_days: int = Field(default=14, ge=1, le=90)
+    #: A row waiting in quarantine only for its parent (not on the target yet: the source has not
+    #: released it) is an expected wait, not an action, for up to this many days.
+    expected_wait_days: int = Field(default=14, ge=1)
     #: Where Great Expectations Data Docs are built (a folder that gets index.html, relative to
     #: the repository or absolute; GX's own project goes beside it).
     data_docs: str | None = None

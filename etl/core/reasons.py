@@ -9,6 +9,7 @@ two backends can only differ in how they show a value, never in what they say.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,14 @@ class Reason:
     def text(self, **fields: Any) -> str:
         """The reason with every field filled in."""
         return self.template.format(**fields)
+
+    def pattern(self) -> str:
+        """A regular expression for this reason with any values filled in (a value holding no ";",
+        the separator of a row's several reasons)."""
+        return "".join(
+            re.escape(literal) + ("" if name is None else "[^;]*?")
+            for literal, name, _, _ in _FORMATTER.parse(self.template)
+        )
 
     def pieces(self, **fields: Any) -> list[Any]:
         """The reason as literal text and the field values that are not text (a backend's

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, func, select
 
 from etl.config.flows import Flow, Project, ReportSettings
 from etl.config.paths import REPO_ROOT
+from etl.core.reasons import PARENT_MISSING
 from etl.reporting import charts
 from etl.sync.business_reconciliation import ReconciliationResult, reconcile_all
 from etl.sync.connections import Connections
@@ -109,7 +110,12 @@ class FlowReport:
     rows_quarantined: int = 0
     last_run: dict[str, Any] | None = None
     freshness: Freshness = Freshness(None, None, False)
+    #: Rows waiting in quarantine, of which ``expected_wait`` wait only for a parent the source
+    #: has not released yet (for less than report.expected_wait_days): a designed wait, no action.
     backlog: int = 0
+    expected_wait: int = 0
+    #: When the oldest of those expected waits was first quarantined.
+    expected_since: datetime | None = None
     reasons: list[ReasonGroup] = field(default_factory=list)
     checks: list[CheckSummary] = field(default_factory=list)
     #: (day, rows loaded, rows quarantined) for each day of the trend, oldest first.
@@ -118,6 +124,11 @@ class FlowReport:
     @property
     def failing(self) -> bool:
         return self.last_run is not None and self.last_run["outcome"] == FAILED
+
+    @property
+    def action_backlog(self) -> int:
+        """Rows in quarantine that someone has to look at."""
+        return self.backlog - self.expected_wait
 
     @property
     def problems(self) -> list[str]:
@@ -132,8 +143,8 @@ class FlowReport:
             else:
                 out.append(f"stale: last success {self.freshness.last_success:%Y-%m-%d %H:%M} UTC, "
                            f"schedule {self.schedule}")
-        if self.backlog:
-            out.append(f"{self.backlog} row(s) waiting in quarantine")
+        if self.action_backlog:
+            out.append(f"{self.action_backlog} row(s) waiting in quarantine")
         for c in self.checks:
             if c.needs_action:
                 out.append(f"{c.kind} {c.name} failed in {c.failed_runs} of {c.runs} run(s)")
@@ -159,6 +170,14 @@ class Report:
     @property
     def backlog(self) -> int:
         return sum(f.backlog for f in self.flows)
+
+    @property
+    def action_backlog(self) -> int:
+        return sum(f.action_backlog for f in self.flows)
+
+    @property
+    def expected_wait(self) -> int:
+        return sum(f.expected_wait for f in self.flows)
 
     @property
     def mismatches(self) -> int:
@@ -189,6 +208,15 @@ def plural(count: int, noun: str, suffix: str = "s") -> str:
 # values too. So "no ERP code for '100123'" and "... for '100456'" share one pattern.
 _QUOTED = re.compile(r"""(crosswalk\s+)?('[^']*'|"[^"]*")""")
 _NUMBER = re.compile(r"(?<![A-Za-z_\d])-?\d[\d.,:]*")
+
+
+def waits_for_parent(reason: str) -> bool:
+    """Whether a quarantined row waits only for its parent to reach the target (each of its
+    reasons is PARENT_MISSING): the run that finds the parent there loads it."""
+    return _ONLY_PARENT_MISSING.fullmatch(str(reason)) is not None
+
+
+_ONLY_PARENT_MISSING = re.compile(f"{PARENT_MISSING.pattern()}(?:; {PARENT_MISSING.pattern()})*", re.DOTALL)
 
 
 def reason_pattern(reason: str) -> str:
@@ -295,6 +323,8 @@ class _TargetData:
     last_run: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_success: dict[str, datetime] = field(default_factory=dict)
     reasons: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: defaultdict(list))
+    #: (flow, reason) -> when the oldest row waiting for that reason was first quarantined.
+    first_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -322,10 +352,12 @@ def _read_target(conn: Connection, flows: Sequence[str], window: Window, trend_s
             .group_by(L.flow)
         )
     }
-    for flow, reason, n in conn.execute(
-        select(Q.flow, Q.reason, func.count()).where(Q.flow.in_(flows), Q.status == WAITING).group_by(Q.flow, Q.reason)
+    for flow, reason, n, first_seen in conn.execute(
+        select(Q.flow, Q.reason, func.count(), func.min(Q.first_seen_at))
+        .where(Q.flow.in_(flows), Q.status == WAITING).group_by(Q.flow, Q.reason)
     ):
         data.reasons[flow].append((reason, int(n)))
+        data.first_seen[(flow, reason)] = first_seen
     data.checks = [dict(r._mapping) for r in conn.execute(
         select(C.flow, C.run_id, C.checked_at, C.kind, C.name, C.expectation_type, C.suite, C.action,
                C.rows_checked, C.rows_failed, C.success, C.sample_keys, C.detail)
@@ -353,6 +385,12 @@ def flow_report(
     )
     reasons = data.reasons.get(flow.flow, [])
     report.backlog = sum(n for _, n in reasons)
+    expected_after = window.until - timedelta(days=settings.expected_wait_days)
+    for reason, n in reasons:
+        since = data.first_seen.get((flow.flow, reason))
+        if waits_for_parent(reason) and since is not None and since >= expected_after:
+            report.expected_wait += n
+            report.expected_since = since if report.expected_since is None else min(report.expected_since, since)
     report.reasons = group_reasons(reasons)
     report.checks = summarize_checks([c for c in data.checks if c["flow"] == flow.flow])
     report.trend = daily_trend(runs, window.until - timedelta(microseconds=1), settings.trend_days)
@@ -483,8 +521,8 @@ def action_items(report: Report) -> list[str]:
         items.append(f"{plural(failing, 'flow')} failing")
     if stale:
         items.append(f"{plural(stale, 'flow')} stale")
-    if report.backlog:
-        items.append(f"{plural(report.backlog, 'row')} in quarantine")
+    if report.action_backlog:
+        items.append(f"{plural(report.action_backlog, 'row')} in quarantine")
     if failed_checks:
         items.append(f"{plural(failed_checks, 'failed check')}")
     if report.mismatches:
@@ -519,11 +557,15 @@ def render_text(report: Report) -> str:
         for r in report.reconciliations if not r.ok
     ]
     lines += ["Needs action:", *todo] if todo else ["Nothing needs action."]
+    waiting = [f"- {f.flow}: {expected_wait_text(f, w.until)}" for f in report.flows if f.expected_wait]
+    if waiting:
+        lines += ["", "Waiting (expected), no action:", *waiting]
     lines += ["", "Flows (runs ok / failed / busy; rows read, loaded, quarantined; waiting in quarantine):"]
     for f in report.flows:
+        expected = f" (+{_n(f.expected_wait)} waiting, expected)" if f.expected_wait else ""
         lines.append(
             f"- {f.flow}: {f.runs[SUCCESS]} / {f.runs[FAILED]} / {f.runs[BUSY]}; {_n(f.rows_read)}, "
-            f"{_n(f.rows_loaded)}, {_n(f.rows_quarantined)}; {_n(f.backlog)} waiting; last success "
+            f"{_n(f.rows_loaded)}, {_n(f.rows_quarantined)}; {_n(f.action_backlog)} waiting{expected}; last success "
             f"{_ago(f.freshness.last_success, w.until)}"
         )
     if report.data_docs:
@@ -533,6 +575,13 @@ def render_text(report: Report) -> str:
 
 
 # --- HTML -------------------------------------------------------------------------------------
+
+
+def expected_wait_text(flow: FlowReport, now: datetime) -> str:
+    """``311 rows wait for a parent the source has not released yet, oldest 2 h ago``."""
+    rows = plural(flow.expected_wait, "row")
+    verb = "waits" if flow.expected_wait == 1 else "wait"
+    return f"{rows} {verb} for a parent the source has not released yet, oldest {_ago(flow.expected_since, now)}"
 
 
 def _n(value: Any) -> str:
@@ -586,6 +635,8 @@ def _status(flow: FlowReport) -> str:
         return _badge("stale", "bad")
     if flow.problems:
         return _badge("needs action", "warn")
+    if flow.expected_wait:
+        return _badge("waiting (expected)", "good")
     return _badge("ok", "good")
 
 
@@ -598,7 +649,8 @@ def _tiles(report: Report) -> str:
         ("Flows needing action", f"{needing} of {len(report.flows)}", needing),
         ("Failing", _n(failing), failing),
         ("Stale", _n(stale), stale),
-        ("Rows in quarantine", _n(report.backlog), report.backlog),
+        ("Rows in quarantine", _n(report.action_backlog), report.action_backlog),
+        ("Waiting (expected)", _n(report.expected_wait), 0),
         ("Failed checks", _n(failed_checks), failed_checks),
         ("Reconciliation mismatches", _n(report.mismatches), report.mismatches + report.broken_reconciliations),
     ]
@@ -622,6 +674,12 @@ def summary_section(report: Report) -> str:
         for r in report.reconciliations if not r.ok
     ]
     todo = f"<ul class='todo'>{''.join(items)}</ul>" if items else "<p>Nothing needs action.</p>"
+    waiting = [
+        f"<li><a href='#flow-{escape(f.flow)}'>{escape(f.flow)}</a>: {escape(expected_wait_text(f, report.window.until))}</li>"
+        for f in report.flows if f.expected_wait
+    ]
+    if waiting:
+        todo += f"<p class='note'>Waiting (expected), no action:</p><ul class='waiting'>{''.join(waiting)}</ul>"
     docs = (
         f"<p>Expectation suites in detail: <a href='{escape(report.data_docs)}'>Great Expectations Data Docs</a>.</p>"
         if report.data_docs else ""
@@ -636,13 +694,13 @@ def overview_section(report: Report) -> str:
         runs = f"{f.runs[SUCCESS]} / {f.runs[FAILED]} / {f.runs[BUSY]}"
         rows.append([
             f"<a href='#flow-{escape(f.flow)}'>{escape(f.flow)}</a>", escape(f.direction), _status(f), escape(runs),
-            _n(f.rows_read), _n(f.rows_loaded), _n(f.rows_quarantined), _n(f.backlog),
+            _n(f.rows_read), _n(f.rows_loaded), _n(f.rows_quarantined), _n(f.action_backlog), _n(f.expected_wait),
             escape(_ago(f.freshness.last_success, now)), escape(_interval(f.freshness.interval)),
         ])
     table = _table(
         ["flow", "direction", "status", "runs ok / failed / busy", "read", "loaded", "quarantined",
-         "waiting in quarantine", "last success", "schedule"],
-        rows, numeric=(4, 5, 6, 7),
+         "waiting in quarantine", "waiting (expected)", "last success", "schedule"],
+        rows, numeric=(4, 5, 6, 7, 8),
     )
     return (
         "<section id='flows'><h2>Flows</h2><p class='note'>Runs and rows in the report window; quarantine as it "
@@ -693,6 +751,9 @@ def flow_section(flow: FlowReport, report: Report) -> str:
     )
     if flow.reasons:
         rows = [[_n(g.rows), escape(g.pattern), escape(g.example)] for g in flow.reasons]
+        if flow.expected_wait:
+            parts.append(f"<p class='note'>Waiting (expected): {escape(expected_wait_text(flow, report.window.until))}; "
+                         "each is loaded by the run that finds its parent on the target.</p>")
         parts.append(f"<h3>Quarantine backlog: {plural(flow.backlog, 'row')}, commonest reasons</h3>"
                      + _table(["rows", "reason", "example"], rows, numeric=(0,)))
     if flow.checks:
@@ -747,7 +808,7 @@ header{background:#1f3b57;color:#fff;padding:18px 28px}header h1{margin:0;font-s
 header p{margin:4px 0 0;opacity:.8}main{padding:18px 28px;display:grid;gap:18px;max-width:1280px}
 section{background:#fff;border-radius:8px;padding:14px 18px;box-shadow:0 1px 2px #0001}
 section h2{margin:0 0 6px;font-size:17px}h3{font-size:14px;margin:12px 0 4px}p.note,.sub{color:#5b6470}
-.sub{font-size:12px}.tiles{display:grid;grid-template-columns:repeat(6,1fr);gap:10px;margin:8px 0}
+.sub{font-size:12px}.tiles{display:grid;grid-template-columns:repeat(7,1fr);gap:10px;margin:8px 0}
 .tile{background:#f4f6f8;border-radius:8px;padding:10px 12px}.tile.alert{background:#fbe9e5}
 .tile-name{font-size:12px;color:#5b6470;text-transform:uppercase;letter-spacing:.04em}
 .tile-value{font-size:24px;font-weight:600}table{border-collapse:collapse;width:100%;font-size:13px}

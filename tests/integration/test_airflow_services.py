@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from etl.sync.connections import CONNECTIONS_FILE_ENV, create_db_engine
 pytestmark = pytest.mark.slow
 
 ORDERS = 60
+# The demo factory's clock for this file: the rows its tests write by hand are dated against it.
+DEMO_AS_OF = datetime(2026, 11, 20, 8, 0)
 FLOW_DAG = "sync_work_centers"
 WAREHOUSE_DAG = "warehouse"
 # Several scheduler loops (a few seconds each): long enough for a run to start if it could.
@@ -166,7 +169,7 @@ def fill_demo(urls: dict[str, URL], folder: Path) -> dict[str, str]:
     rendered = {n: u.render_as_string(hide_password=False) for n, u in urls.items()}
     init_demo(
         erp_url=rendered["erp"], mes_url=rendered["mes"], warehouse_url=rendered["warehouse"],
-        orders=ORDERS, seed=5, connections_file=folder / "connections.json",
+        orders=ORDERS, seed=5, connections_file=folder / "connections.json", as_of=DEMO_AS_OF,
     )
     return rendered
 
@@ -318,7 +321,7 @@ def test_a_new_dag_waits_paused_runs_as_readme_says_and_only_changes_wake_the_wa
     time.sleep(PAUSED_WAIT)
     assert run_state(airflow, FLOW_DAG, waiting) == "queued" and is_paused(airflow, FLOW_DAG)
 
-    # README: unpause, then the queued run goes; a trigger of the unpaused DAG runs as well.
+    # docs/running-under-airflow.md: unpause, then the queued run goes; a trigger of the unpaused DAG runs as well.
     status, body = airflow.request("PATCH", f"/api/v2/dags/{FLOW_DAG}", {"is_paused": False})
     assert status == 200, body
     assert wait_finished(airflow, FLOW_DAG, waiting) == "success", airflow.logs()

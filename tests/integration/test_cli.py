@@ -51,7 +51,8 @@ def test_a_typo_gives_one_line_with_file_key_path_and_expectation(tmp_path: Path
 def test_demo_init_run_rerun_runs_and_quarantine(tmp_path: Path) -> None:
     env = {"ETL_CONNECTIONS_FILE": str(tmp_path / "connections.json")}
     urls = [f"--{n}-url=sqlite:///{tmp_path / (n + '.db')}" for n in ("erp", "mes", "warehouse")]
-    init = etl("demo", "init", *urls, "--orders", "150", "--connections-file", env["ETL_CONNECTIONS_FILE"], env=env)
+    init = etl("demo", "init", *urls, "--orders", "150", "--as-of", "2026-11-20T08:00",
+               "--connections-file", env["ETL_CONNECTIONS_FILE"], env=env)
     assert init.returncode == 0, init.stderr
 
     first = etl("run", "all", env=env)

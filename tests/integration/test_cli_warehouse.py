@@ -26,7 +26,8 @@ def etl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def demo_env(tmp_path: Path) -> dict[str, str]:
     env = {"ETL_CONNECTIONS_FILE": str(tmp_path / "connections.json")}
     urls = [f"--{n}-url=sqlite:///{tmp_path / (n + '.db')}" for n in ("erp", "mes", "warehouse")]
-    init = etl("demo", "init", *urls, "--orders", "120", "--connections-file", env["ETL_CONNECTIONS_FILE"], env=env)
+    init = etl("demo", "init", *urls, "--orders", "120", "--as-of", "2026-11-20T08:00",
+               "--connections-file", env["ETL_CONNECTIONS_FILE"], env=env)
     assert init.returncode == 0, init.stderr
     return env
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,6 +35,8 @@ from etl.sync.connections import CONNECTIONS_FILE_ENV, Connections, create_db_en
 from etl.sync.ledger import RunCounts
 
 ORDERS = 120
+# The demo factory's clock for this file: the rows its tests write by hand are dated against it.
+DEMO_AS_OF = datetime(2026, 11, 20, 8, 0)
 LEDGER_COUNTS = {f.name for f in fields(RunCounts)}
 
 
@@ -62,7 +64,7 @@ def make_demo(urls: dict[str, URL], tmp_path: Path, monkeypatch: pytest.MonkeyPa
     rendered = {n: u.render_as_string(hide_password=False) for n, u in urls.items()}
     init_demo(
         erp_url=rendered["erp"], mes_url=rendered["mes"], warehouse_url=rendered["warehouse"],
-        orders=ORDERS, seed=11, connections_file=tmp_path / "connections.json",
+        orders=ORDERS, seed=11, connections_file=tmp_path / "connections.json", as_of=DEMO_AS_OF,
     )
     monkeypatch.setenv(CONNECTIONS_FILE_ENV, str(tmp_path / "absent.json"))
     for name, url in rendered.items():
@@ -475,7 +477,7 @@ def test_the_demo_runs_through_airflow_and_a_rerun_loads_nothing(tmp_path: Path)
         env.pop(f"AIRFLOW_CONN_{name}_DB", None)
     urls = [f"--{n}-url=sqlite:///{demo_dir / (n + '.db')}" for n in ("erp", "mes", "warehouse")]
     init = subprocess.run(
-        [sys.executable, "-m", "etl", "demo", "init", *urls, "--orders", str(ORDERS),
+        [sys.executable, "-m", "etl", "demo", "init", *urls, "--orders", str(ORDERS), "--as-of", DEMO_AS_OF.isoformat(),
          "--connections-file", env[CONNECTIONS_FILE_ENV]],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )

@@ -26,6 +26,8 @@ from etl.sync.runner import RunOptions, RunResult, run_flow
 pytestmark = pytest.mark.slow
 
 ORDERS = 240
+# The demo factory's clock for this file: the rows its tests write by hand are dated against it.
+DEMO_AS_OF = datetime(2026, 11, 20, 8, 0)
 
 
 @dataclass
@@ -87,7 +89,7 @@ def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Demo]:
         erp_url=urls["erp"].render_as_string(hide_password=False),
         mes_url=urls["mes"].render_as_string(hide_password=False),
         warehouse_url=urls["warehouse"].render_as_string(hide_password=False),
-        orders=ORDERS, seed=7, connections_file=tmp_path / "connections.json",
+        orders=ORDERS, seed=7, connections_file=tmp_path / "connections.json", as_of=DEMO_AS_OF,
     )
     connections = Connections({"erp_db": urls["erp"], "mes_db": urls["mes"], "warehouse_db": urls["warehouse"]})
     yield Demo(load_project(mappings), connections, connections.engine("erp_db"), connections.engine("mes_db"), mappings)
@@ -402,7 +404,7 @@ def test_sql_and_python_paths_load_and_quarantine_the_same(demo: Demo, pg_databa
         erp_url=twin_urls["erp"].render_as_string(hide_password=False),
         mes_url=twin_urls["mes"].render_as_string(hide_password=False),
         warehouse_url=twin_urls["warehouse"].render_as_string(hide_password=False),
-        orders=ORDERS, seed=7, connections_file=tmp_path / "twin.json",
+        orders=ORDERS, seed=7, connections_file=tmp_path / "twin.json", as_of=DEMO_AS_OF,
     )
     twin = Connections({"erp_db": twin_urls["erp"], "mes_db": twin_urls["mes"], "warehouse_db": twin_urls["warehouse"]})
     sync = [n for n, f in demo.project.flows.items() if f.direction != "warehouse"]

@@ -27,6 +27,9 @@ from etl.sync.runner import RunOptions, RunResult, run_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
+# The demo factory's clock for this file: the rows its tests write by hand are dated against it.
+DEMO_AS_OF = datetime(2026, 11, 20, 8, 0)
+
 SYNC_FLOWS = [
     "materials", "boms", "work_centers", "personnel", "routings", "production_orders", "order_components",
     "confirmations", "consumptions", "goods_receipts", "quality_results",
@@ -74,7 +77,7 @@ def demo(pg_database: Callable[[str], URL], tmp_path: Path) -> Iterator[Site]:
         erp_url=urls["erp"].render_as_string(hide_password=False),
         mes_url=urls["mes"].render_as_string(hide_password=False),
         warehouse_url=urls["warehouse"].render_as_string(hide_password=False),
-        orders=200, seed=11, connections_file=tmp_path / "connections.json",
+        orders=200, seed=11, connections_file=tmp_path / "connections.json", as_of=DEMO_AS_OF,
     )
     connections = Connections({"erp_db": urls["erp"], "mes_db": urls["mes"], "warehouse_db": urls["warehouse"]})
     yield Site(load_project(tmp_path / "mappings"), connections, connections.engine("erp_db"),

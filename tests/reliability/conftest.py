@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from demo.setup import init_demo
 
 #: Orders of the pristine demo: small enough to clone and sync in well under a second.
 ORDERS = 120
+# The demo factory's clock for this file: the rows its tests write by hand are dated against it.
+DEMO_AS_OF = datetime(2026, 11, 20, 8, 0)
 SEED = 11
 
 
@@ -83,7 +86,7 @@ def pristine(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         erp_url=pg.url(names["erp"]).render_as_string(hide_password=False),
         mes_url=pg.url(names["mes"]).render_as_string(hide_password=False),
         warehouse_url=f"sqlite:///{tmp / 'warehouse.db'}",
-        orders=ORDERS, seed=SEED, connections_file=tmp / "connections.json",
+        orders=ORDERS, seed=SEED, connections_file=tmp / "connections.json", as_of=DEMO_AS_OF,
     )
     return names
 

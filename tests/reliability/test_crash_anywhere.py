@@ -178,7 +178,7 @@ def _phase_changes(phase: str, sites: list[Site], changes: SourceChanges) -> dic
         gone = conn.execute(text(
             "SELECT min(order_no) FROM production_order WHERE status = 'REL' AND order_no < '1950000'")).scalar_one()
     for site in sites:
-        # The crosswalk fix of the README: MAT-A00001 and what waits for it leave quarantine.
+        # The crosswalk fix of the README's demo: MAT-A00001 and what waits for it leave quarantine.
         (site.mappings / "crosswalks" / "material.csv").write_text("erp,mes\nMAT-A00001,200001\n", encoding="utf-8")
         site.reload()
         site.execute("erp", "DELETE FROM production_order WHERE order_no = :no", no=gone)

@@ -274,7 +274,7 @@ def test_a_quarantined_row_is_retried_exactly_as_it_was_read(row: dict[str, Any]
 
 
 def test_the_stated_examples() -> None:
-    """The README's worked example, as a fixed point of the properties above."""
+    """docs/reliability.md's worked example, as a fixed point of the properties above."""
     rows = [{"order_no": "1900001", "material_no": "MAT-000123", "plant": "1000", "quantity": Decimal("12.5"),
              "unit": "KG", "planned_start": datetime(2026, 12, 1, 8, 0), "status": "REL"}]
     down = transform(frame(rows, ERP_COLUMNS), DOWN, CROSSWALKS, DOWN_TYPES)

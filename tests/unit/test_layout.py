@@ -1,5 +1,5 @@
 """The library's floors: each part of etl/ imports only the parts below it, and no module imports
-itself back through others. The order is README's Layout section."""
+itself back through others. The order is docs/development.md's Layout section."""
 
 from __future__ import annotations
 

@@ -148,3 +148,34 @@ def test_the_plain_text_part_says_what_needs_action() -> None:
     assert text.startswith("[erp-mes-sync] ACTION NEEDED: 1 flow failing")
     assert "- production_orders: last run failed: parameters: TriggerParametersInvalid" in text
     assert "<" not in text
+
+
+def test_a_row_waiting_only_for_its_parent_is_an_expected_wait() -> None:
+    from etl.core.reasons import PARENT_MISSING
+    from etl.reporting.report import waits_for_parent
+
+    parent = PARENT_MISSING.text(table="work_order", key="wo_no", value="'WO-2026-000025'", column="wo_no")
+    assert waits_for_parent(parent)
+    assert waits_for_parent(f"{parent}; {parent.replace('wo_no', 'item_code')}")
+    assert not waits_for_parent(f"{parent}; crosswalk 'material' has no MES code for 'MAT-A00001' (column item_code)")
+    assert not waits_for_parent("crosswalk 'material' has no MES code for 'MAT-A00001' (column item_code)")
+
+
+def test_expected_waits_are_shown_but_need_no_action() -> None:
+    from etl.reporting.report import render_text
+
+    waiting = FlowReport("order_components", "erp_to_mes", "mes_db", "*/15 * * * *",
+                         freshness=Freshness(NOW, timedelta(minutes=15), False), backlog=311, expected_wait=311,
+                         expected_since=NOW - timedelta(hours=5))
+    report = _report([waiting])
+    assert waiting.problems == [] and not report.needs_action
+    assert subject(report) == "[erp-mes-sync] OK — data quality 2026-11-25"
+    text = render_text(report)
+    assert "Nothing needs action." in text
+    assert "- order_components: 311 rows wait for a parent the source has not released yet, oldest 5 h ago" in text
+    html = render_html(report)
+    assert "Waiting (expected)" in html and "311 rows wait for a parent" in html
+
+    waiting.backlog = 313
+    assert subject(report) == "[erp-mes-sync] ACTION NEEDED: 2 rows in quarantine — data quality 2026-11-25"
+    assert waiting.problems == ["2 row(s) waiting in quarantine"]

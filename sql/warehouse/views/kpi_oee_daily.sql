@@ -1,5 +1,6 @@
 -- kpi_oee_daily: overall equipment effectiveness per work center (equipment) and plant day.
--- Grain: one row per work center and calendar day with state-log time. Key: work_center, production_date.
+-- Grain: one row per work center and calendar day with planned production time (a day the
+-- machine only stood idle or in planned maintenance has no OEE). Key: work_center, production_date.
 -- planned_minutes = state-log minutes that day except IDLE and DOWN for a planned reason
 --                   (dim_stop_reason.is_planned): RUN + SETUP + unplanned DOWN;
 -- run_minutes     = minutes in state RUN;
@@ -48,4 +49,5 @@ SELECT
     ROUND(1.0 * COALESCE(p.good_standard_minutes, 0) / NULLIF(t.planned_minutes, 0), 4) AS oee
 FROM state_time t
 JOIN dim_work_center w ON w.work_center = t.work_center
-LEFT JOIN produced p ON p.work_center = t.work_center AND p.production_date = t.calendar_date;
+LEFT JOIN produced p ON p.work_center = t.work_center AND p.production_date = t.calendar_date
+WHERE t.planned_minutes > 0;
