@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from etl.config.user_sql import read_only_problem
 from etl.core.errors import ConfigError, ConfigProblem
 from etl.core.expressions import ExpressionError, parse_expression
 from etl.core.types import Scalar
@@ -895,6 +896,14 @@ class ReconciliationQuery(_Model):
     @classmethod
     def _connection_id(cls, value: str) -> str:
         return check_connection_id(value)
+
+    @field_validator("sql")
+    @classmethod
+    def _one_select(cls, value: str) -> str:
+        problem = read_only_problem(value)
+        if problem is not None:
+            raise ValueError(f"refused: {problem}")
+        return value
 
 
 class BusinessReconciliation(_Model):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.config.flows import ExpectationsSpec, Flow
+from etl.config.user_sql import read_only_problem
 from etl.core.errors import ConfigError, ConfigProblem, display_path
 
 QUARANTINE = "quarantine"
@@ -139,6 +140,10 @@ def _read_expectation(
                 problems.append(ConfigProblem(
                     rel, f"{where}.kwargs.{key}", f"$PARAMETER {ref!r} is neither 'now' nor set in the flow's expectations.parameters",
                 ))
+    if kind == "unexpected_rows_expectation" and isinstance(kwargs.get("unexpected_rows_query"), str):
+        problem = query_problem(kwargs["unexpected_rows_query"])
+        if problem is not None:
+            problems.append(ConfigProblem(rel, f"{where}.kwargs.unexpected_rows_query", f"refused: {problem}"))
     mostly = kwargs.get("mostly")
     if mostly is not None and (not isinstance(mostly, (int, float)) or not 0 <= mostly <= 1):
         problems.append(ConfigProblem(rel, f"{where}.kwargs.mostly", "must be a number from 0 to 1"))
@@ -159,6 +164,17 @@ def _read_expectation(
     if len(problems) > before:
         return None
     return Expectation(name, kind, dict(kwargs), action, None if mostly is None else float(mostly), where)
+
+
+def batch_query(query: str, quoted_batch: str) -> str:
+    """An unexpected_rows_query with ``{batch}`` replaced as GX replaces it: a subquery with an
+    alias of its own, so one query serves both."""
+    return query.replace("{batch}", f"(SELECT * FROM {quoted_batch}) AS subselect")
+
+
+def query_problem(query: str, dialect: str | None = None) -> str | None:
+    """Why an unexpected_rows_query is not one statement that only reads (see user_sql), or None."""
+    return read_only_problem(batch_query(query, "etl_batch"), dialect)
 
 
 def _default_name(kind: str, kwargs: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ A database gets its own subclass; nothing else in the package branches on the di
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, BinaryIO, Literal
@@ -110,6 +111,21 @@ class Dialect:
 
     def begin_read(self, conn: Connection) -> None:
         """Make the just-begun source transaction read-only, on one snapshot where possible."""
+
+    @contextmanager
+    def read_only(self, conn: Connection) -> Iterator[None]:
+        """Within: the plant's own SQL (suite and reconciliation queries) runs on ``conn`` where
+        it cannot write, even inside a run's transaction that already has; after it, the
+        transaction is as it was. Everything read must be fetched inside.
+
+        Portable: a savepoint rolled back afterwards, which undoes what a query wrote to
+        transactional tables. It cannot stop DDL or non-transactional side effects, hence the
+        parse first (config.user_sql)."""
+        savepoint = conn.begin_nested()
+        try:
+            yield
+        finally:
+            savepoint.rollback()
 
     def tune(self, conn: Connection, work_mem_mb: int) -> None:
         """Settings for the rest of the target transaction, for the run's few big set-based

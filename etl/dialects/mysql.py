@@ -8,6 +8,8 @@ which the duplicate-key resolution does; it is not supported until that is rewri
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from sqlalchemy import Connection, Select, String, Table, and_, func, literal, or_, select, text, types
@@ -34,6 +36,21 @@ class MySQLDialect(Dialect):
     def begin_read(self, conn: Connection) -> None:
         # Applies to the transaction the next statement opens: one consistent, read-only snapshot.
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+
+    @contextmanager
+    def read_only(self, conn: Connection) -> Iterator[None]:
+        if conn.in_transaction():
+            # MariaDB cannot turn a begun transaction read-only: a savepoint rolled back undoes
+            # what a stored function wrote to InnoDB tables; the parse refuses the rest.
+            with super().read_only(conn):
+                yield
+            return
+        # A connection of its own (a reconciliation): the next transaction is read-only.
+        conn.execute(text("SET TRANSACTION READ ONLY"))
+        try:
+            yield
+        finally:
+            conn.rollback()
 
     def adapt_ddl(self, statement: str) -> str:
         # TIMESTAMP here converts through the session time zone, ends in 2038 and may update

@@ -8,7 +8,8 @@ import fcntl
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import pandas as pd
@@ -70,6 +71,18 @@ class PostgresDialect(OnConflictDialect):
     def begin_read(self, conn: Connection) -> None:
         # One snapshot: the ceiling and every chunk see the same committed rows.
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+
+    @contextmanager
+    def read_only(self, conn: Connection) -> Iterator[None]:
+        # A transaction may turn read-only at any point (never back): inside a savepoint, whose
+        # rollback restores the setting, so the run's own writes go on after it. Temporary
+        # tables stay writable, the target and everything else do not.
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(text("SET LOCAL transaction_read_only = on"))
+            yield
+        finally:
+            savepoint.rollback()
 
     def tune(self, conn: Connection, work_mem_mb: int) -> None:
         # JIT compiles the wide staging and check expressions anew in every run, which costs

@@ -3,6 +3,8 @@ INSERT ... ON CONFLICT merge. The database-wide write lock serialises concurrent
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, exists, or_, select, update
@@ -13,6 +15,15 @@ from etl.dialects.base import OnConflictDialect
 
 class SqliteDialect(OnConflictDialect):
     name = "sqlite"
+
+    @contextmanager
+    def read_only(self, conn: Connection) -> Iterator[None]:
+        # query_only holds for the connection, inside a transaction too, until switched off.
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("PRAGMA query_only = OFF")
 
     def insert(self, table: Table) -> Any:
         return sqlite_insert(table)

@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from etl.config.flows import BusinessReconciliation, Project, Tolerance
+from etl.config.flows import RECONCILIATIONS_FILE, BusinessReconciliation, Project, Tolerance
+from etl.config.user_sql import read_only_problem
+from etl.dialects import dialect_for
 from etl.sync.connections import Connections
 
 Key = tuple[str, ...]
@@ -114,8 +116,18 @@ def compare(
     return ReconciliationResult(check, lines)
 
 
+class RefusedQuery(ValueError):
+    """A reconciliation query that is not one statement that only reads, in its database's dialect."""
+
+
 def _query(connections: Connections, connection: str, sql: str) -> list[dict[str, Any]]:
-    with connections.engine(connection).connect() as conn:
+    """The rows of ``sql`` on ``connection``, read in a transaction that cannot write. Raises
+    RefusedQuery when ``sql`` is not one statement that only reads (see config.user_sql)."""
+    engine = connections.engine(connection)
+    problem = read_only_problem(sql, engine.dialect.name)
+    if problem is not None:
+        raise RefusedQuery(f"refused on {engine.dialect.name}: {problem}")
+    with engine.connect() as conn, dialect_for(conn).read_only(conn):
         return [dict(row._mapping) for row in conn.execute(text(sql))]
 
 
@@ -126,6 +138,8 @@ def reconcile(check: BusinessReconciliation, connections: Connections) -> Reconc
         query = getattr(check, side)
         try:
             rows[side] = _query(connections, query.connection, query.sql)
+        except RefusedQuery as exc:
+            return ReconciliationResult(check, error=f"{RECONCILIATIONS_FILE}: {check.name}.{side}.sql {exc}")
         except SQLAlchemyError as exc:
             first_line = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
             return ReconciliationResult(check, error=f"{side} query on {query.connection} failed: {first_line}")

@@ -190,12 +190,7 @@ def resolve_url(conn_id: str) -> URL:
 def parse_url(raw: str, name: str) -> URL:
     """A SQLAlchemy URL given on the command line as ``name``; refused as :func:`resolve_url`
     refuses one, naming ``name`` and never the URL."""
-    def make(text: str) -> URL:
-        scheme, _, rest = text.strip().partition("://")
-        check_authority(scheme, rest)
-        return make_url(text.strip())
-
-    return _parsed(raw, name, make)
+    return _parsed(raw, name, to_sqlalchemy_url)
 
 
 def _parsed(raw: str, name: str, parse: Any) -> URL:
@@ -207,7 +202,19 @@ def _parsed(raw: str, name: str, parse: Any) -> URL:
         # The raw value may hold a password: name the variable, never echo the value (a bad
         # port's ValueError quotes it, json's quotes the text around the error).
         raise ConnectionNotFound(f"{name}: cannot parse its URL ({type(exc).__name__})") from None
+    driver = _SUPPORTED_DRIVERS.get(url.get_backend_name())
+    if driver is not None and url.get_driver_name() != driver:
+        raise ConnectionNotFound(
+            f"{name}: the {url.get_backend_name()} driver {url.get_driver_name()!r} is not supported "
+            f"(COPY and statement rendering go through {driver}): write {url.get_backend_name()}+{driver}:// "
+            f"or {url.get_backend_name()}://, the rest of the URL as it is"
+        )
     return url
+
+
+#: Databases whose bulk paths use one driver's own API (PostgreSQL: psycopg2's copy_expert and
+#: mogrify, which psycopg 3 names and shapes differently).
+_SUPPORTED_DRIVERS = {"postgresql": "psycopg2"}
 
 
 def masked(url: URL) -> str:

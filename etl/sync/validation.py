@@ -29,8 +29,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
+    MetaData,
+    SmallInteger,
     Table,
     and_,
     case,
@@ -50,9 +53,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime
 
 from etl.config.flows import ExpectationsSpec, Flow
-from etl.config.suites import CRITICAL, QUARANTINE, WARNING, Expectation, Suite
-from etl.core.errors import ConfigProblem
+from etl.config.suites import CRITICAL, QUARANTINE, WARNING, Expectation, Suite, batch_query, query_problem
+from etl.core.errors import ConfigError, ConfigProblem
 from etl.core.rows import SEQ, SOURCE_KEY, Reject
+from etl.dialects import dialect_for
 from etl.sync.ledger import CheckResult
 
 SAMPLE_KEYS = 10
@@ -191,13 +195,41 @@ def _null(t: Table, kw: dict[str, Any], p: Params) -> ColumnElement[bool]:
     return col.is_not(None)
 
 
-def _unexpected_rows(t: Table, kw: dict[str, Any], p: Params, quoted_batch: str = "") -> ColumnElement[bool]:
-    # The query is the plant's own SQL (like a view) and must select the batch's rows, e.g.
-    # SELECT * FROM {batch} WHERE order_no NOT IN (...). {batch} becomes a subquery with an
-    # alias of its own, as GX substitutes it, so one query serves both. Rows match on _seq.
-    query = str(kw["unexpected_rows_query"]).replace("{batch}", f"(SELECT * FROM {quoted_batch}) AS subselect")
+def _unexpected_seqs(conn: Connection, staging: Table, suite: Suite, e: Expectation) -> list[int]:
+    """The ``_seq`` of every staged row the expectation's query selects, read where the query
+    cannot write. Raises ConfigError naming the suite file and expectation when the query is
+    not one statement that only reads, or when the database refuses it as a write.
+
+    The query is the plant's own SQL (like a view) and must select the batch's rows, e.g.
+    SELECT * FROM {batch} WHERE order_no NOT IN (...)."""
+    where = f"{e.where}.kwargs.unexpected_rows_query" if e.where else "kwargs.unexpected_rows_query"
+    raw = str(e.kwargs["unexpected_rows_query"])
+    problem = query_problem(raw, conn.dialect.name)
+    if problem is not None:
+        raise ConfigError([ConfigProblem(suite.file, where, f"{e.name}: refused on {conn.dialect.name}: {problem}")])
+    # The line break ends a trailing -- comment before the subquery's closing parenthesis.
+    query = batch_query(raw, conn.dialect.identifier_preparer.format_table(staging)) + "\n"
     rows = text(query).columns(column(SEQ)).subquery("unexpected")
-    return t.c[SEQ].in_(select(rows.c[SEQ]))
+    try:
+        with dialect_for(conn).read_only(conn):
+            return [int(v) for v in conn.execute(select(rows.c[SEQ])).scalars()]
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        raise ConfigError([ConfigProblem(suite.file, where, f"{e.name}: the query failed on {conn.dialect.name}: {reason}")]) from None
+
+
+def _unexpected_table(conn: Connection, staging: Table) -> Table:
+    """A temporary table of (expectation number, _seq) beside staging, for what the suite's
+    queries selected: read once, read-only, then matched by every later statement."""
+    dialect = dialect_for(conn)
+    table = Table(
+        f"{staging.name}_unexpected", MetaData(),
+        Column("rule", SmallInteger, nullable=False), Column(SEQ, BigInteger, nullable=False),
+        prefixes=dialect.staging_prefixes(), **dialect.staging_table_options(),
+    )
+    dialect.drop_staging(conn, table)
+    table.create(conn)
+    return table
 
 
 _ROW_RULES: dict[str, Callable[..., ColumnElement[bool]]] = {
@@ -212,7 +244,6 @@ _ROW_RULES: dict[str, Callable[..., ColumnElement[bool]]] = {
     "expect_column_pair_values_to_be_equal": _pair_equal,
     "expect_column_values_to_be_unique": _unique,
     "expect_compound_columns_to_be_unique": _compound_unique,
-    "unexpected_rows_expectation": _unexpected_rows,
 }
 
 
@@ -336,13 +367,18 @@ def check_batch(
     ``unique_key``: columns already unique in staging (the flow's key, after duplicate
     resolution, never NULL there); an expectation that they be unique holds without the
     grouping it would cost (a second of a million-row batch)."""
-    quoted = conn.dialect.identifier_preparer.format_table(staging)
     predicates: list[ColumnElement[bool] | None] = []
-    for e in suite.expectations:
+    unexpected: Table | None = None
+    for i, e in enumerate(suite.expectations):
         if unique_key and _is_key_uniqueness(e, unique_key):
             predicates.append(false())
         elif e.type == "unexpected_rows_expectation":
-            predicates.append(_unexpected_rows(staging, e.kwargs, params, quoted))
+            seqs = _unexpected_seqs(conn, staging, suite, e)
+            if unexpected is None:
+                unexpected = _unexpected_table(conn, staging)
+            for start in range(0, len(seqs), _FETCH_BATCH):
+                conn.execute(unexpected.insert(), [{"rule": i, SEQ: s} for s in seqs[start:start + _FETCH_BATCH]])
+            predicates.append(staging.c[SEQ].in_(select(unexpected.c[SEQ]).where(unexpected.c.rule == i)))
         elif e.row_level:
             predicates.append(_ROW_RULES[e.type](staging, e.kwargs, params))
         else:
