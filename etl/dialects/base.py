@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, BinaryIO, Literal
 
@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    DateTime,
     Delete,
     MetaData,
     Select,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
+    func,
     not_,
     or_,
     select,
@@ -110,6 +112,12 @@ class Dialect:
 
     def begin_read(self, conn: Connection) -> None:
         """Make the just-begun source transaction read-only, on one snapshot where possible."""
+
+    def clock(self, conn: Connection) -> datetime:
+        """The database's time now, aware in UTC. CURRENT_TIMESTAMP is aware on PostgreSQL and
+        naive UTC on SQLite; databases whose naive time is the session's zone override this."""
+        now: datetime = conn.execute(select(func.current_timestamp(type_=DateTime(timezone=True)))).scalar_one()
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
     def tune(self, conn: Connection, work_mem_mb: int) -> None:
         """Settings for the rest of the target transaction, for the run's few big set-based

@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -213,7 +213,7 @@ class StageOutcome:
 def stage(
     flow: Flow, sconn: Connection, tconn: Connection, query: Any, source: Table, target: Table,
     staging: Table, crosswalks: dict[str, Crosswalk], retries: Iterator[list[dict[str, Any]]],
-    parent_tables: dict[str, Table], set_aside_loaded: bool = False,
+    parent_tables: dict[str, Table], set_aside_loaded: bool = False, now: datetime | None = None,
 ) -> StageOutcome:
     """Fill ``staging`` from the source through SQL; return counts and the rejected rows.
 
@@ -241,12 +241,12 @@ def stage(
     # hash-joined to small crosswalk tables, which the planner picks from the table's size alone.
 
     source_types, target_types = column_types(source), column_types(target)
-    collector = Compiler(flow, raw, source_types, target_types, crosswalks)
+    collector = Compiler(flow, raw, source_types, target_types, crosswalks, now=now)
     for spec in flow.columns:
         collector.column(spec)
     _fill_lookups(tconn, collector, raw, crosswalks)
     rows = with_lookups(raw, collector)
-    compiler = Compiler(flow, raw, source_types, target_types, crosswalks, joined=rows)
+    compiler = Compiler(flow, raw, source_types, target_types, crosswalks, joined=rows, now=now)
     local_failures = _local_time_failures(tconn, collector, raw, rows)
     before, values = two_layers(flow, compiler, rows, local_failures)
 
