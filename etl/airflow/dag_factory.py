@@ -46,7 +46,7 @@ from airflow.sdk import DAG, Asset, AssetAlias, AssetAny, AssetOrTimeSchedule, A
 from airflow.sdk.exceptions import AirflowFailException
 
 from etl.config.flows import ColumnSpec, Flow, Project
-from etl.config.paths import DEFAULT_MAPPINGS
+from etl.config.paths import configured_expectations, configured_mappings
 from etl.config.project import load_project
 from etl.core.errors import ParameterProblem, TriggerParametersInvalid
 from etl.core.printable import get_logger
@@ -390,11 +390,18 @@ def build_dag(project: Project, flow: Flow) -> DAG:
     return dag
 
 
-def build_dags(mappings_dir: Path | str = DEFAULT_MAPPINGS) -> dict[str, DAG]:
+def _load(mappings_dir: Path | str) -> Project:
+    """The project as the DAGs and their tasks read it: the suites from ETL_EXPECTATIONS_DIR
+    where the scheduler's and the workers' environment names it."""
+    return load_project(mappings_dir, configured_expectations())
+
+
+def build_dags(mappings_dir: Path | str | None = None) -> dict[str, DAG]:
     """Every sync flow's DAG, the warehouse DAGs and the data-quality report DAG, by DAG id.
-    Reads the YAML only; raises ConfigError on a bad file. Warehouse flows run inside the
-    warehouse DAGs, not on their own."""
-    project = load_project(mappings_dir)
+    Reads the YAML only (``mappings_dir``, by default ETL_MAPPINGS_DIR or the clone's
+    mappings/); raises ConfigError on a bad file. Warehouse flows run inside the warehouse DAGs,
+    not on their own."""
+    project = _load(mappings_dir if mappings_dir is not None else configured_mappings())
     dags = {
         dag_id_of(name): build_dag(project, flow)
         for name, flow in project.flows.items() if flow.direction != "warehouse"
@@ -442,7 +449,7 @@ def send_data_quality_report(mappings_dir: str) -> dict[str, Any]:
     from etl.reporting.report import DEFAULT_REPORT, build_report
     from etl.sync.connections import Connections
 
-    project = load_project(mappings_dir)
+    project = _load(mappings_dir)
     with Connections() as connections:
         _refresh_data_docs(project, connections)
         written = build_report(project, connections, Path(os.environ.get(REPORT_PATH_ENV) or DEFAULT_REPORT))
@@ -519,7 +526,7 @@ def refresh_warehouse(mappings_dir: str, params: Mapping[str, Any]) -> list[dict
     from etl.sync.connections import Connections
     from etl.warehouse.refresh import RefreshFailed, refresh
 
-    project = load_project(mappings_dir)
+    project = _load(mappings_dir)
     with Connections() as connections:
         try:
             outcome = refresh(connections, project, full=bool(params.get("full_rebuild")))
@@ -539,7 +546,7 @@ def write_dashboard_file(mappings_dir: str) -> str:
     from etl.sync.connections import Connections
     from etl.warehouse.refresh import warehouse_connection
 
-    project = load_project(mappings_dir)
+    project = _load(mappings_dir)
     with Connections() as connections:
         path = write_dashboard(
             connections.engine(warehouse_connection(project)),
@@ -613,7 +620,7 @@ def sync_flow(
     from etl.sync.runner import refuse_run, run_flow
 
     try:
-        project = load_project(mappings_dir)
+        project = _load(mappings_dir)
         flow = project.flow(flow_name)
     except ConfigError as exc:
         # The YAML changed since the DAG was parsed.

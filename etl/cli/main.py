@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,13 +22,13 @@ from etl.cli.output import EXIT_CONFIG, EXIT_FAILED, EXIT_RETRY, SUMMARY_COLUMNS
 from etl.config import suites
 from etl.config.crosswalks import load_crosswalks
 from etl.config.flows import Project
-from etl.config.paths import DEFAULT_MAPPINGS, REPO_ROOT
+from etl.config.paths import EXPECTATIONS_ENV, MAPPINGS_ENV, REPO_ROOT, configured_expectations, configured_mappings
 from etl.config.project import load_project
 from etl.core.errors import ConfigError, ConfigProblem, ConnectionNotFound, EtlError, SchemaDriftError, StepFailed
 from etl.core.printable import EscapingStream
 from etl.core.watermark import parse_since
 from etl.sync import ledger, quarantine, validation
-from etl.sync.connections import Connections, masked
+from etl.sync.connections import CONNECTIONS_FILE_ENV, DEFAULT_CONNECTIONS_FILE, Connections, masked
 from etl.sync.pipeline_tables import ensure_pipeline_tables
 from etl.sync.runner import RunOptions, RunResult, run_flow
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 
 def _project(args: argparse.Namespace) -> Project:
-    return load_project(args.mappings)
+    return load_project(args.mappings, args.expectations)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -327,8 +328,14 @@ def cmd_pools(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m etl", description="erp-mes-sync: ERP <-> MES sync pipeline")
-    parser.add_argument("--mappings", default=str(DEFAULT_MAPPINGS), help="folder with flows/ and crosswalks/ (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="erp-mes-sync", description="erp-mes-sync: ERP <-> MES sync pipeline (also python -m etl)")
+    parser.add_argument("--mappings", default=str(configured_mappings()),
+                        help=f"folder with flows/ and crosswalks/ (default: ${MAPPINGS_ENV}, else %(default)s)")
+    parser.add_argument("--expectations", default=configured_expectations(),
+                        help=f"folder with the flows' suites (default: ${EXPECTATIONS_ENV}, else expectations/ beside --mappings)")
+    parser.add_argument("--connections", default=None,
+                        help=f"connections file, JSON of connection ids and URLs (default: ${CONNECTIONS_FILE_ENV}, "
+                             f"else {DEFAULT_CONNECTIONS_FILE})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -415,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.connections:
+        # Connections() reads the file the environment names, here and in every step it runs.
+        os.environ[CONNECTIONS_FILE_ENV] = args.connections
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

@@ -16,7 +16,7 @@ from etl.warehouse.refresh import RefreshFailed, RefreshResult, build, refresh, 
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    project = load_project(args.mappings)
+    project = load_project(args.mappings, args.expectations)
     conn_id = warehouse_connection(project)
     with Connections() as connections:
         report = build(connections.engine(conn_id))
@@ -39,7 +39,7 @@ def _print_refresh(outcome: RefreshResult) -> None:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    project = load_project(args.mappings)
+    project = load_project(args.mappings, args.expectations)
     with Connections() as connections:
         try:
             outcome = refresh(connections, project, full=args.full)
@@ -59,7 +59,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
 
-    project = load_project(args.mappings)
+    project = load_project(args.mappings, args.expectations)
     with Connections() as connections:
         path = write_dashboard(connections.engine(warehouse_connection(project)), Path(args.out))
     print(f"dashboard written to {path}")

@@ -114,6 +114,9 @@ class Crosswalk:
     #: Table entries that collide with the rule, by the side they translate to: a problem only
     #: where a flow translates that way (load_project refuses them there).
     collisions: tuple[tuple[str, ConfigProblem], ...] = ()
+    #: A lookup's codes that name more than one row, left out: (side translated to, codes, the
+    #: warning naming them). A run shows the warning only where rows with them wait.
+    ambiguity: tuple[tuple[str, frozenset[str], str], ...] = ()
 
     def entries(self, to: str) -> dict[str, tuple[str, Decimal]]:
         """The table's pairs towards side ``to``: ``{code: (counterpart, factor)}``."""

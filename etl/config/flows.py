@@ -305,6 +305,10 @@ class CursorSpec(_Model):
     #: a clock in another zone, clock skew). A row beyond it is loaded and reported, but the
     #: watermark never passes the clock plus this.
     future_tolerance: Duration = timedelta(days=1)
+    #: The cursor column allows NULL and that is known: rows with NULL there are read only by a
+    #: full refresh. Acknowledged, the run stops warning of it (and warns if the column no
+    #: longer allows NULL, so the acknowledgement does not outlive its cause).
+    allows_null: bool = False
 
 
 class CrosswalkRef(_Model):
@@ -835,6 +839,9 @@ class ReportSettings(_Model):
     #: A row waiting in quarantine only for its parent (not on the target yet: the source has not
     #: released it) is an expected wait, not an action, for up to this many days.
     expected_wait_days: int = Field(default=14, ge=1)
+    #: Source keys listed under each quarantine reason, oldest first, so the reader can act from
+    #: the mail alone; 0 lists none.
+    keys_per_reason: int = Field(default=10, ge=0, le=1000)
     #: Where Great Expectations Data Docs are built (a folder that gets index.html, relative to
     #: the repository or absolute; GX's own project goes beside it).
     data_docs: str | None = None

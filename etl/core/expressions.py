@@ -51,9 +51,12 @@ Row errors
 from __future__ import annotations
 
 import ast
+import io
 import json
+import tokenize
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import (
     ROUND_HALF_UP,
     Context,
@@ -64,7 +67,7 @@ from decimal import (
     Overflow,
 )
 from itertools import repeat
-from typing import TypeAlias, TypeGuard, cast
+from typing import Any, TypeAlias, TypeGuard, cast
 
 import numpy as np
 import pandas as pd
@@ -86,7 +89,7 @@ _ROUNDING = Context(
 )
 _INT64_LIMIT = 2**63
 
-Value: TypeAlias = "np.ndarray | str | int | float | Decimal | None"
+Value: TypeAlias = "np.ndarray | str | int | float | Decimal | datetime | None"
 """An intermediate result: one scalar for every row, or one cell per row.
 
 Arrays are int64/float64 (NaN is NULL) or object arrays holding ``None`` for NULL.
@@ -127,16 +130,32 @@ class EvalResult:
 class _Context:
     """State of one evaluation: the frame's columns as arrays and the row errors."""
 
-    def __init__(self, frame: pd.DataFrame, text: str):
+    def __init__(self, frame: pd.DataFrame, text: str, now: datetime | None, parent: _Context | None = None,
+                 rows: np.ndarray | None = None):
         self.frame = frame
         self.text = text
-        self.n = len(frame)
+        self.now = now
+        self.n = len(frame) if rows is None else len(rows)
         self.errors = np.full(self.n, None, dtype=object)
         self.failed = np.zeros(self.n, dtype=bool)
         self._columns: dict[str, np.ndarray] = {}
+        self._parent = parent
+        self._rows = rows
+
+    def subset(self, rows: np.ndarray) -> _Context:
+        """A context for the rows at positions ``rows`` alone (a branch of if()): its errors
+        go back to this context with :meth:`merge`."""
+        return _Context(self.frame, self.text, self.now, self, rows)
+
+    def merge(self, child: _Context) -> None:
+        assert child._rows is not None
+        self.flag_rows({int(child._rows[i]): str(child.errors[i]) for i in np.flatnonzero(child.failed)})
 
     def column(self, name: str) -> np.ndarray:
         """Return the column as loaded by _load, reading the frame once per name."""
+        if name not in self._columns and self._parent is not None:
+            assert self._rows is not None
+            self._columns[name] = self._parent.column(name)[self._rows]
         if name not in self._columns:
             series = self.frame[name]
             if isinstance(series, pd.DataFrame):
@@ -572,6 +591,123 @@ def _round(ctx: _Context, args: list[Value]) -> Value:
     return _elementwise(ctx, lambda v: _round_cell(v, exponent), value)
 
 
+def _is_boolean(value: object) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _comparable(left: object, right: object, op: str) -> tuple[Any, Any]:
+    """The two cells as values Python orders the way SQL does, or a _RowError naming the kinds."""
+    x, y = _as_number(left), _as_number(right)
+    if x is not None and y is not None:
+        if isinstance(x, Decimal) or isinstance(y, Decimal):
+            return _to_decimal(x), _to_decimal(y)
+        return x, y
+    if isinstance(left, str) and isinstance(right, str):
+        return left, right
+    if _is_boolean(left) and _is_boolean(right):
+        return bool(left), bool(right)
+    if isinstance(left, pd.Timestamp):
+        left = left.to_pydatetime()
+    if isinstance(right, pd.Timestamp):
+        right = right.to_pydatetime()
+    if isinstance(left, datetime) and isinstance(right, datetime):
+        if (left.tzinfo is None) == (right.tzinfo is None):
+            return left, right
+        raise _RowError(f"'{op}' cannot compare a time with a time zone to one without; use a timezone step")
+    if isinstance(left, date) and isinstance(right, date) and not isinstance(left, datetime) and not isinstance(right, datetime):
+        return left, right
+    raise _RowError(f"'{op}' needs two numbers, two texts, two times or two booleans, got {_kind(left)} and {_kind(right)}")
+
+
+def _compare_cell(op: str, left: object, right: object) -> bool | None:
+    if left is None or right is None:
+        return None
+    a, b = _comparable(left, right, op)
+    if op == "=":
+        return bool(a == b)
+    if op == "<>":
+        return bool(a != b)
+    if op == "<":
+        return bool(a < b)
+    if op == "<=":
+        return bool(a <= b)
+    if op == ">":
+        return bool(a > b)
+    return bool(a >= b)
+
+
+_NUMPY_COMPARE = {"=": np.equal, "<>": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+
+
+def _compare(ctx: _Context, op: str, left: Value, right: Value) -> Value:
+    arrays = isinstance(left, np.ndarray) or isinstance(right, np.ndarray)
+    # An int64 beside a float64 would be compared as two floats, inexactly past 2**53.
+    if arrays and _is_numpy_number(left) and _is_numpy_number(right) and _is_float(left) == _is_float(right):
+        with np.errstate(invalid="ignore"):
+            result = _object_array(_NUMPY_COMPARE[op](left, right).tolist())
+        for side in (left, right):
+            if _is_float(side):
+                assert isinstance(side, np.ndarray)
+                result[np.isnan(side)] = None
+        return result
+    return _elementwise(ctx, lambda a, b: _compare_cell(op, a, b), left, right)
+
+
+def _truth(op: str, value: object) -> bool | None:
+    if value is None:
+        return None
+    if _is_boolean(value):
+        return bool(value)
+    raise _RowError(f"'{op}' needs true or false, got {_kind(value)}")
+
+
+def _logic_cell(op: str, *values: object) -> bool | None:
+    # SQL's three values: false decides 'and' and true decides 'or', whatever else is NULL.
+    truths = [_truth(op, v) for v in values]
+    decisive = op == "or"
+    if decisive in truths:
+        return decisive
+    if None in truths:
+        return None
+    return not decisive
+
+
+def _not_cell(value: object) -> bool | None:
+    truth = _truth("not", value)
+    return None if truth is None else not truth
+
+
+def _now(ctx: _Context, args: list[Value]) -> Value:
+    if ctx.now is None:
+        raise _problem(ctx.text, "now() is the start of a run; this expression is not evaluated in one")
+    return ctx.now
+
+
+def _if(ctx: _Context, args: tuple[_Node, ...]) -> Value:
+    """Each branch is computed for its own rows only: a division by zero in the branch a row
+    does not take is no error of that row."""
+    condition, then, otherwise = args
+    chosen = np.zeros(ctx.n, dtype=bool)
+    failures: dict[int, str] = {}
+    for row, cell in enumerate(_cells(condition.evaluate(ctx), ctx.n)):
+        if cell is None:
+            continue
+        if _is_boolean(cell):
+            chosen[row] = bool(cell)
+        else:
+            failures[row] = f"if() condition must be true or false, got {_kind(cell)}"
+    ctx.flag_rows(failures)
+    result = np.full(ctx.n, None, dtype=object)
+    for mask, branch in ((chosen, then), (~chosen, otherwise)):
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            continue
+        child = ctx.subset(rows)
+        result[rows] = _as_objects(branch.evaluate(child), rows.size)
+        ctx.merge(child)
+    return result
+
+
 def _whole_number(low: int, high: int | None) -> Callable[[object], bool]:
     def check(value: object) -> bool:
         if type(value) is not int:
@@ -605,8 +741,10 @@ class Function:
     signature: str
     min_args: int
     max_args: int | None
-    apply: Callable[[_Context, list[Value]], Value] = field(repr=False)
+    apply: Callable[[_Context, list[Value]], Value] | None = field(repr=False)
     literals: dict[int, _LiteralParam] = field(default_factory=dict, repr=False)
+    #: A function that decides itself which of its arguments to compute for which rows (if()).
+    lazy: Callable[[_Context, tuple[_Node, ...]], Value] | None = field(default=None, repr=False)
 
 
 _WIDTH = _LiteralParam("width", "a whole number from 0 to 1000", _whole_number(0, 1000))
@@ -646,6 +784,8 @@ FUNCTIONS: dict[str, Function] = {
         {i: _LiteralParam("key", "a text literal such as 'zh_CN'", _path_key) for i in range(1, 9)},
     ),
     "string": Function("string(value)", 1, 1, _text),
+    "if": Function("if(condition, then, otherwise)", 3, 3, None, lazy=_if),
+    "now": Function("now()", 0, 0, _now),
 }
 """The whitelist. NULL semantics per function:
 
@@ -674,13 +814,28 @@ FUNCTIONS: dict[str, Function] = {
   absent or JSON ``null``; a row error when the text is not JSON or the path
   ends at an object or array.
 
+- ``if(condition, then, otherwise)``: ``then`` where the condition is true,
+  ``otherwise`` where it is false or NULL (as SQL's ``CASE WHEN``); each branch is
+  computed only for its own rows, so ``if(qty = 0, 0, done / qty)`` has no
+  division by zero. A condition that is not true, false or NULL is a row error.
+- ``now()``: the start of the run on the target database's clock, one value
+  (a UTC time with its time zone) for every row of the run; a ``timezone``
+  step turns it into the target's local time.
+
 ``width``, ``fill``, ``start``, ``length``, ``ndigits`` and the keys of ``json_get`` must be literals.
+
+Comparisons ``= <> < <= > >=`` (``==`` and ``!=`` also) take two numbers, two
+texts (compared by code point), two times of the same kind (both with or both
+without a time zone), two dates or two booleans, and give true, false or NULL
+(NULL when either side is NULL); other pairs are row errors. ``and``, ``or`` and
+``not`` take true, false or NULL with SQL's three-valued logic (``false and
+NULL`` is false, ``true or NULL`` is true); both sides are always computed.
 """
 
 _ALLOWED_FUNCTIONS = ", ".join(sorted(FUNCTIONS))
 _ALLOWED_FORMS = (
-    "allowed: column names, text and number literals, + - * /, unary -, "
-    f"and calls of {_ALLOWED_FUNCTIONS}"
+    "allowed: column names, text and number literals, + - * /, unary -, comparisons (= <> < <= > >=), "
+    f"and, or, not, and calls of {_ALLOWED_FUNCTIONS}"
 )
 
 _OPERATORS: dict[type[ast.operator], str] = {
@@ -711,10 +866,8 @@ _FORBIDDEN_FORMS: dict[type[ast.AST], str] = {
     ast.Attribute: "attribute access",
     ast.Subscript: "indexing",
     ast.Slice: "slicing",
-    ast.IfExp: "conditional expression",
+    ast.IfExp: "conditional expression (write if(condition, then, otherwise))",
     ast.Lambda: "lambda",
-    ast.Compare: "comparison",
-    ast.BoolOp: "boolean operator",
     ast.JoinedStr: "f-string",
     ast.FormattedValue: "f-string",
     ast.Starred: "starred argument",
@@ -777,7 +930,44 @@ class _Call(_Node):
     args: tuple[_Node, ...]
 
     def evaluate(self, ctx: _Context) -> Value:
-        return FUNCTIONS[self.name].apply(ctx, [arg.evaluate(ctx) for arg in self.args])
+        function = FUNCTIONS[self.name]
+        if function.lazy is not None:
+            return function.lazy(ctx, self.args)
+        assert function.apply is not None  # a function is either lazy or applied to its values
+        return function.apply(ctx, [arg.evaluate(ctx) for arg in self.args])
+
+
+_COMPARISONS: dict[type[ast.cmpop], str] = {
+    ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+}
+
+
+@dataclass(frozen=True)
+class _Comparison(_Node):
+    op: str
+    left: _Node
+    right: _Node
+
+    def evaluate(self, ctx: _Context) -> Value:
+        return _compare(ctx, self.op, self.left.evaluate(ctx), self.right.evaluate(ctx))
+
+
+@dataclass(frozen=True)
+class _Logic(_Node):
+    op: str
+    operands: tuple[_Node, ...]
+
+    def evaluate(self, ctx: _Context) -> Value:
+        values = [operand.evaluate(ctx) for operand in self.operands]
+        return _elementwise(ctx, lambda *cells: _logic_cell(self.op, *cells), *values)
+
+
+@dataclass(frozen=True)
+class _Not(_Node):
+    operand: _Node
+
+    def evaluate(self, ctx: _Context) -> Value:
+        return _elementwise(ctx, _not_cell, self.operand.evaluate(ctx))
 
 
 class _Builder:
@@ -808,6 +998,11 @@ class _Builder:
             return self.unary(node, depth)
         if isinstance(node, ast.Call):
             return self.call(node, depth)
+        if isinstance(node, ast.Compare):
+            return self.comparison(node, depth)
+        if isinstance(node, ast.BoolOp):
+            op = "and" if isinstance(node.op, ast.And) else "or"
+            return _Logic(op, tuple(self.build(value, depth + 1) for value in node.values))
         form = _FORBIDDEN_FORMS.get(type(node), type(node).__name__)
         raise self.fail(f"{form} {self.segment(node)!r} is not allowed; {_ALLOWED_FORMS}")
 
@@ -848,10 +1043,20 @@ class _Builder:
             raise self.fail(f"operator '{op}' in {self.segment(node)!r} is not allowed; allowed: + - * /")
         return _Arithmetic(op, self.build(node.left, depth + 1), self.build(node.right, depth + 1))
 
+    def comparison(self, node: ast.Compare, depth: int) -> _Comparison:
+        if len(node.ops) > 1:
+            raise self.fail(f"chained comparison {self.segment(node)!r} is not allowed; join two with 'and'")
+        op = _COMPARISONS.get(type(node.ops[0]))
+        if op is None:
+            raise self.fail(f"comparison {self.segment(node)!r} is not allowed; allowed: = <> < <= > >=")
+        return _Comparison(op, self.build(node.left, depth + 1), self.build(node.comparators[0], depth + 1))
+
     def unary(self, node: ast.UnaryOp, depth: int) -> _Node:
+        if isinstance(node.op, ast.Not):
+            return _Not(self.build(node.operand, depth + 1))
         if not isinstance(node.op, ast.USub):
             op = _UNARY_OPERATORS.get(type(node.op), type(node.op).__name__)
-            raise self.fail(f"unary '{op}' in {self.segment(node)!r} is not allowed; only '-' is")
+            raise self.fail(f"unary '{op}' in {self.segment(node)!r} is not allowed; only '-' and 'not' are")
         operand = self.build(node.operand, depth + 1)
         if isinstance(operand, _Literal) and isinstance(operand.value, Decimal):
             # copy_negate is exact at any length; zero stays unsigned as in SQL.
@@ -866,7 +1071,7 @@ class _Builder:
                 f"only calls of a function by name are allowed, not {self.segment(node.func)!r}; "
                 f"allowed functions: {_ALLOWED_FUNCTIONS}"
             )
-        name = node.func.id
+        name = CONDITIONAL_NAMES.get(node.func.id, node.func.id)
         function = FUNCTIONS.get(name)
         if function is None:
             raise self.fail(f"function {name!r} is not allowed; allowed: {_ALLOWED_FUNCTIONS}")
@@ -913,8 +1118,9 @@ class Expression:
     columns: frozenset[str]
     _root: _Node = field(repr=False, compare=False)
 
-    def evaluate(self, frame: pd.DataFrame) -> EvalResult:
-        """Compute the expression for every row of ``frame``.
+    def evaluate(self, frame: pd.DataFrame, now: datetime | None = None) -> EvalResult:
+        """Compute the expression for every row of ``frame``; ``now`` is what ``now()`` gives
+        (the run's start on the target's clock).
 
         Returns values and per-row errors on ``frame``'s index (see
         :class:`EvalResult`). Raises :class:`ExpressionError` only if a
@@ -928,7 +1134,7 @@ class Expression:
             if len(frame.columns) > 30:
                 available += ", ..."
             raise _problem(self.text, f"{noun} {names} not in the data (columns: {available})")
-        ctx = _Context(frame, self.text)
+        ctx = _Context(frame, self.text, now)
         values = _as_objects(self._root.evaluate(ctx), ctx.n)
         # Float arithmetic can still produce NaN (inf - inf); the contract is None.
         values[ctx.failed | pd.isna(values)] = None
@@ -936,6 +1142,48 @@ class Expression:
             values=pd.Series(values, index=frame.index, dtype=object),
             errors=pd.Series(ctx.errors, index=frame.index, dtype=object),
         )
+
+
+#: What ``if`` is called in the Python syntax the text is parsed as (``if`` is a keyword there).
+CONDITIONAL = "_if_"
+CONDITIONAL_NAMES = {CONDITIONAL: "if"}
+
+
+def python_syntax(source: str) -> str:
+    """``source`` in the Python syntax :mod:`ast` reads: SQL's ``=`` and ``<>`` as ``==`` and
+    ``!=``, and the call ``if(`` as :data:`CONDITIONAL`. Text literals are left as written.
+
+    Raises SyntaxError (tokenize's TokenError as one) for text that does not tokenize."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except tokenize.TokenError as exc:
+        raise SyntaxError(str(exc.args[0])) from None
+    lines = source.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(position: tuple[int, int]) -> int:
+        return starts[position[0] - 1] + position[1]
+
+    edits: list[tuple[int, int, str]] = []
+    for i, token in enumerate(tokens):
+        after = tokens[i + 1] if i + 1 < len(tokens) else None
+        if token.type == tokenize.OP and token.string == "=":
+            edits.append((offset(token.start), offset(token.end), "=="))
+        elif token.type == tokenize.OP and token.string == "<" and after is not None and after.string == ">" and after.start == token.end:
+            edits.append((offset(token.start), offset(after.end), "!="))
+        elif token.type == tokenize.NAME and token.string == "if" and after is not None and after.string == "(":
+            edits.append((offset(token.start), offset(token.end), CONDITIONAL))
+    for start, end, replacement in reversed(edits):
+        source = source[:start] + replacement + source[end:]
+    return source
+
+
+def syntax_tree(text: str) -> ast.expr:
+    """The Python syntax tree of an expression's text (see :func:`python_syntax`); the SQL
+    compiler reads the tree of an expression :func:`parse_expression` accepted."""
+    return ast.parse(python_syntax(text.strip()), mode="eval").body
 
 
 def parse_expression(text: str) -> Expression:
@@ -949,10 +1197,10 @@ def parse_expression(text: str) -> Expression:
         raise ExpressionError(f"expression must be text, got {type(text).__name__} {text!r}")
     if len(text) > MAX_LENGTH:
         raise _problem(text, f"is {len(text)} characters long; the limit is {MAX_LENGTH}")
-    source = text.strip()
-    if not source:
+    if not text.strip():
         raise ExpressionError("expression is empty")
     try:
+        source = python_syntax(text.strip())
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         where = f" at column {exc.offset}" if exc.offset else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, BinaryIO, Literal
 
@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    DateTime,
     Delete,
     MetaData,
     Select,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     and_,
     delete,
     exists,
+    func,
     not_,
     or_,
     select,
@@ -126,6 +128,12 @@ class Dialect:
             yield
         finally:
             savepoint.rollback()
+
+    def clock(self, conn: Connection) -> datetime:
+        """The database's time now, aware in UTC. CURRENT_TIMESTAMP is aware on PostgreSQL and
+        naive UTC on SQLite; databases whose naive time is the session's zone override this."""
+        now: datetime = conn.execute(select(func.current_timestamp(type_=DateTime(timezone=True)))).scalar_one()
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
     def tune(self, conn: Connection, work_mem_mb: int) -> None:
         """Settings for the rest of the target transaction, for the run's few big set-based

@@ -7,7 +7,9 @@ them with SQLAlchemy's mssql dialect (tests/unit/test_dialect_mssql.py), not aga
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table, text
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, DateTime, Table, func, select, text
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.schema import CreateTable
 
@@ -47,6 +49,10 @@ def merge_statement(
 
 class MSSQLDialect(Dialect):
     name = "mssql"
+
+    def clock(self, conn: Connection) -> datetime:
+        now: datetime = conn.execute(select(func.sysutcdatetime(type_=DateTime()))).scalar_one()
+        return now.replace(tzinfo=UTC)
 
     def try_lock(self, conn: Connection, flow: str) -> bool:
         # Owned by the transaction: released by commit or rollback, or when the session dies.

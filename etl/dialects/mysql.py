@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, Select, String, Table, and_, func, literal, or_, select, text, types
+from sqlalchemy import Connection, DateTime, Select, String, Table, and_, func, literal, or_, select, text, types
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -32,6 +33,11 @@ class MySQLDialect(Dialect):
 
     def release_lock(self, conn: Connection, flow: str) -> None:
         conn.execute(select(func.release_lock(f"erp-mes-sync:{lock_key(flow)}")))
+
+    def clock(self, conn: Connection) -> datetime:
+        # CURRENT_TIMESTAMP is in the session's time zone; UTC_TIMESTAMP is not.
+        now: datetime = conn.execute(select(func.utc_timestamp(6, type_=DateTime()))).scalar_one()
+        return now.replace(tzinfo=UTC)
 
     def begin_read(self, conn: Connection) -> None:
         # Applies to the transaction the next statement opens: one consistent, read-only snapshot.

@@ -61,6 +61,8 @@ class ReasonGroup:
     pattern: str
     rows: int
     example: str
+    #: The first source keys waiting with this pattern, oldest first (report.keys_per_reason).
+    keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -231,6 +233,11 @@ def reason_pattern(reason: str) -> str:
     return "".join(parts)
 
 
+def pattern_of(reason: str) -> str:
+    """A row's whole reason as a pattern: each of its parts ("a; b") by :func:`reason_pattern`."""
+    return "; ".join(reason_pattern(part) for part in reason.split("; "))
+
+
 def group_reasons(counts: Sequence[tuple[str, int]], limit: int = REASONS_SHOWN) -> list[ReasonGroup]:
     """Quarantine reasons (reason, rows) grouped by pattern, largest first, at most ``limit``.
 
@@ -238,7 +245,7 @@ def group_reasons(counts: Sequence[tuple[str, int]], limit: int = REASONS_SHOWN)
     rows: Counter[str] = Counter()
     examples: dict[str, str] = {}
     for reason, n in counts:
-        pattern = "; ".join(reason_pattern(part) for part in str(reason).split("; "))
+        pattern = pattern_of(str(reason))
         rows[pattern] += n
         examples.setdefault(pattern, str(reason))
     ranked = sorted(rows.items(), key=lambda item: (-item[1], item[0]))
@@ -326,9 +333,35 @@ class _TargetData:
     #: (flow, reason) -> when the oldest row waiting for that reason was first quarantined.
     first_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    #: flow -> reason pattern -> the first keys waiting with it (see waiting_keys).
+    keys: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
-def _read_target(conn: Connection, flows: Sequence[str], window: Window, trend_since: datetime) -> _TargetData:
+def waiting_keys(conn: Connection, flows: Sequence[str], limit: int) -> dict[str, dict[str, list[str]]]:
+    """flow -> reason pattern -> the source keys of the first ``limit`` rows waiting with it,
+    oldest first. The rows are streamed: the backlog is read once, never held whole."""
+    found: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    if limit <= 0:
+        return found
+    Q = quarantine.c
+    patterns: dict[str, str] = {}
+    stmt = (
+        select(Q.flow, Q.reason, Q.source_key).where(Q.flow.in_(flows), Q.status == WAITING)
+        .order_by(Q.flow, Q.first_seen_at, Q.source_key)
+    )
+    for flow, reason, key in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
+        pattern = patterns.get(reason)
+        if pattern is None:
+            pattern = patterns[reason] = pattern_of(str(reason))
+        keys = found[flow][pattern]
+        if len(keys) < limit:
+            keys.append(str(key))
+    return found
+
+
+def _read_target(
+    conn: Connection, flows: Sequence[str], window: Window, trend_since: datetime, keys_per_reason: int = 0,
+) -> _TargetData:
     data = _TargetData()
     L, Q, C = ledger.c, quarantine.c, check.c
     data.runs = [dict(r._mapping) for r in conn.execute(
@@ -358,6 +391,7 @@ def _read_target(conn: Connection, flows: Sequence[str], window: Window, trend_s
     ):
         data.reasons[flow].append((reason, int(n)))
         data.first_seen[(flow, reason)] = first_seen
+    data.keys = waiting_keys(conn, flows, keys_per_reason)
     data.checks = [dict(r._mapping) for r in conn.execute(
         select(C.flow, C.run_id, C.checked_at, C.kind, C.name, C.expectation_type, C.suite, C.action,
                C.rows_checked, C.rows_failed, C.success, C.sample_keys, C.detail)
@@ -374,7 +408,8 @@ def flow_report(
     report = FlowReport(flow.flow, flow.direction, flow.target.connection, schedule)
     runs = [r for r in data.runs if r["flow"] == flow.flow]
     for r in runs:
-        if r["started_at"] >= window.since:
+        # A dry run wrote nothing: it counts neither toward the flow's runs nor its rows.
+        if r["started_at"] >= window.since and r["outcome"] != DRY_RUN:
             report.runs[r["outcome"]] += 1
             report.rows_read += int(r["rows_read"] or 0)
             report.rows_loaded += int(r["rows_loaded"] or 0)
@@ -391,7 +426,8 @@ def flow_report(
         if waits_for_parent(reason) and since is not None and since >= expected_after:
             report.expected_wait += n
             report.expected_since = since if report.expected_since is None else min(report.expected_since, since)
-    report.reasons = group_reasons(reasons)
+    keys = data.keys.get(flow.flow, {})
+    report.reasons = [replace(g, keys=keys.get(g.pattern, [])) for g in group_reasons(reasons)]
     report.checks = summarize_checks([c for c in data.checks if c["flow"] == flow.flow])
     report.trend = daily_trend(runs, window.until - timedelta(microseconds=1), settings.trend_days)
     return report
@@ -426,7 +462,7 @@ def collect(
     for target, target_flows in sorted(by_target.items()):
         with connections.engine(target).begin() as conn:
             ensure_pipeline_tables(conn)
-            data = _read_target(conn, [f.flow for f in target_flows], window, trend_since)
+            data = _read_target(conn, [f.flow for f in target_flows], window, trend_since, settings.keys_per_reason)
         for flow in target_flows:
             flows[flow.flow] = flow_report(flow, project.schedule_of(flow), data, window, settings)
     return Report(
@@ -756,6 +792,7 @@ def flow_section(flow: FlowReport, report: Report) -> str:
                          "each is loaded by the run that finds its parent on the target.</p>")
         parts.append(f"<h3>Quarantine backlog: {plural(flow.backlog, 'row')}, commonest reasons</h3>"
                      + _table(["rows", "reason", "example"], rows, numeric=(0,)))
+    parts.append(waiting_keys_section(flow))
     if flow.checks:
         parts.append("<h3>Expectations and run reconciliations</h3>" + _checks_table(flow.checks))
     fresh = (
@@ -766,6 +803,20 @@ def flow_section(flow: FlowReport, report: Report) -> str:
         f"<section id='flow-{escape(flow.flow)}'><h2>{escape(flow.flow)} {_status(flow)}</h2>"
         f"<p class='note'>{escape(flow.direction)} → {escape(flow.target)} · {escape(fresh)}</p>{''.join(parts)}</section>"
     )
+
+
+def waiting_keys_section(flow: FlowReport) -> str:
+    """Which rows wait, by reason: the first keys of each, so a planner can act from the mail."""
+    listed = [g for g in flow.reasons if g.keys]
+    if not listed:
+        return ""
+    items = []
+    for group in listed:
+        more = group.rows - len(group.keys)
+        tail = f" and {_n(more)} more" if more > 0 else ""
+        keys = ", ".join(f"<code>{escape(k)}</code>" for k in group.keys)
+        items.append(f"<li>{escape(group.pattern)}: {keys}{escape(tail)}</li>")
+    return f"<h3>Keys waiting in quarantine, by reason</h3><ul class='keys'>{''.join(items)}</ul>"
 
 
 def reconciliation_section(results: Sequence[ReconciliationResult]) -> str:

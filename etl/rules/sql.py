@@ -13,28 +13,31 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     BigInteger,
     Column,
+    DateTime,
     MetaData,
     Numeric,
     Table,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     func,
     literal,
     literal_column,
+    not_,
     null,
     or_,
     select,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import CompileError
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, Grouping
 from sqlalchemy.sql.util import ClauseAdapter
 
 from etl.config.crosswalks import Crosswalk
 from etl.config.flows import ColumnSpec, Flow
-from etl.core.expressions import TRIM_CHARS
+from etl.core.expressions import CONDITIONAL, TRIM_CHARS, syntax_tree
 from etl.core.reasons import (
     CONVERSION,
     CROSSWALK_MISS,
@@ -115,9 +118,11 @@ class Compiler:
 
     def __init__(
         self, flow: Flow, raw: Table, source_types: dict[str, ColumnType], target_types: dict[str, ColumnType],
-        crosswalks: dict[str, Crosswalk], joined: Any = None,
+        crosswalks: dict[str, Crosswalk], joined: Any = None, now: datetime | None = None,
     ):
         self.flow = flow
+        #: What now() is: the run's start on the target's clock (None when only checking).
+        self.now = now
         self.crosswalks = crosswalks
         self.raw = raw
         #: Second pass: the raw rows beside their crosswalk lookups (see :func:`_with_lookups`).
@@ -181,9 +186,69 @@ class Compiler:
             return Value(-inner.sql, inner.kind, inner.failures)
         if isinstance(node, ast.BinOp):
             return self._arithmetic(node, spec)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            return self._comparison(node.ops[0], self.expression(node.left, spec), self.expression(node.comparators[0], spec))
+        if isinstance(node, ast.BoolOp):
+            operands = [self._boolean(self.expression(v, spec)) for v in node.values]
+            combine = and_ if isinstance(node.op, ast.And) else or_
+            return Value(combine(*[o.sql for o in operands]), "boolean", [f for o in operands for f in o.failures])
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = self._boolean(self.expression(node.operand, spec))
+            return Value(not_(inner.sql), "boolean", inner.failures)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == CONDITIONAL:
+            return self._if([self.expression(n, spec) for n in node.args])
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "now":
+            return Value(bindparam(None, self.now, type_=DateTime(timezone=True)), "timestamptz")
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             return self._call(node.func.id, node.args, spec)
         raise Unsupported(f"expression node {type(node).__name__}")
+
+    def _boolean(self, value: Value) -> Value:
+        if value.kind != "boolean":
+            raise Unsupported(f"true or false expected, got a {value.kind} value")
+        return value
+
+    def _comparison(self, op: ast.cmpop, left: Value, right: Value) -> Value:
+        numbers = ("integer", "decimal")
+        a, b = left.sql, right.sql
+        if left.kind in numbers and right.kind in numbers:
+            a, b = cast(a, Numeric), cast(b, Numeric)
+        elif left.kind == right.kind == "string":
+            # Code point order, as Python compares text; the database's collation would not.
+            a, b = a.collate("C"), b.collate("C")
+        elif left.kind != right.kind or left.kind not in ("boolean", "timestamp", "timestamptz", "date"):
+            raise Unsupported(f"comparison of a {left.kind} value with a {right.kind} value")
+        elif left.kind == "boolean":
+            # In brackets: SQLAlchemy writes not_(a) == b as NOT a = b, which is NOT (a = b).
+            a, b = Grouping(a), Grouping(b)
+        compared = {
+            ast.Eq: a == b, ast.NotEq: a != b, ast.Lt: a < b, ast.LtE: a <= b, ast.Gt: a > b, ast.GtE: a >= b,
+        }.get(type(op))
+        if compared is None:
+            raise Unsupported(f"comparison {type(op).__name__}")
+        return Value(compared, "boolean", left.failures + right.failures)
+
+    def _if(self, args: list[Value]) -> Value:
+        condition, then, otherwise = args
+        self._boolean(condition)
+        numbers = ("integer", "decimal")
+        if then.kind == otherwise.kind:
+            kind = then.kind
+        elif then.kind in numbers and otherwise.kind in numbers:
+            kind = "decimal"
+        else:
+            raise Unsupported(f"if() of a {then.kind} value and a {otherwise.kind} value")
+        # coalesce, not IS TRUE: SQLAlchemy writes NOT x IS TRUE for not_(x).is_(true()), which
+        # PostgreSQL reads as NOT (x IS TRUE).
+        taken = func.coalesce(condition.sql, False)
+        not_taken = not_(taken)
+        # A branch's failures count only on the rows that take it, as the Python path computes them.
+        failures = (
+            condition.failures + [(and_(taken, c), r) for c, r in then.failures]
+            + [(and_(not_taken, c), r) for c, r in otherwise.failures]
+        )
+        value = case((taken, then.sql), else_=otherwise.sql)
+        return Value(value, kind, failures, _longest_of([then, otherwise], max))
 
     def _numeric(self, value: Value) -> None:
         if value.kind not in ("integer", "decimal"):
@@ -275,7 +340,7 @@ class Compiler:
         if spec.source is not None:
             value = self.source(spec.source)
         elif spec.expr is not None:
-            value = self.expression(ast.parse(spec.expr.strip(), mode="eval").body, spec)
+            value = self.expression(syntax_tree(spec.expr), spec)
         else:
             value = self._constant(spec.value, target)
         for step in spec.steps():

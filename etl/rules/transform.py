@@ -70,11 +70,11 @@ _CLEANERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _input(spec: ColumnSpec, frame: pd.DataFrame, reasons: _Reasons) -> pd.Series:
+def _input(spec: ColumnSpec, frame: pd.DataFrame, reasons: _Reasons, now: datetime | None) -> pd.Series:
     if spec.source is not None:
         return frame[spec.source].astype(object)
     if spec.expr is not None:
-        result = parse_expression(spec.expr).evaluate(frame)
+        result = parse_expression(spec.expr).evaluate(frame, now)
         errors = list(result.errors)
         reasons.add(
             [e is not None for e in errors],
@@ -374,8 +374,10 @@ def transform(
     flow: Flow,
     crosswalks: dict[str, Crosswalk],
     target_types: dict[str, ColumnType],
+    now: datetime | None = None,
 ) -> TransformResult:
-    """Apply the flow's column rules to ``frame`` (source rows, source column names).
+    """Apply the flow's column rules to ``frame`` (source rows, source column names); ``now`` is
+    what an expression's now() gives (the run's start on the target's clock).
 
     Returns the target rows (target column names plus ``_source_key``) and the rejects, each
     with the source row as payload and every reason it failed. The result keeps the input order.
@@ -387,7 +389,7 @@ def transform(
         target = target_types[spec.target]
         before = {pos: len(found) for pos, found in reasons.by_row.items()}
         column = _Column(spec, flow, frame, crosswalks, target, reasons)
-        values = _input(spec, frame, reasons)
+        values = _input(spec, frame, reasons, now)
         for step in spec.steps():
             values = getattr(column, step)(values)
         values = _coerce(spec, values, target, reasons, "value")

@@ -10,7 +10,7 @@ finds its rows by natural key, so no number is drawn twice.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table, and_, exists, not_, select, update
+from sqlalchemy import Connection, Table, and_, exists, func, inspect, not_, select, update
 
 from etl.config.flows import DocumentNumber, Flow
 from etl.core.errors import SchemaDriftError
@@ -26,6 +26,51 @@ def new_row_seqs(conn: Connection, staging: Table, target: Table, key: list[str]
     match = and_(*[target.c[k] == stg[k] for k in key])
     query = select(stg[SEQ]).where(not_(exists(select(1).select_from(target).where(match)))).order_by(stg[SEQ])
     return list(conn.execute(query).scalars())
+
+
+def check_series(conn: Connection, flow: Flow) -> None:
+    """Make sure the flow's number series is there before the run writes anything: the database
+    sequence exists, or the counter table has the key and counter columns and exactly one row
+    matches the key. Raises SchemaDriftError naming the flow's file and the key to fix."""
+    spec = flow.target.document_number
+    if spec is None:
+        return
+    where = f"{flow.file}: flow {flow.flow!r}: target.document_number"
+    if spec.database_sequence is not None:
+        schema, _, name = spec.database_sequence.rpartition(".")
+        found = inspect(conn).has_sequence(name, schema=schema or None)
+        if not found:
+            raise SchemaDriftError(
+                f"{where}.database_sequence: the target database has no sequence {spec.database_sequence!r}"
+                f"{_sequences_hint(conn, schema or None)}"
+            )
+        return
+    sequence = spec.sequence
+    assert sequence is not None
+    table = reflect_table(conn, sequence.table, role="document number sequence", flow=flow)
+    missing = [c for c in [*sequence.key, sequence.counter] if c not in table.c]
+    if missing:
+        raise SchemaDriftError(
+            f"{where}.sequence: {sequence.table} has no column {', '.join(missing)} "
+            f"(its columns: {', '.join(table.c.keys())})"
+        )
+    row = and_(*[table.c[name] == value for name, value in sequence.key.items()])
+    matched = int(conn.execute(select(func.count()).select_from(table).where(row)).scalar_one())
+    if matched != 1:
+        raise SchemaDriftError(
+            f"{where}.sequence.key: {matched} rows of {sequence.table} match {dict(sequence.key)}; exactly one must"
+        )
+
+
+def _sequences_hint(conn: Connection, schema: str | None) -> str:
+    try:
+        names = sorted(inspect(conn).get_sequence_names(schema=schema))
+    except NotImplementedError:
+        return ""
+    if not names:
+        return " (it has none)"
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    return f" (its sequences: {shown})"
 
 
 def reserve(conn: Connection, flow: Flow, spec: DocumentNumber, count: int) -> list[int]:

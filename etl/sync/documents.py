@@ -14,6 +14,7 @@ header read holds the source connection (MariaDB cannot run a second query besid
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -52,9 +53,11 @@ class DocumentLines:
 
     def __init__(
         self, flow: Flow, sconn: Connection, tconn: Connection, dialect: Dialect, header_target: Table,
-        crosswalks: dict[str, Crosswalk],
+        crosswalks: dict[str, Crosswalk], now: datetime | None = None,
     ):
         spec = _spec(flow)
+        #: What now() gives in the lines' expressions: the run's start on the target's clock.
+        self.now = now
         self.flow = flow
         self.spec = spec
         self.lines = line_flow(flow)
@@ -112,7 +115,7 @@ class DocumentLines:
             if not is_null(value):
                 labels_of.setdefault(value, []).append(label)
         lines = self._read(list(labels_of))
-        out = transform(lines, self.lines, self.crosswalks, self.types)
+        out = transform(lines, self.lines, self.crosswalks, self.types, self.now)
         failed: dict[Any, str] = {}
         parent_column = self.spec.source.parent_column
         for reject in out.rejects:

@@ -15,6 +15,7 @@ from etl.config.crosswalks import Crosswalk, LookupSpec, other_side
 from etl.config.flows import closest_name
 from etl.core.errors import SchemaDriftError
 from etl.core.expressions import parse_expression
+from etl.core.reasons import quoted
 from etl.dialects import dialect_for
 from etl.dialects.base import exclude_filter, scope_filter
 
@@ -79,11 +80,14 @@ def read_lookup(crosswalk: Crosswalk, conn: Connection) -> tuple[Crosswalk, list
     }
     # Injective both ways: a code left out as ambiguous takes its counterparts out of the other
     # direction too, else two ERP codes would write to one MES code (or post as one ERP code).
+    taken_out: dict[str, set[str]] = {}
     for side, (_, ambiguous) in maps.items():
         reverse = maps[other_side(side)][0]
-        for counterpart in [c for c, (code, _) in reverse.items() if code in ambiguous]:
+        taken_out[other_side(side)] = {c for c, (code, _) in reverse.items() if code in ambiguous}
+        for counterpart in taken_out[other_side(side)]:
             del reverse[counterpart]
     warnings = []
+    ambiguity = []
     for side, (_, ambiguous) in maps.items():
         if ambiguous:
             named = [
@@ -99,12 +103,16 @@ def read_lookup(crosswalk: Crosswalk, conn: Connection) -> tuple[Crosswalk, list
                 f"crosswalk {crosswalk.name!r}: {len(ambiguous)} {other} code(s) match more than one row of "
                 f"{spec.table} ({shown}); rows with them wait in quarantine (narrow the lookup's where)"
             )
+            # Rows wait for it both ways: with an ambiguous code, or with a counterpart taken out.
+            ambiguity.append((side, frozenset(ambiguous), warnings[-1]))
+            ambiguity.append((other_side(side), frozenset(taken_out[other_side(side)]), warnings[-1]))
     whole = frozenset(
         side for side, values in (("erp", [e for e, _ in pairs]), ("mes", [m for _, m in pairs]))
         if values and all(_is_whole_number(v) for v in values)
     )
     loaded = replace(
         crosswalk, to_mes=maps["mes"][0], to_erp=maps["erp"][0], loaded=True, whole_number_sides=whole,
+        ambiguity=tuple(ambiguity),
     )
     return loaded, warnings
 
@@ -120,6 +128,20 @@ def _one_way(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, tuple[str, Dec
     for code in ambiguous:
         del mapping[code]
     return mapping, ambiguous
+
+
+def ambiguity_waiting(crosswalk: Crosswalk, side: str, reasons: Iterable[str]) -> str | None:
+    """The warning of ``crosswalk``'s ambiguous codes towards ``side`` if one of them is in a
+    reason of a row that waits (``reasons``), else None: a warning is true or not shown."""
+    for ambiguous_side, codes, warning in crosswalk.ambiguity:
+        if ambiguous_side != side:
+            continue
+        # The code as a reject reason shows it (etl.rules.transform): quoted text, or an id bare.
+        prefix = f"crosswalk {crosswalk.name!r} has no {side.upper()} code for "
+        shown = {f"{prefix}{form} (column " for code in codes for form in (quoted(code), code)}
+        if any(s in reason for reason in reasons for s in shown):
+            return warning
+    return None
 
 
 def resolve_lookups(

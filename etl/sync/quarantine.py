@@ -175,6 +175,13 @@ def backlog(conn: Connection, flow: str | None = None) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
+def waiting_reasons(conn: Connection, flow: str) -> list[str]:
+    """The distinct reasons rows of ``flow`` wait for."""
+    q = quarantine.c
+    stmt = select(q.reason).where(q.flow == flow, q.status == WAITING).distinct()
+    return [str(r) for r in conn.execute(stmt).scalars()]
+
+
 def list_waiting(conn: Connection, flow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Waiting entries, oldest first, for the CLI and the report."""
     q = quarantine.c

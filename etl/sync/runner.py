@@ -53,12 +53,12 @@ from etl.core.types import ColumnType, column_type
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import scope_filter
 from etl.rules.transform import transform
-from etl.sync import ledger, postings, quarantine, reconciliation, stage_sql, state, validation
+from etl.sync import document_numbers, ledger, postings, quarantine, reconciliation, stage_sql, state, validation
 from etl.sync.connections import Connections
 from etl.sync.documents import DocumentLines
 from etl.sync.extract import OpenedSource, Source, open_source
 from etl.sync.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
-from etl.sync.lookups import resolve_lookups
+from etl.sync.lookups import ambiguity_waiting, resolve_lookups
 from etl.sync.pipeline_tables import ensure_pipeline_tables
 from etl.sync.schema import check_flow_schema, has_unique_key, reflect_table
 
@@ -106,15 +106,17 @@ class RunResult:
 
 
 class _Step:
-    """Remembers which step a run is in, for the error message, and tells the hook."""
+    """Remembers which step a run is in, for the error message, logs it (``-v`` shows each step)
+    and tells the hook."""
 
-    def __init__(self, hook: Callable[[str], None] | None) -> None:
+    def __init__(self, hook: Callable[[str], None] | None, flow: str) -> None:
         self.name = "start"
         self.hook = hook
+        self.flow = flow
 
     def __call__(self, name: str) -> None:
         self.name = name
-        log.debug("step %s", name)
+        log.info("flow %s: step %s", self.flow, name)
         if self.hook is not None:
             self.hook(name)
 
@@ -156,7 +158,7 @@ def run_flow(
         started_at=clock(), options=options.as_dict(),
     )
     result = RunResult(run)
-    enter = _Step(hook)
+    enter = _Step(hook, flow.flow)
     t0 = time.monotonic()
     try:
         crosswalks, opened, target_engine = _connect(flow, connections, crosswalks, result, enter)
@@ -183,7 +185,9 @@ def run_flow(
         enter("done")
     except Exception as exc:
         run.finished_at = clock()
-        run.outcome = ledger.BUSY if isinstance(exc, FlowBusy) else ledger.FAILED
+        # A dry run that fails is still a dry run: its error is kept, but it says nothing of
+        # how the flow's real runs stand (the report's status reads real runs only).
+        run.outcome = ledger.BUSY if isinstance(exc, FlowBusy) else ledger.DRY_RUN if options.dry_run else ledger.FAILED
         run.error = f"{enter.name}: {type(exc).__name__}: {_one_line(exc)}"
         _write_ledger_alone(connections, flow, run)
         failure = StepFailed(flow.flow, enter.name, run.run_id, exc)
@@ -207,8 +211,8 @@ def _connect(
     source = open_source(flow, connections)
     if any(not crosswalks[n].loaded for n in flow.crosswalks_used() if n in crosswalks):
         enter("read_lookups")  # once per run, fresh: the lookup's table may have changed
-        crosswalks, found = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
-        result.warnings += found
+        # What the lookups found ambiguous is told after staging, if rows with those codes wait.
+        crosswalks, _ = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
     with target_engine.begin() as conn:
         ensure_pipeline_tables(conn, lookback=flow.skips_loaded, files=flow.source.files is not None)
     return crosswalks, source, target_engine
@@ -291,6 +295,8 @@ class _Run:
     window: wm.Window | None = field(init=False)
     staging: Table = field(init=False)
     now: datetime = field(init=False)
+    #: The run's start on the target's clock, aware: what an expression's now() gives.
+    target_now: datetime = field(init=False)
     #: Whether this run sets aside the re-read rows the last run loaded (cursor.skip_loaded).
     set_aside: bool = field(init=False)
     #: Rows staged (fresh and retried), the next staging sequence number on the Python path.
@@ -326,6 +332,7 @@ def _run(
 def _lock(ctx: _Run) -> None:
     ctx.dialect = dialect_for(ctx.tconn)
     ctx.enter("lock")
+    ctx.target_now = ctx.dialect.clock(ctx.tconn)
     if not ctx.dialect.try_lock(ctx.tconn, ctx.flow.flow):
         raise FlowBusy(f"flow {ctx.flow.flow!r}: another run holds its lock; this run read and wrote nothing")
     ctx.dialect.tune(ctx.tconn, ctx.flow.load.work_mem_mb)
@@ -348,10 +355,13 @@ def _check_schema(ctx: _Run) -> None:
             f"index on ({', '.join(flow.key)}); upserts by natural key need one, or set "
             "load.match: natural_key"
         )
+    document_numbers.check_series(ctx.tconn, flow)
     ctx.parent_tables = {p.table: reflect_table(ctx.tconn, p.table, role="parent", flow=flow) for p in flow.parents}
     ctx.lines = None
     if flow.lines is not None:
-        ctx.lines = DocumentLines(flow, _source_connection(ctx, "lines"), ctx.tconn, ctx.dialect, ctx.target_table, ctx.crosswalks)
+        ctx.lines = DocumentLines(
+            flow, _source_connection(ctx, "lines"), ctx.tconn, ctx.dialect, ctx.target_table, ctx.crosswalks, ctx.target_now,
+        )
         ctx.cleanup.callback(ctx.lines.close_reader)
     ctx.types = _target_types(ctx.target_table)
     ctx.columns = [c.target for c in flow.columns]
@@ -443,6 +453,24 @@ def _stage(ctx: _Run) -> None:
     else:
         log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
         _stage_through_python(ctx)
+    _warn_of_ambiguous_codes(ctx)
+
+
+def _warn_of_ambiguous_codes(ctx: _Run) -> None:
+    """A lookup's ambiguous codes, for each side this flow translates to, where rows with them
+    wait in quarantine (this run's and earlier ones')."""
+    flow = ctx.flow
+    columns = [*flow.columns, *(flow.lines.columns if flow.lines is not None else [])]
+    used = {side for side in (flow.crosswalk_side(c) for c in columns) if side is not None}
+    ambiguous = [(ctx.crosswalks[name], side) for name, side in sorted(used) if ctx.crosswalks[name].ambiguity]
+    if not ambiguous:
+        return
+    reasons = quarantine.waiting_reasons(ctx.tconn, flow.flow)
+    for crosswalk, side in ambiguous:
+        warning = ambiguity_waiting(crosswalk, side, reasons)
+        if warning is not None:
+            ctx.result.warnings.append(warning)
+            log.warning("flow %s: %s", flow.flow, warning)
 
 
 def _source_connection(ctx: _Run, needs: str) -> Connection:
@@ -462,7 +490,7 @@ def _stage_through_sql(ctx: _Run) -> None:
     ctx.enter("stage_first_chunk")
     outcome = stage_sql.stage(
         flow, ctx.source, ctx.window, ctx.tconn, ctx.target_table, ctx.staging, ctx.crosswalks, retries,
-        ctx.parent_tables, set_aside_loaded=ctx.set_aside,
+        ctx.parent_tables, set_aside_loaded=ctx.set_aside, now=ctx.target_now,
     )
     ctx.run.counts.rows_read = outcome.rows_read
     ctx.run.counts.rows_retried = outcome.rows_retried
@@ -503,7 +531,7 @@ def _stage_frame(
     """Transform one chunk, quarantine what fails, stage the rest into ``staging`` from sequence
     number ``first_seq``; returns the rows staged and the rows quarantined."""
     frame = frame.reset_index(drop=True)
-    out = transform(frame, ctx.flow, ctx.crosswalks, ctx.types)
+    out = transform(frame, ctx.flow, ctx.crosswalks, ctx.types, ctx.target_now)
     rejects = list(out.rejects)
     rows = out.rows
     if ctx.flow.parents and not rows.empty:
@@ -759,7 +787,7 @@ def _stage_source_keys(ctx: _Run, keys: Table) -> _SourceKeys:
     read = _SourceKeys()
     for frame in ctx.source.keys(flow.load.chunk_size):
         frame = frame.reset_index(drop=True)
-        out = transform(frame, key_flow, ctx.crosswalks, ctx.types)
+        out = transform(frame, key_flow, ctx.crosswalks, ctx.types, ctx.target_now)
         if flagged:
             positions = frame.index.get_indexer(out.rows.index)
             for pos, values in zip(positions, out.rows[list(flow.key)].itertuples(index=False, name=None), strict=True):

@@ -78,10 +78,16 @@ def check_flow_schema(flow: Flow, source: Table, target: Table) -> SchemaReport:
             + "\n  ".join(problems)
         )
     warnings = []
-    if flow.cursor is not None and source.columns[flow.cursor.column].nullable:
+    nullable = flow.cursor is not None and bool(source.columns[flow.cursor.column].nullable)
+    if flow.cursor is not None and nullable and not flow.cursor.allows_null:
         warnings.append(
             f"cursor column {source.name}.{flow.cursor.column} allows NULL: such rows are read "
-            "only by a full refresh"
+            f"only by a full refresh (set cursor.allows_null: true in {flow.file} to acknowledge it)"
+        )
+    if flow.cursor is not None and flow.cursor.allows_null and not nullable:
+        warnings.append(
+            f"{flow.file}: cursor.allows_null: true, but cursor column {source.name}.{flow.cursor.column} "
+            "is NOT NULL: remove the acknowledgement"
         )
     used = set(flow.source_columns())
     new_cols = [c for c in source_cols if c not in used]

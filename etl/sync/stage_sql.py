@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, BinaryIO
 
@@ -170,7 +170,7 @@ class StageOutcome:
 def stage(
     flow: Flow, reader: Source, window: Window | None, tconn: Connection, target: Table,
     staging: Table, crosswalks: dict[str, Crosswalk], retries: Iterator[list[dict[str, Any]]],
-    parent_tables: dict[str, Table], set_aside_loaded: bool = False,
+    parent_tables: dict[str, Table], set_aside_loaded: bool = False, now: datetime | None = None,
 ) -> StageOutcome:
     """Fill ``staging`` with the rows ``reader`` offers in ``window`` through SQL; return
     counts and the rejected rows.
@@ -205,12 +205,12 @@ def stage(
     # hash-joined to small crosswalk tables, which the planner picks from the table's size alone.
 
     source_types, target_types = column_types(source), column_types(target)
-    collector = Compiler(flow, raw, source_types, target_types, crosswalks)
+    collector = Compiler(flow, raw, source_types, target_types, crosswalks, now=now)
     for spec in flow.columns:
         collector.column(spec)
     _fill_lookups(tconn, collector, raw, crosswalks)
     rows = with_lookups(raw, collector)
-    compiler = Compiler(flow, raw, source_types, target_types, crosswalks, joined=rows)
+    compiler = Compiler(flow, raw, source_types, target_types, crosswalks, joined=rows, now=now)
     local_failures = _local_time_failures(tconn, collector, raw, rows)
     before, values = two_layers(flow, compiler, rows, local_failures)
 

@@ -146,6 +146,11 @@ def read_object(path: Path) -> SqlObject:
 
 def table_objects() -> list[SqlObject]:
     """Every warehouse table, from sql/warehouse/tables/ (portable DDL), by file name."""
+    if not WAREHOUSE_SQL.is_dir():
+        raise WarehouseError(
+            f"not supported yet: the warehouse SQL is read from a clone of the repository ({WAREHOUSE_SQL} "
+            "is not there); an installed package syncs flows, but builds no warehouse"
+        )
     return [read_object(path) for path in sorted((WAREHOUSE_SQL / "tables").glob("*.sql"))]
 
 

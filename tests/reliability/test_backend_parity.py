@@ -240,14 +240,54 @@ def document_columns(s: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Colu
 
 
 def flag_columns(s: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Column[Any]]]:
-    return [{"target": "flag", "source": "flag"}], [Column("flag", Boolean)]
+    columns = [
+        {"target": "flag", "source": "flag"},
+        {"target": "flag_logic", "expr": f"not flag or (flag = (minutes > {s['short']}) and flag <> (qty < 0))"},
+        {"target": "flag_pick", "expr": "if(flag, concat('Y', coalesce(txt, '')), if(not flag, 'N', '?'))"},
+    ]
+    return columns, [Column("flag", Boolean), Column("flag_logic", Boolean), Column("flag_pick", String(s["length"]))]
+
+
+def logic_columns(s: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Column[Any]]]:
+    """Comparisons, and/or/not and if(): each branch counts its failures on its own rows only."""
+    p, sc = s["decimal"]
+    w, f = s["width"], s["fill"].replace("'", "\\'")
+    columns = [
+        {"target": "status", "expr": f"if(qty >= minutes, 'Completed', concat('Open ', lpad(rid, {w}, '{f}')))"},
+        {"target": "ordered", "expr": "txt < 'M' or txt = '' or txt >= code"},
+        {"target": "both", "expr": f"not (minutes > {s['short']} and qty <> 0) or code <> 'EQ-XX'"},
+        {"target": "safe_rate", "expr": "if(minutes = 0, 0, qty / minutes)"},
+        {"target": "risky_rate", "expr": f"if(minutes <= {s['short']}, qty / minutes, -1)"},
+        {"target": "mixed", "expr": f"if(code = 'EQ-XX', minutes, round(qty * {s['factor']}, {s['ndigits']}))"},
+        {"target": "nested", "expr": "if(unit = 'g', 'gram', if(unit = 'kg' or unit = 'KG', 'kilo', coalesce(unit, 'none')))"},
+        {"target": "dated", "expr": "if(day >= day, 'y', 'n')"},
+    ]
+    target = [
+        Column("status", String(s["length"])), Column("ordered", Boolean), Column("both", Boolean),
+        # Quotients as the numbers flow's rate: PostgreSQL divides to fewer digits than Python's 38.
+        Column("safe_rate", Numeric(12, 4)), Column("risky_rate", Numeric(12, 4)), Column("mixed", Numeric(p, sc)),
+        Column("nested", String(s["short"])), Column("dated", String(1)),
+    ]
+    return columns, target
+
+
+def stamp_columns(s: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Column[Any]]]:
+    """now() is the run's start on the target's clock: one value per run, so the two paths'
+    runs are compared in how they use it (see STAMPED), not in the value itself."""
+    columns = [
+        {"target": "stamped", "expr": "now()"},
+        {"target": "stamped_local", "expr": "now()", "timezone": {"from": "UTC", "to": "Asia/Shanghai"}},
+    ]
+    return columns, [Column("stamped", _DateTime(timezone=True)), Column("stamped_local", DateTime)]
 
 
 #: Flows both paths must agree on (flags and documents only from PostgreSQL: see FROM_PG_ONLY).
 PARITY_FLOWS: dict[str, Callable[[dict[str, Any]], tuple[list[dict[str, Any]], list[Column[Any]]]]] = {
     "texts": text_columns, "numbers": number_columns, "times": time_columns, "flags": flag_columns,
-    "documents": document_columns,
+    "documents": document_columns, "logic": logic_columns, "stamps": stamp_columns,
 }
+#: Flows whose loaded values hold now(): compared once each run's one value is checked and set aside.
+STAMPED = ("stamps",)
 #: Rules with no SQL twin, each with a word its unsupported_reason must name.
 PYTHON_ONLY: dict[str, tuple[dict[str, Any], Callable[[], Column[Any]], str]] = {
     "casts": ({"target": "v", "source": "minutes", "cast": "string"}, lambda: Column("v", String(20)), "cast"),
@@ -337,6 +377,12 @@ def check_parity(kind: str, dbs: Databases, batch: list[dict[str, Any]], shape: 
                 assert run.record.outcome == "success"
                 results[path][name] = _outcome(connections, name, targets[name], run.record)
 
+    for name in STAMPED:
+        for path in ("python", "sql"):
+            loaded, *rest = results[path][name]
+            stamps = {row[1:] for row in loaded}
+            assert len(stamps) <= 1, f"flow {name} on the {path} path: now() differs between rows: {stamps}"
+            results[path][name] = ([row[:1] for row in loaded], *rest)
     for name in PARITY_FLOWS:
         python, sql = results["python"][name], results["sql"][name]
         assert python[0] == sql[0], f"flow {name}: loaded rows differ"

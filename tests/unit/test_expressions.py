@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -11,11 +12,15 @@ import pytest
 
 from etl.core.errors import EtlError
 from etl.core.expressions import MAX_DEPTH, MAX_LENGTH, EvalResult, Expression, ExpressionError, parse_expression
+from etl.core.reasons import DIVISION_BY_ZERO
+
+#: The run's start that now() gives in these tests.
+NOW = datetime(2026, 12, 6, 8, 30, tzinfo=UTC)
 
 
 def run(text: str, **columns: list[object]) -> EvalResult:
     frame = pd.DataFrame(columns) if columns else pd.DataFrame(index=range(1))
-    return parse_expression(text).evaluate(frame)
+    return parse_expression(text).evaluate(frame, now=NOW)
 
 
 def values(text: str, **columns: list[object]) -> list[object]:
@@ -60,7 +65,7 @@ class TestParsing:
         message = str(caught.value)
         assert message.startswith('expression "__import__(\'os\')": ')
         assert "function '__import__' is not allowed" in message
-        assert "allowed: coalesce, concat, json_get, lower, lpad" in message
+        assert "allowed: coalesce, concat, if, json_get, lower, lpad, now" in message
 
     @pytest.mark.parametrize(
         ("text", "complaint"),
@@ -74,13 +79,11 @@ class TestParsing:
             ("x if y else z", "conditional expression"),
             ("lambda: 1", "lambda"),
             ("f(x=1)", "function 'f' is not allowed"),
-            ("upper(x=1)", "keyword argument 'x=1' is not allowed"),
             ("upper(**a)", "keyword argument"),
             ("upper(*a)", "starred argument '*a' is not allowed"),
-            ("a == b", "comparison 'a == b' is not allowed"),
-            ("a < 1", "comparison"),
-            ("a and b", "boolean operator"),
-            ("not a", "unary 'not'"),
+            ("a is b", "comparison 'a is b' is not allowed"),
+            ("a in b", "comparison"),
+            ("1 < a < 3", "chained comparison '1 < a < 3' is not allowed; join two with 'and'"),
             ("~a", "unary '~'"),
             ("+a", "unary '+'"),
             ("f'{a}'", "f-string"),
@@ -100,7 +103,10 @@ class TestParsing:
             ("1j", "literal 1j is not allowed"),
             ("concat(a,", "invalid syntax"),
             ("a b", "invalid syntax"),
-            ("a = 1", "invalid syntax"),
+            ("a = = 1", "invalid syntax"),
+            ("a <> > 1", "invalid syntax"),
+            ("if(a, 1)", "if() takes exactly 3 arguments (if(condition, then, otherwise)), got 2"),
+            ("now(a)", "now() takes exactly 0 arguments"),
             ("a\x00", "expression"),
             ("ｑｔｙ", "not a plain identifier"),
         ],
@@ -111,8 +117,8 @@ class TestParsing:
         assert complaint in str(caught.value)
 
     def test_rejection_quotes_the_expression(self) -> None:
-        with pytest.raises(ExpressionError, match=r'^expression "upper\(a\) == b": comparison'):
-            parse_expression("upper(a) == b")
+        with pytest.raises(ExpressionError, match=r'^expression "upper\(a\) is b": comparison'):
+            parse_expression("upper(a) is b")
 
     @pytest.mark.parametrize(
         ("text", "complaint"),
@@ -541,3 +547,121 @@ class TestJsonGet:
     def test_keys_must_be_text_literals(self, text: str, complaint: str) -> None:
         with pytest.raises(ExpressionError, match=re.escape(complaint)):
             parse_expression(text)
+
+
+class TestComparisons:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("a = 2", [False, True, None]),
+            ("a == 2", [False, True, None]),
+            ("a <> 2", [True, False, None]),
+            ("a != 2", [True, False, None]),
+            ("a < 2", [True, False, None]),
+            ("a <= 2", [True, True, None]),
+            ("a > 1", [False, True, None]),
+            ("a >= 1", [True, True, None]),
+        ],
+    )
+    def test_operators_give_true_false_or_null(self, text: str, expected: list[object]) -> None:
+        assert values(text, a=[1, 2, None]) == expected
+
+    def test_sql_and_python_spellings_parse_alike(self) -> None:
+        assert parse_expression("a <> 1").columns == parse_expression("a != 1").columns == {"a"}
+
+    def test_equals_sign_inside_text_is_text(self) -> None:
+        assert values("t = 'x=y'", t=["x=y", "x"]) == [True, False]
+        assert values("concat(t, '<>')", t=["a"]) == ["a<>"]
+
+    def test_numbers_of_every_kind_compare_exactly(self) -> None:
+        assert values("q = 0.1", q=[Decimal("0.1"), Decimal("0.10"), 0.1]) == [True, True, True]
+        assert values("q > n", q=[Decimal("2.5"), Decimal(2)], n=[2, 2]) == [True, False]
+
+    def test_float_column_with_nulls(self) -> None:
+        assert values("a >= 1.5", a=[1.0, 2.0, float("nan")]) == [False, True, None]
+
+    def test_text_compares_by_code_point(self) -> None:
+        assert values("t < 'b'", t=["a", "B", "é", "齿轮"]) == [True, True, False, False]
+
+    def test_times_and_dates_compare(self) -> None:
+        early, late = datetime(2026, 1, 1), datetime(2026, 6, 1)
+        assert values("s < e", s=[early, late], e=[late, early]) == [True, False]
+        assert values("d = e", d=[date(2026, 1, 1)], e=[date(2026, 1, 1)]) == [True]
+
+    def test_different_kinds_are_a_row_error(self) -> None:
+        result = run("a = t", a=[1, 2], t=["1", None])
+        assert list(result.values) == [None, None]
+        assert result.errors[0] == "'=' needs two numbers, two texts, two times or two booleans, got number and text"
+        assert result.errors[1] is None
+
+    def test_aware_and_naive_times_are_a_row_error(self) -> None:
+        result = run("s < now()", s=[datetime(2026, 1, 1)])
+        assert "time zone" in str(result.errors[0])
+
+
+class TestLogic:
+    def test_three_valued_and(self) -> None:
+        a = [True, True, False, None, None, False]
+        b = [True, None, None, None, False, False]
+        assert values("a and b", a=a, b=b) == [True, None, False, None, False, False]
+
+    def test_three_valued_or(self) -> None:
+        a = [False, True, False, None, None]
+        b = [False, None, None, None, True]
+        assert values("a or b", a=a, b=b) == [False, True, None, None, True]
+
+    def test_not(self) -> None:
+        assert values("not a", a=[True, False, None]) == [False, True, None]
+
+    def test_comparisons_combine(self) -> None:
+        got = values("qty >= 10 and not (status = 'X' or status = 'C')", qty=[12, 12, 5, None], status=["R", "C", "R", "R"])
+        assert got == [True, False, False, None]
+
+    def test_a_number_is_no_truth_value(self) -> None:
+        result = run("a and b", a=[1], b=[True])
+        assert result.errors[0] == "'and' needs true or false, got number"
+
+
+class TestIf:
+    def test_picks_a_branch_per_row(self) -> None:
+        got = values("if(produced >= qty, 'Completed', 'In Process')", produced=[10, 4, None], qty=[10, 10, 10])
+        assert got == ["Completed", "In Process", "In Process"]
+
+    def test_null_condition_takes_the_otherwise_branch(self) -> None:
+        assert values("if(a, 1, 2)", a=[True, False, None]) == [1, 2, 2]
+
+    def test_branch_not_taken_raises_no_row_error(self) -> None:
+        result = run("if(qty = 0, 0, done / qty)", qty=[0, 4, 0], done=[3, 2, None])
+        assert list(result.errors) == [None, None, None]
+        assert list(result.values) == [0, Decimal("0.5"), 0]
+
+    def test_error_in_the_branch_taken_is_the_rows(self) -> None:
+        result = run("if(qty >= 0, done / qty, 0)", qty=[0, 4], done=[3, 2])
+        assert result.errors[0] == DIVISION_BY_ZERO
+        assert list(result.values) == [None, Decimal("0.5")]
+
+    def test_condition_that_is_not_a_truth_value_is_a_row_error(self) -> None:
+        result = run("if(a, 1, 2)", a=[1, True])
+        assert result.errors[0] == "if() condition must be true or false, got number"
+        assert list(result.values) == [None, 1]
+
+    def test_nested_branches_see_their_own_rows(self) -> None:
+        got = values("if(a > 1, if(a > 2, concat('big ', a), 'two'), 'small')", a=[1, 2, 3, 4])
+        assert got == ["small", "two", "big 3", "big 4"]
+
+    def test_written_if_is_no_column(self) -> None:
+        assert parse_expression("if(a = 1, b, c)").columns == {"a", "b", "c"}
+
+
+class TestNow:
+    def test_is_one_value_for_every_row(self) -> None:
+        result = parse_expression("now()").evaluate(pd.DataFrame({"a": [1, 2, 3]}), now=NOW)
+        assert list(result.values) == [NOW, NOW, NOW]
+
+    def test_compares_with_aware_times(self) -> None:
+        frame = pd.DataFrame({"due": [NOW - timedelta(days=1), NOW + timedelta(days=1)]}, dtype=object)
+        assert list(parse_expression("if(due < now(), 'late', 'on time')").evaluate(frame, now=NOW).values) == ["late", "on time"]
+
+    def test_outside_a_run_it_is_refused(self) -> None:
+        with pytest.raises(ExpressionError, match="now\\(\\) is the start of a run"):
+            parse_expression("now()").evaluate(pd.DataFrame({"a": [1]}))
