@@ -52,8 +52,8 @@ from etl.core.rows import SOURCE_KEY, Reject, is_null
 from etl.core.types import ColumnType, column_type
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import scope_filter
-from etl.rules.transform import transform
-from etl.sync import ledger, postings, quarantine, reconciliation, stage_sql, state, validation
+from etl.rules.transform import TransformResult, transform
+from etl.sync import ledger, postings, quarantine, reconciliation, stage_in_process, stage_sql, state, validation
 from etl.sync.connections import Connections
 from etl.sync.documents import DocumentLines
 from etl.sync.extract import TableSource, frame_from_rows
@@ -61,6 +61,7 @@ from etl.sync.load import ParentCheck, insert_only_columns, merge_rows, resolve_
 from etl.sync.lookups import resolve_lookups
 from etl.sync.pipeline_tables import ensure_pipeline_tables
 from etl.sync.schema import check_flow_schema, has_unique_key, reflect_table
+from etl.sync.stage_in_process import InProcessRules
 
 log = get_logger("etl.sync.runner")
 
@@ -292,6 +293,8 @@ class _Run:
     unchanged_in_batch: int = 0
     new_mark: wm.CursorValue | None = None
     keyset_checked_at: datetime | None = None
+    #: The column rules of the Python path's chunks: etl.rules.transform, or DuckDB's twin.
+    rules: Callable[[pd.DataFrame, Flow, dict[str, Crosswalk], dict[str, ColumnType]], TransformResult] = transform
 
     def quarantine(self, rejects: list[Reject], payload_kind: str = quarantine.SOURCE_PAYLOAD) -> None:
         """Put rows in quarantine and count them in the ledger: the one place a run does either."""
@@ -405,17 +408,7 @@ def _stage(ctx: _Run) -> None:
     ctx.enter("stage")
     ctx.staging = ctx.dialect.create_staging(ctx.tconn, ctx.target_table, ctx.columns + insert_only_columns(flow), flow.flow)
     ctx.now = ctx.clock()
-    sql_path = stage_sql.unsupported_reason(
-        flow, ctx.source_table, ctx.target_table, ctx.sconn.dialect.name, ctx.tconn.dialect.name, ctx.crosswalks,
-    )
-    if flow.load.transform == "sql" and sql_path is not None:
-        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
-    if flow.skips_loaded:
-        cannot = sql_path or stage_sql.skip_loaded_reason(flow, ctx.source_table)
-        if cannot is not None:
-            raise EtlError(
-                f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
-            )
+    sql_path, in_process = _stage_path(ctx)
     # Only a run that starts at the watermark's lookback sets rows aside and remembers its own: a
     # full refresh or an explicit --since compares every row again, so that it repairs what was
     # changed on the target, and clears the memory (the next incremental run starts it again).
@@ -424,12 +417,44 @@ def _stage(ctx: _Run) -> None:
         flow.skips_loaded and not ctx.full_read and ctx.options.since is None and window is not None
         and window.lower is not None
     )
-    ctx.run.options["transform"] = "python" if sql_path else "sql"
     if sql_path is None:
+        ctx.run.options["transform"] = "sql"
         _stage_through_sql(ctx)
+        return
+    if in_process is None:
+        ctx.run.options["transform"] = "in_process"
+        rules = InProcessRules(flow, ctx.crosswalks, _target_types(ctx.source_table), ctx.types)
+        ctx.cleanup.callback(rules.close)
+        ctx.rules = rules
     else:
-        log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
-        _stage_through_python(ctx)
+        ctx.run.options["transform"] = "python"
+        log.info("flow %s: Python transform: %s", flow.flow, in_process)
+    _stage_through_python(ctx)
+
+
+def _stage_path(ctx: _Run) -> tuple[str | None, str | None]:
+    """Why the flow cannot take the SQL path, and why not the in-process path (None: it can).
+
+    auto takes the SQL path on a PostgreSQL target, else the in-process path, else Python."""
+    flow = ctx.flow
+    forced = flow.load.transform
+    sql_path: str | None = "the flow asks for the in-process path" if forced == "in_process" else stage_sql.unsupported_reason(
+        flow, ctx.source_table, ctx.target_table, ctx.sconn.dialect.name, ctx.tconn.dialect.name, ctx.crosswalks,
+    )
+    if forced == "sql" and sql_path is not None:
+        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
+    if flow.skips_loaded:
+        cannot = sql_path or stage_sql.skip_loaded_reason(flow, ctx.source_table)
+        if cannot is not None:
+            raise EtlError(
+                f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
+            )
+    in_process = None if sql_path is None else stage_in_process.unsupported_reason(
+        flow, _target_types(ctx.source_table), ctx.types, ctx.crosswalks,
+    )
+    if forced == "in_process" and in_process is not None:
+        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: in_process, but {in_process}")
+    return sql_path, in_process
 
 
 def _empty_source(ctx: _Run) -> bool:
@@ -492,7 +517,7 @@ def _stage_frame(
     """Transform one chunk, quarantine what fails, stage the rest into ``staging`` from sequence
     number ``first_seq``; returns the rows staged and the rows quarantined."""
     frame = frame.reset_index(drop=True)
-    out = transform(frame, ctx.flow, ctx.crosswalks, ctx.types)
+    out = ctx.rules(frame, ctx.flow, ctx.crosswalks, ctx.types)
     rejects = list(out.rejects)
     rows = out.rows
     if ctx.flow.parents and not rows.empty:
