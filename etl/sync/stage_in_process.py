@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -175,12 +175,15 @@ class InProcessRules:
         frame = frame.reset_index(drop=True)
         data = {c: frame[c] for c in self.columns}
         data[SEQ] = pd.Series(range(len(frame)), dtype="int64")
-        batch = pa.Table.from_pandas(pd.DataFrame(data), schema=self.schema, preserve_index=False)
         try:
+            # A value the source type does not hold exactly (more fraction digits than the
+            # declared scale, as SQLite may keep) is the Python path's to convert or reject.
+            batch = pa.Table.from_pandas(pd.DataFrame(data), schema=self.schema, preserve_index=False)
             staged = self._apply(batch)
-        except duckdb.Error as exc:
+        except (duckdb.Error, pa.ArrowException) as exc:
             # An overflow or a failed cast stops the whole query: the Python path rejects the row.
-            self.db.abort()
+            if isinstance(exc, duckdb.Error):
+                self.db.abort()
             log.warning("flow %s: a chunk of %d rows runs on the Python path: %s", self.flow.flow, len(frame), exc)
             return transform(frame, flow, crosswalks, target_types)
         finally:
@@ -194,7 +197,7 @@ class InProcessRules:
         good_mask = pa.array([r is None for r in reasons])
         good = staged.filter(good_mask)
         rows = pd.DataFrame(
-            {name: pd.Series(good.column(name).to_pylist(), dtype=object) for name in [*targets, SOURCE_KEY]},
+            {name: pd.Series(_python_values(good.column(name)), dtype=object) for name in [*targets, SOURCE_KEY]},
         )
         seqs = staged.column(SEQ).to_pylist()
         rows.index = pd.Index([seqs[i] for i in range(len(seqs)) if reasons[i] is None])
@@ -265,6 +268,20 @@ class InProcessRules:
                 reason = reason_sql(IN_COLUMN, column=target, problem=reason_sql(which, local_time=local_time, zone=zone))
                 failures.setdefault(target, []).append((inside, reason))
         return failures
+
+
+def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    """A result column as the Python values the Python path stages (None for NULL): naive
+    times and decimals through numpy and pandas, several times quicker than value by value."""
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        # datetime64[us] to objects: datetime.datetime, exact to the microsecond; NaT is None.
+        # An instant comes out in UTC (the session's zone), as datetime.timezone.utc.
+        naive = list(column.to_numpy(zero_copy_only=False).astype(object))
+        return naive if kind.tz is None else [None if v is None else v.replace(tzinfo=UTC) for v in naive]
+    if pa.types.is_decimal(kind):
+        return list(column.to_pandas())
+    return list(column.to_pylist())
 
 
 def _factor_type(factors: Sequence[Decimal | None]) -> pa.DataType:

@@ -1,5 +1,6 @@
 """The SQL path (rules compiled to PostgreSQL), the in-process path (the same rules compiled to
-DuckDB over Arrow chunks) and the Python path (rules run on pandas chunks) load exactly the same rows and quarantine exactly the same rows for the same reasons, whatever
+DuckDB over Arrow chunks) and the Python path (rules run on pandas chunks) load exactly the
+same rows and quarantine exactly the same rows for the same reasons, whatever
 the flow and the rows: every expression function with an SQL twin, every column step, every
 target column type, on hostile values (NULL, empty and Chinese text, 18-digit decimals, numeric
 overflow, text longer than its column, crosswalk misses, unit factors, DST gaps and overlaps,
@@ -34,11 +35,11 @@ from sqlalchemy.engine import URL
 from etl.config.crosswalks import load_crosswalks
 from etl.config.flows import Defaults, Flow, Project
 from etl.config.paths import REPO_ROOT
+from etl.sync import stage_in_process
 from etl.sync.connections import Connections
 from etl.sync.pipeline_tables import quarantine
 from etl.sync.runner import run_flow
 from etl.sync.schema import reflect_table
-from etl.sync import stage_in_process
 from etl.sync.stage_sql import column_types, unsupported_reason
 
 pytestmark = pytest.mark.slow
