@@ -12,9 +12,11 @@ A crash anywhere before the commit leaves the old state; nothing is half-loaded.
 writes its ledger row in a transaction of its own.
 
 The steps and their order are ``_STEPS``; each takes the run's context (``_Run``) alone.
-Staging takes one of two paths with the same result: the SQL path (etl.sync.stage_sql) when the
-target is PostgreSQL and every rule has an exact SQL twin, else the Python path
-(etl.rules.transform, chunk by chunk). Everything after staging is shared.
+Staging takes one of three paths with the same result: the SQL path (etl.sync.stage_sql) when the
+target is PostgreSQL and every rule has an exact SQL twin; else the in-process path (the same
+rules compiled for DuckDB, etl.sync.stage_in_process) when every rule has an exact DuckDB twin;
+else the Python path (etl.rules.transform). The last two read and stage chunk by chunk alike.
+Everything after staging is shared.
 """
 
 from __future__ import annotations
