@@ -24,7 +24,11 @@ PostgreSQL databases, then times each path in a child process (wall seconds and 
   mariadb_pipe  the limit from MariaDB: `mariadb --batch --quick` of the same rows piped into psql's COPY
   from_mariadb  the full run from the same rows on MariaDB (naive UTC DATETIME(6)) into PostgreSQL
   postgres_to_mariadb_pipe  the limit into MariaDB: psql's COPY TO STDOUT piped into LOAD DATA LOCAL INFILE
-  to_mariadb    the full run from PostgreSQL into the same target table on MariaDB
+  to_mariadb    the full run from PostgreSQL into the same target table on MariaDB (the rules
+                in process: DuckDB over Arrow chunks, the default for a target without the SQL path)
+  to_mariadb_python  the same on the Python path (load.transform: python), the path it replaced
+  full_in_process  the full run PostgreSQL -> PostgreSQL with the rules in process (forced)
+  full_python   the same on the Python path: the in-process path against the pandas one it replaces
   airflow       parse of the whole dags/ folder (Airflow's DagBag, Airflow already imported,
                 as in the dag-processor), and a flow task's fixed overhead: the imports it does
                 when it runs, reading the project's YAML, opening both connections
@@ -61,9 +65,14 @@ REPO = HERE.parent
 ADMIN_URL = os.environ.get("ETL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 MARIADB_ADMIN_URL = os.environ.get("ETL_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql?charset=utf8mb4")
 #: The paths that run the engine itself (their steps and row counts are printed).
-ENGINE_PATHS = ("full", "unchecked", "rerun", "incremental", "incremental_compared", "from_mariadb", "to_mariadb")
-#: Each MariaDB path and the plain pipe it is measured against.
-OWN_LIMITS = {"from_mariadb": "mariadb_pipe", "to_mariadb": "postgres_to_mariadb_pipe"}
+ENGINE_PATHS = ("full", "unchecked", "rerun", "incremental", "incremental_compared", "from_mariadb", "to_mariadb",
+                "to_mariadb_python", "full_in_process", "full_python")
+#: Each MariaDB path and the plain pipe it is measured against, and the in-process path against
+#: the Python path it replaces.
+OWN_LIMITS = {"from_mariadb": "mariadb_pipe", "to_mariadb": "postgres_to_mariadb_pipe",
+              "to_mariadb_python": "postgres_to_mariadb_pipe", "full_python": "full_in_process"}
+#: Where the rules run on the paths that choose it (the rest take the flow's auto).
+TRANSFORMS = {"to_mariadb_python": "python", "full_in_process": "in_process", "full_python": "python"}
 
 #: The oracle: what each target row must be, computed from the source in SQL alone.
 ORACLE = """
@@ -203,9 +212,11 @@ def child(path: str, src: str, dst: str) -> None:
     flow = project.flows[name]
     if path == "unchecked":
         flow = flow.model_copy(update={"expectations": None})
-    if path in ("incremental_compared", "to_mariadb"):  # a MariaDB target keeps no lookback memory
+    if path in ("incremental_compared", "to_mariadb", *TRANSFORMS):  # only the SQL path keeps a lookback memory
         assert flow.cursor is not None
         flow = flow.model_copy(update={"cursor": flow.cursor.model_copy(update={"skip_loaded": False})})
+    if path in TRANSFORMS:
+        flow = flow.model_copy(update={"load": flow.load.model_copy(update={"transform": TRANSFORMS[path]})})
     project = project.model_copy(update={"flows": {name: flow}})
     options = RunOptions(full_refresh=path == "rerun")
     marks: list[tuple[str, float]] = []
@@ -336,6 +347,7 @@ Result = tuple[str, int, list[float], list[float], "int | None"]
 
 def mariadb_paths(
     rows: int, repeats: int, src: URL, dst: URL, env: dict[str, str], target_ddl: str, copy_ddl: str,
+    skipped: set[str],
 ) -> list[Result]:
     """MariaDB -> PostgreSQL and PostgreSQL -> MariaDB on the same rows, each beside its plain pipe;
     the loaded rows are checked against the oracle on the PostgreSQL source."""
@@ -368,6 +380,8 @@ def mariadb_paths(
         timed("postgres_to_mariadb_pipe", src, mdst, "DROP TABLE IF EXISTS op_confirmation_copy;\n"
               + table_ddl.replace("op_confirmation", "op_confirmation_copy"), False)
         timed("to_mariadb", src, mdst, fresh + target_ddl.replace("TIMESTAMPTZ", "DATETIME(6)"), True)
+        if "to_mariadb_python" not in skipped:
+            timed("to_mariadb_python", src, mdst, fresh + target_ddl.replace("TIMESTAMPTZ", "DATETIME(6)"), True)
     finally:
         with admin.connect() as conn:
             for name in names.values():
@@ -405,7 +419,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pandas-rows", type=int, default=100_000)
     parser.add_argument("--skip", default="", help="comma-separated optional paths to leave out "
-                        "(pandas, rerun, gx_pandas, gx_sql, unchecked, airflow, mariadb), e.g. for a 5M-row run")
+                        "(pandas, rerun, gx_pandas, gx_sql, unchecked, airflow, mariadb, full_in_process, full_python, "
+                        "to_mariadb_python), e.g. for a 5M-row run")
     parser.add_argument("--child")
     parser.add_argument("--src")
     parser.add_argument("--dst")
@@ -458,12 +473,16 @@ def main() -> None:
         repeat("unchecked", args.rows, "TRUNCATE confirmation_in; TRUNCATE etl_watermark; TRUNCATE etl_ledger; "
                "TRUNCATE etl_quarantine; TRUNCATE etl_check;", check=True)
         repeat("rerun", args.rows, check=True)
+        fresh = ("DROP TABLE IF EXISTS confirmation_in; DROP TABLE IF EXISTS etl_watermark; DROP TABLE IF EXISTS etl_ledger; "
+                 "DROP TABLE IF EXISTS etl_quarantine; DROP TABLE IF EXISTS etl_lookback_loaded;")
+        repeat("full_in_process", args.rows, fresh + target_ddl, check=True)
+        repeat("full_python", args.rows, fresh + target_ddl, check=True)
         repeat("gx_pandas", args.rows)
         repeat("gx_sql", args.rows)
         # Before the incremental runs change the source: the MariaDB copy holds the same rows.
         if "mariadb" not in skipped:
             copy_ddl = source_ddl.replace("op_confirmation", "op_confirmation_copy")
-            results += mariadb_paths(args.rows, args.repeats, src, mariadb_dst, env, target_ddl, copy_ddl)
+            results += mariadb_paths(args.rows, args.repeats, src, mariadb_dst, env, target_ddl, copy_ddl, skipped)
         # As an MES writes: a changed row's cursor moves past every other row's, here 6 minutes
         # on, as if a run came every 6 minutes. The 10-minute lookback then reads the batches of
         # the last two runs again beside the 10,000 rows just changed.

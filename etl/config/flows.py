@@ -525,8 +525,9 @@ class LoadSpec(_Model):
     mode: Literal["upsert", "append", "snapshot_replace"] = "upsert"
     chunk_size: int = Field(default=5000, ge=1, le=1_000_000)
     #: Where the column rules run. auto: in the target database when the target is PostgreSQL
-    #: and every rule has an exact SQL twin, else in Python. python / sql: force.
-    transform: Literal["auto", "python", "sql"] = "auto"
+    #: and every rule has an exact SQL twin; else in process (DuckDB over Arrow chunks) when
+    #: every rule has an exact DuckDB twin; else in Python. python / sql / in_process: force.
+    transform: Literal["auto", "python", "sql", "in_process"] = "auto"
     #: How staged rows find their target row. unique_key: the target has a primary key or unique
     #: index on the flow's key (one INSERT ... ON CONFLICT / MERGE). natural_key: it need not;
     #: UPDATE ... FROM staging on the key, then INSERT ... WHERE NOT EXISTS, made safe by the
@@ -751,8 +752,8 @@ class Flow(_Model):
         if self.lines is not None:
             if generated is None:
                 raise ValueError("lines: need target.generated_key, the header column the lines point at")
-            if self.load.transform == "sql":
-                raise ValueError("lines: run on the Python path; remove load.transform: sql")
+            if self.load.transform in ("sql", "in_process"):
+                raise ValueError(f"lines: run on the Python path; remove load.transform: {self.load.transform}")
 
     def trigger_connection(self) -> str | None:
         """The connection the flow's event listener uses, or None for a flow without a trigger."""

@@ -1,4 +1,4 @@
-"""MariaDB / MySQL via PyMySQL: executemany into a temporary staging table, one
+"""MariaDB / MySQL via PyMySQL: multi-row INSERTs of literal text into a temporary staging table, one
 INSERT ... SELECT ... ON DUPLICATE KEY UPDATE merge, a named lock per flow.
 
 Tested on MariaDB 10.11. MySQL 8 refuses to open a temporary table twice in one statement,
@@ -8,16 +8,19 @@ which the duplicate-key resolution does; it is not supported until that is rewri
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, BinaryIO
 
+import pandas as pd
 from sqlalchemy import Connection, DateTime, Select, String, Table, and_, func, literal, or_, select, text, types
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.sql.elements import ColumnElement
 
-from etl.dialects.base import COPY_ROWS, Dialect, LoadMode, lock_key, quoted_name
+from etl.core.rows import RETRY, SEQ, SOURCE_KEY
+from etl.dialects.base import COPY_ROWS, Dialect, LoadMode, driver_cursor, lock_key, quoted_name
 
 _TIMESTAMP = re.compile(r"\bTIMESTAMP\b", re.IGNORECASE)
 
@@ -114,11 +117,86 @@ class MySQLDialect(Dialect):
         name = conn.dialect.identifier_preparer.format_table(staging)
         conn.execute(text(f"DROP TEMPORARY TABLE IF EXISTS {name}"))
 
+    def stage(self, conn: Connection, staging: Table, rows: pd.DataFrame, first_seq: int, retry: bool) -> int:
+        """Append ``rows`` as multi-row INSERTs of literal text, each column formatted at once.
+
+        Measured at a million rows of the benchmark's 13 columns: PyMySQL's executemany spends
+        most of its time escaping value by value; LOAD DATA LOCAL INFILE would be quicker still,
+        but lets the server ask the client for any file it can read."""
+        if rows.empty:
+            return 0
+        columns = [c for c in rows.columns if c != SOURCE_KEY]
+        prep = conn.dialect.identifier_preparer
+        names = ", ".join(prep.quote(c) for c in [*columns, SEQ, SOURCE_KEY, RETRY])
+        head = f"INSERT INTO {prep.format_table(staging)} ({names}) VALUES "
+        flag = "1" if retry else "0"
+        cursor = driver_cursor(conn)
+        escape = cursor.connection.escape
+        texts = [_literals(rows[c], escape) for c in columns]
+        keys = _literals(rows[SOURCE_KEY], escape)
+        try:
+            batch: list[str] = []
+            size = 0
+            for i, values in enumerate(zip(*texts, keys, strict=True)):
+                *own, key = values
+                row = f"({','.join(own)},{first_seq + i},{key},{flag})" if own else f"({first_seq + i},{key},{flag})"
+                batch.append(row)
+                size += len(row)
+                if size >= _INSERT_BYTES:
+                    cursor.execute(head + ",".join(batch))
+                    batch, size = [], 0
+            if batch:
+                cursor.execute(head + ",".join(batch))
+        finally:
+            cursor.close()
+        return len(rows)
+
     def create_staging(self, conn: Connection, target: Table, columns: list[str], label: str) -> Table:
         staging = self.staging_table(target, columns, label)
         self.drop_staging(conn, staging)
         staging.create(conn)
         return staging
+
+
+#: Bytes of one staging INSERT: well under MariaDB's max_allowed_packet (16 MiB by default).
+_INSERT_BYTES = 4 << 20
+#: What MariaDB's string literals escape (as PyMySQL's escape_string does).
+_ESCAPES = str.maketrans({"\\": "\\\\", "'": "\\'", "\0": "\\0", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z"})
+
+
+def _literal_of(sample: Any, escape: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A column's values as SQL literals, chosen once by its first non-NULL value (``escape``,
+    the driver's own, for any other): the driver's escaping value by value costs four fifths of
+    staging a million rows."""
+    escape_item = escape
+    if isinstance(sample, str):
+        return lambda v: "'" + v.translate(_ESCAPES) + "'" if type(v) is str else escape_item(v)
+    if isinstance(sample, bool):
+        return lambda v: ("1" if v else "0") if type(v) is bool else escape_item(v)
+    if isinstance(sample, int):
+        return lambda v: str(v) if type(v) is int else escape_item(v)
+    if isinstance(sample, Decimal):
+        # Quoted, in positional form: MariaDB reads 1E+3 unquoted as a DOUBLE.
+        return lambda v: "'" + format(v, "f") + "'" if type(v) is Decimal else escape_item(v)
+    if isinstance(sample, datetime):
+        # MariaDB's DATETIME keeps no zone: the fields as they are, as the driver writes them.
+        return lambda v: (
+            "'" + v.isoformat(" ") + "'" if type(v) is datetime and v.tzinfo is None
+            else "'" + v.replace(tzinfo=None).isoformat(" ") + "'" if type(v) is datetime else escape_item(v)
+        )
+    if isinstance(sample, date):
+        return lambda v: f"'{v.year:04}-{v.month:02}-{v.day:02}'" if type(v) is date else escape_item(v)
+    return lambda v: str(escape_item(v))
+
+
+def _literals(values: pd.Series, escape: Callable[[Any], str]) -> list[str]:
+    """One column as SQL literal text, NULL for a missing value."""
+    missing = values.isna().tolist()
+    sample = next((v for v, m in zip(values, missing, strict=True) if not m), None)
+    if sample is None:
+        return ["NULL"] * len(values)
+    literal_of = _literal_of(sample, escape)
+    return ["NULL" if m else literal_of(v) for v, m in zip(values, missing, strict=True)]
 
 
 def _copy_field(column: Any) -> ColumnElement[Any]:

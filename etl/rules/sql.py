@@ -66,6 +66,31 @@ class Unsupported(Exception):
     """A rule the SQL path cannot express exactly; the flow runs on the Python path."""
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """What the engine that runs the compiled rules can do exactly: the same rules compile to
+    PostgreSQL (the SQL path) and to DuckDB (the in-process path, etl.sync.stage_in_process).
+
+    DuckDB reads PostgreSQL's syntax; where it lacks a function (btrim, quote_literal) the
+    in-process path defines it as a macro of the same meaning, and its plain DECIMAL is
+    DECIMAL(18,3), so an unbounded NUMERIC renders as DECIMAL(38, WORK_SCALE) there."""
+
+    name: str
+    #: NUMERIC holds Infinity and NaN (a check for them is needed).
+    has_infinity: bool
+    #: Decimal division stays exact (DuckDB's gives a DOUBLE).
+    divides_exactly: bool
+    #: json_get has a twin on json/jsonb columns.
+    reads_json: bool
+
+
+POSTGRESQL = Rendering("postgresql", has_infinity=True, divides_exactly=True, reads_json=True)
+DUCKDB = Rendering("duckdb", has_infinity=False, divides_exactly=False, reads_json=False)
+#: Fraction digits of an unbounded NUMERIC in DuckDB: a source or literal with more takes the
+#: Python path.
+WORK_SCALE = 10
+
+
 @dataclass
 class Value:
     """A compiled SQL value, its kind, and the row failures it carries (condition, reason)."""
@@ -119,10 +144,12 @@ class Compiler:
     def __init__(
         self, flow: Flow, raw: Table, source_types: dict[str, ColumnType], target_types: dict[str, ColumnType],
         crosswalks: dict[str, Crosswalk], joined: Any = None, now: datetime | None = None,
+        rendering: Rendering = POSTGRESQL,
     ):
         self.flow = flow
         #: What now() is: the run's start on the target's clock (None when only checking).
         self.now = now
+        self.rendering = rendering
         self.crosswalks = crosswalks
         self.raw = raw
         #: Second pass: the raw rows beside their crosswalk lookups (see :func:`_with_lookups`).
@@ -141,6 +168,8 @@ class Compiler:
     def source(self, name: str) -> Value:
         rows = self.joined if self.joined is not None else self.raw
         source_type = self.source_types[name]
+        if self.rendering is DUCKDB and source_type.kind == "decimal" and (source_type.scale or 0) > WORK_SCALE:
+            raise Unsupported(f"source column {name} has more than {WORK_SCALE} fraction digits")
         return Value(rows.c[name], _kind(source_type), longest=source_type.length if source_type.kind == "string" else None)
 
     def lookup(self, name: str, side: str, code: ColumnElement[Any]) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
@@ -179,7 +208,7 @@ class Compiler:
                 return Value(lit_text(node.value), "string", longest=len(node.value))
             if isinstance(node.value, int):
                 return Value(literal(node.value, Numeric), "integer")
-            return Value(literal(Decimal(repr(node.value)), Numeric), "decimal")
+            return Value(self._decimal_literal(Decimal(repr(node.value))), "decimal")
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             inner = self.expression(node.operand, spec)
             self._numeric(inner)
@@ -268,6 +297,8 @@ class Compiler:
         if isinstance(node.op, ast.Mult):
             return Value(a * b, "integer" if both_int else "decimal", failures)
         if isinstance(node.op, ast.Div):
+            if not self.rendering.divides_exactly:
+                raise Unsupported(f"division: {self.rendering.name} divides decimals in floating point")
             # NULL / 0 is NULL, as in Python and in SQL itself, not a division by zero.
             zero = and_(b == 0, a.isnot(None))
             reason = reason_sql(IN_EXPRESSION, column=spec.target, problem=DIVISION_BY_ZERO, expr=spec.expr)
@@ -316,6 +347,8 @@ class Compiler:
 
     def _json_get(self, document: Value, keys: list[str], spec: ColumnSpec) -> Value:
         """``#>>`` on a json/jsonb column; JSON held in a text column is parsed in Python only."""
+        if not self.rendering.reads_json:
+            raise Unsupported(f"json_get on {self.rendering.name}")
         if document.kind != "json":
             raise Unsupported(f"json_get on a {document.kind} value (only json/jsonb columns have a SQL twin)")
         binary = isinstance(document.sql.type, postgresql.JSONB)
@@ -382,8 +415,20 @@ class Compiler:
         if isinstance(constant, int):
             return Value(literal(constant, Numeric), "integer")
         if isinstance(constant, float):
-            return Value(literal(Decimal(repr(constant)), Numeric), "decimal")
+            return Value(self._decimal_literal(Decimal(repr(constant))), "decimal")
         return Value(lit_text(str(constant)), "string", longest=len(str(constant)))
+
+    def _decimal_literal(self, number: Decimal) -> ColumnElement[Any]:
+        exponent = number.as_tuple().exponent
+        if self.rendering is DUCKDB and isinstance(exponent, int) and -exponent > WORK_SCALE:
+            raise Unsupported(f"the literal {number} has more than {WORK_SCALE} fraction digits")
+        return literal(number, Numeric)
+
+    def local_time_text(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """A naive local time as the Python path shows it in a reason (ISO, whole seconds)."""
+        if self.rendering is DUCKDB:
+            return func.strftime(column, lit_text("%Y-%m-%dT%H:%M:%S"))
+        return func.to_char(column, lit_text('YYYY-MM-DD"T"HH24:MI:SS'))
 
     def _crosswalk(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
         used = self.flow.crosswalk_side(spec)
@@ -456,12 +501,17 @@ class Compiler:
         if kind == "decimal":
             self._numeric(value)
             rounded = func.round(cast(sql, Numeric), target.scale) if target.scale is not None else cast(sql, Numeric)
-            # Compared as numbers: casting every value to text to spot these costs a second a million rows.
-            infinite = cast(sql, Numeric).in_([literal_column(f"'{v}'::numeric") for v in ("Infinity", "-Infinity", "NaN")])
-            failures = list(value.failures) + [(infinite, conversion(cast(sql, Text), NOT_FINITE.text()))]
+            failures = list(value.failures)
+            finite: ColumnElement[bool] | None = None
+            if self.rendering.has_infinity:
+                # Compared as numbers: casting every value to text to spot these costs a second a million rows.
+                infinite = cast(sql, Numeric).in_([literal_column(f"'{v}'::numeric") for v in ("Infinity", "-Infinity", "NaN")])
+                failures.append((infinite, conversion(cast(sql, Text), NOT_FINITE.text())))
+                finite = ~infinite
             if target.precision is not None:
                 limit = Decimal(10) ** (target.precision - (target.scale or 0))
-                over = and_(~infinite, func.abs(rounded) >= limit)
+                too_big = func.abs(rounded) >= limit
+                over = too_big if finite is None else and_(finite, too_big)
                 # Shown rounded, as the Python path shows it: the digits beyond the scale depend
                 # on how a backend divides.
                 reason = conversion(cast(rounded, Text), OVERFLOW.text(precision=target.precision, scale=target.scale or 0))

@@ -12,9 +12,11 @@ A crash anywhere before the commit leaves the old state; nothing is half-loaded.
 writes its ledger row in a transaction of its own.
 
 The steps and their order are ``_STEPS``; each takes the run's context (``_Run``) alone.
-Staging takes one of two paths with the same result: the SQL path (etl.sync.stage_sql) when the
-target is PostgreSQL and every rule has an exact SQL twin, else the Python path
-(etl.rules.transform, chunk by chunk). Everything after staging is shared.
+Staging takes one of three paths with the same result: the SQL path (etl.sync.stage_sql) when the
+target is PostgreSQL and every rule has an exact SQL twin; else the in-process path (the same
+rules compiled for DuckDB, etl.sync.stage_in_process) when every rule has an exact DuckDB twin;
+else the Python path (etl.rules.transform). The last two read and stage chunk by chunk alike.
+Everything after staging is shared.
 """
 
 from __future__ import annotations
@@ -52,8 +54,18 @@ from etl.core.rows import SOURCE_KEY, Reject, frame_from_rows, is_null
 from etl.core.types import ColumnType, column_type
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import scope_filter
-from etl.rules.transform import transform
-from etl.sync import document_numbers, ledger, postings, quarantine, reconciliation, stage_sql, state, validation
+from etl.rules.transform import TransformResult, transform
+from etl.sync import (
+    document_numbers,
+    ledger,
+    postings,
+    quarantine,
+    reconciliation,
+    stage_in_process,
+    stage_sql,
+    state,
+    validation,
+)
 from etl.sync.connections import Connections
 from etl.sync.documents import DocumentLines
 from etl.sync.extract import OpenedSource, Source, open_source
@@ -61,6 +73,7 @@ from etl.sync.load import ParentCheck, insert_only_columns, merge_rows, resolve_
 from etl.sync.lookups import ambiguity_waiting, resolve_lookups
 from etl.sync.pipeline_tables import ensure_pipeline_tables
 from etl.sync.schema import check_flow_schema, has_unique_key, reflect_table
+from etl.sync.stage_in_process import InProcessRules
 
 log = get_logger("etl.sync.runner")
 
@@ -310,6 +323,10 @@ class _Run:
     unchanged_in_batch: int = 0
     new_mark: wm.CursorValue | None = None
     keyset_checked_at: datetime | None = None
+    #: The column rules of the Python path's chunks: etl.rules.transform, or DuckDB's twin.
+    rules: Callable[[pd.DataFrame, Flow, dict[str, Crosswalk], dict[str, ColumnType], datetime | None], TransformResult] = (
+        transform
+    )
 
     def quarantine(self, rejects: list[Reject], payload_kind: str = quarantine.SOURCE_PAYLOAD) -> None:
         """Put rows in quarantine and count them in the ledger: the one place a run does either."""
@@ -428,17 +445,7 @@ def _stage(ctx: _Run) -> None:
     ctx.enter("stage")
     ctx.staging = ctx.dialect.create_staging(ctx.tconn, ctx.target_table, ctx.columns + insert_only_columns(flow), flow.flow)
     ctx.now = ctx.clock()
-    sql_path = stage_sql.unsupported_reason(
-        flow, ctx.source_table, ctx.target_table, ctx.source.dialect_name, ctx.tconn.dialect.name, ctx.crosswalks,
-    )
-    if flow.load.transform == "sql" and sql_path is not None:
-        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
-    if flow.skips_loaded:
-        cannot = sql_path or stage_sql.skip_loaded_reason(flow, ctx.source_table)
-        if cannot is not None:
-            raise EtlError(
-                f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
-            )
+    sql_path, in_process = _stage_path(ctx)
     # Only a run that starts at the watermark's lookback sets rows aside and remembers its own: a
     # full refresh or an explicit --since compares every row again, so that it repairs what was
     # changed on the target, and clears the memory (the next incremental run starts it again).
@@ -447,13 +454,45 @@ def _stage(ctx: _Run) -> None:
         flow.skips_loaded and not ctx.full_read and ctx.options.since is None and window is not None
         and window.lower is not None
     )
-    ctx.run.options["transform"] = "python" if sql_path else "sql"
     if sql_path is None:
+        ctx.run.options["transform"] = "sql"
         _stage_through_sql(ctx)
     else:
-        log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
+        if in_process is None:
+            ctx.run.options["transform"] = "in_process"
+            rules = InProcessRules(flow, ctx.crosswalks, _target_types(ctx.source_table), ctx.types)
+            ctx.cleanup.callback(rules.close)
+            ctx.rules = rules
+        else:
+            ctx.run.options["transform"] = "python"
+            log.info("flow %s: Python transform: %s", flow.flow, in_process)
         _stage_through_python(ctx)
     _warn_of_ambiguous_codes(ctx)
+
+
+def _stage_path(ctx: _Run) -> tuple[str | None, str | None]:
+    """Why the flow cannot take the SQL path, and why not the in-process path (None: it can).
+
+    auto takes the SQL path on a PostgreSQL target, else the in-process path, else Python."""
+    flow = ctx.flow
+    forced = flow.load.transform
+    sql_path: str | None = "the flow asks for the in-process path" if forced == "in_process" else stage_sql.unsupported_reason(
+        flow, ctx.source_table, ctx.target_table, ctx.source.dialect_name, ctx.tconn.dialect.name, ctx.crosswalks,
+    )
+    if forced == "sql" and sql_path is not None:
+        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {sql_path}")
+    if flow.skips_loaded:
+        cannot = sql_path or stage_sql.skip_loaded_reason(flow, ctx.source_table)
+        if cannot is not None:
+            raise EtlError(
+                f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
+            )
+    in_process = None if sql_path is None else stage_in_process.unsupported_reason(
+        flow, _target_types(ctx.source_table), ctx.types, ctx.crosswalks,
+    )
+    if forced == "in_process" and in_process is not None:
+        raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: in_process, but {in_process}")
+    return sql_path, in_process
 
 
 def _warn_of_ambiguous_codes(ctx: _Run) -> None:
@@ -531,7 +570,7 @@ def _stage_frame(
     """Transform one chunk, quarantine what fails, stage the rest into ``staging`` from sequence
     number ``first_seq``; returns the rows staged and the rows quarantined."""
     frame = frame.reset_index(drop=True)
-    out = transform(frame, ctx.flow, ctx.crosswalks, ctx.types, ctx.target_now)
+    out = ctx.rules(frame, ctx.flow, ctx.crosswalks, ctx.types, ctx.target_now)
     rejects = list(out.rejects)
     rows = out.rows
     if ctx.flow.parents and not rows.empty:

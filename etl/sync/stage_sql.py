@@ -443,7 +443,7 @@ def _local_time_failures(
             continue
         for start, end, which in clock_changes(zone, low - timedelta(days=1), high + timedelta(days=1)):
             inside = and_(rows.c[column] >= start, rows.c[column] < end)
-            local_time = func.to_char(rows.c[column], 'YYYY-MM-DD"T"HH24:MI:SS')
+            local_time = compiler.local_time_text(rows.c[column])
             reason = reason_sql(IN_COLUMN, column=target, problem=reason_sql(which, local_time=local_time, zone=zone))
             failures.setdefault(target, []).append((inside, reason))
     return failures

@@ -1,5 +1,6 @@
-"""The SQL path (rules compiled to PostgreSQL) and the Python path (rules run on pandas chunks)
-load exactly the same rows and quarantine exactly the same rows for the same reasons, whatever
+"""The SQL path (rules compiled to PostgreSQL), the in-process path (the same rules compiled to
+DuckDB over Arrow chunks) and the Python path (rules run on pandas chunks) load exactly the
+same rows and quarantine exactly the same rows for the same reasons, whatever
 the flow and the rows: every expression function with an SQL twin, every column step, every
 target column type, on hostile values (NULL, empty and Chinese text, 18-digit decimals, numeric
 overflow, text longer than its column, crosswalk misses, unit factors, DST gaps and overlaps,
@@ -8,7 +9,8 @@ division by zero, NULL natural keys), read from PostgreSQL, MariaDB and SQLite.
 Each example generates a batch of rows and the target columns' types and parameters, runs each
 flow twice into two fresh PostgreSQL databases (``load.transform: python`` and ``sql``) and
 compares every loaded value (type and exact text), the quarantine (source key, reason) and the
-ledger counts. Rules without an SQL twin (``cast``, ``json_get`` on text, boolean columns from
+ledger counts. The in-process path is held to the Python path the same way, into a MariaDB and
+a SQLite target. Rules without an SQL twin (``cast``, ``json_get`` on text, boolean columns from
 a source other than PostgreSQL) must be reported by unsupported_reason and still run in Python.
 """
 
@@ -33,11 +35,12 @@ from sqlalchemy.engine import URL
 from etl.config.crosswalks import load_crosswalks
 from etl.config.flows import Defaults, Flow, Project
 from etl.config.paths import REPO_ROOT
+from etl.sync import stage_in_process
 from etl.sync.connections import Connections
 from etl.sync.pipeline_tables import quarantine
 from etl.sync.runner import run_flow
 from etl.sync.schema import reflect_table
-from etl.sync.stage_sql import unsupported_reason
+from etl.sync.stage_sql import column_types, unsupported_reason
 
 pytestmark = pytest.mark.slow
 #: What an MES on MariaDB declares to keep microseconds (plain DATETIME keeps whole seconds).
@@ -334,24 +337,38 @@ class Databases:
             return self.mariadb("src")
         return URL.create("sqlite", database=str(self.tmp_path / f"src_{uuid.uuid4().hex[:8]}.db"))
 
+    def target(self, kind: str, label: str) -> URL:
+        if kind == "postgresql":
+            return self.pg(label)
+        if kind == "mariadb":
+            if self.mariadb is None:
+                self.mariadb = self.request.getfixturevalue("mariadb_database")
+            return self.mariadb(label)
+        return URL.create("sqlite", database=str(self.tmp_path / f"{label}_{uuid.uuid4().hex[:8]}.db"))
 
-def check_parity(kind: str, dbs: Databases, batch: list[dict[str, Any]], shape: dict[str, Any]) -> None:
-    urls = {"src": dbs.source(kind), "python": dbs.pg("python"), "sql": dbs.pg("sql")}
+
+def check_parity(
+    kind: str, dbs: Databases, batch: list[dict[str, Any]], shape: dict[str, Any],
+    target_kind: str = "postgresql", fast: str = "sql",
+) -> None:
+    """Run every flow on the Python path and on the ``fast`` path (sql or in_process), each into
+    a fresh database of ``target_kind``, and require the same outcome."""
+    urls = {"src": dbs.source(kind), "python": dbs.target(target_kind, "python"), fast: dbs.target(target_kind, fast)}
     source = _source_table(MetaData())
     with Connections({"src": urls["src"]}) as connections:
         source.create(connections.engine("src"))
         with connections.engine("src").begin() as conn:
             conn.execute(source.insert(), batch)
 
-    results: dict[str, dict[str, Any]] = {"python": {}, "sql": {}}
-    for path in ("python", "sql"):
+    results: dict[str, dict[str, Any]] = {"python": {}, fast: {}}
+    for path in ("python", fast):
         with Connections({"src": urls["src"], "dst": urls[path]}) as connections:
             flows: dict[str, Flow] = {}
             targets: dict[str, Table] = {}
             for name, build in PARITY_FLOWS.items():
                 columns, extra = build(shape)
-                sql_path = path == "sql" and (kind == "postgresql" or name not in FROM_PG_ONLY)
-                flows[name] = _flow(name, columns, path if path == "python" or sql_path else "auto")
+                forced = path == "sql" and (kind == "postgresql" or name not in FROM_PG_ONLY)
+                flows[name] = _flow(name, columns, path if path == "python" or forced else "auto")
                 targets[name] = _target(name, extra)
             for name, (column, extra_column, _) in PYTHON_ONLY.items():
                 flows[name] = _flow(name, [column], "auto")
@@ -362,20 +379,32 @@ def check_parity(kind: str, dbs: Databases, batch: list[dict[str, Any]], shape: 
             with connections.engine("src").connect() as sconn, connections.engine("dst").connect() as tconn:
                 reflected = {name: reflect_table(tconn, t.name, role="target", flow=flows[name]) for name, t in targets.items()}
                 reflected_source = reflect_table(sconn, "reading", role="source", flow=flows["texts"])
-                why = {
-                    name: unsupported_reason(flow, reflected_source, reflected[name], sconn.dialect.name, "postgresql", CROSSWALKS)
-                    for name, flow in flows.items()
-                }
+                if fast == "sql":
+                    why = {
+                        name: unsupported_reason(flow, reflected_source, reflected[name], sconn.dialect.name, "postgresql", CROSSWALKS)
+                        for name, flow in flows.items()
+                    }
+                else:
+                    why = {
+                        name: stage_in_process.unsupported_reason(
+                            flow, column_types(reflected_source), column_types(reflected[name]), CROSSWALKS,
+                        )
+                        for name, flow in flows.items()
+                    }
             for name, (_, _, word) in PYTHON_ONLY.items():
                 assert why[name] is not None and word in why[name], (name, why[name])
-            if kind != "postgresql":
+            if kind != "postgresql" and fast == "sql":
                 assert all(why[name] is not None for name in FROM_PG_ONLY)
             for name in flows:
                 run = run_flow(project, name, connections)
-                expected = "sql" if why[name] is None else "python"
+                expected = "python" if path == "python" or why[name] is not None else fast
                 assert run.record.options["transform"] == expected, (name, why[name])
                 assert run.record.outcome == "success"
                 results[path][name] = _outcome(connections, name, targets[name], run.record)
+    if fast == "in_process":
+        # The flows whose every rule has a DuckDB twin must have taken it: a parity that holds
+        # only because everything ran in Python proves nothing.
+        assert {"texts", "times"} <= {n for n, reason in why.items() if reason is None}, why
 
     for name in STAMPED:
         for path in ("python", "sql"):
@@ -384,20 +413,20 @@ def check_parity(kind: str, dbs: Databases, batch: list[dict[str, Any]], shape: 
             assert len(stamps) <= 1, f"flow {name} on the {path} path: now() differs between rows: {stamps}"
             results[path][name] = ([row[:1] for row in loaded], *rest)
     for name in PARITY_FLOWS:
-        python, sql = results["python"][name], results["sql"][name]
-        assert python[0] == sql[0], f"flow {name}: loaded rows differ"
-        assert python[1] == sql[1], f"flow {name}: quarantine differs"
-        assert python[2] == sql[2], f"flow {name}: ledger counts differ"
+        python, other = results["python"][name], results[fast][name]
+        assert python[0] == other[0], f"flow {name}: loaded rows differ"
+        assert python[1] == other[1], f"flow {name}: quarantine differs"
+        assert python[2] == other[2], f"flow {name}: ledger counts differ"
 
 
-def _parity_test(kind: str, digits: int) -> Callable[..., None]:
+def _parity_test(kind: str, digits: int, target_kind: str = "postgresql", fast: str = "sql") -> Callable[..., None]:
     @settings(
         max_examples=15, deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(batch=rows(digits), shape=shapes())
     def test(batch: list[dict[str, Any]], shape: dict[str, Any], request: pytest.FixtureRequest, tmp_path: Path) -> None:
-        check_parity(kind, Databases(request, tmp_path), batch, shape)
+        check_parity(kind, Databases(request, tmp_path), batch, shape, target_kind, fast)
 
     return test
 
@@ -406,3 +435,9 @@ test_parity_from_postgresql = _parity_test("postgresql", 18)
 test_parity_from_mariadb = _parity_test("mariadb", 18)
 #: SQLite stores NUMERIC as a double: exact to 15 significant digits.
 test_parity_from_sqlite = _parity_test("sqlite", 15)
+
+#: The in-process path (DuckDB) into the targets that have no SQL path, against the Python path.
+test_in_process_from_postgresql_into_mariadb = _parity_test("postgresql", 18, "mariadb", "in_process")
+test_in_process_from_mariadb_into_mariadb = _parity_test("mariadb", 18, "mariadb", "in_process")
+test_in_process_from_postgresql_into_sqlite = _parity_test("postgresql", 18, "sqlite", "in_process")
+test_in_process_from_sqlite_into_sqlite = _parity_test("sqlite", 15, "sqlite", "in_process")
