@@ -137,22 +137,26 @@ class ApiTarget(_Model):
     with ``/``: sent as ``Idempotency-Key`` when ``idempotency_header`` is set, written into
     ``key_field`` of the body, and looked up first with ``lookup``.
 
-    ``body``: the JSON body's shape, ``{column}`` for a record's values (default: the record's
-    columns as they are); ``wrap``: the body sent as ``{"wrap": [record]}`` style for batch
-    endpoints is not supported yet. ``csrf``: SAP Gateway: fetch the CSRF token from this path
+    ``body``: the JSON body's shape, ``"{column}"`` for one of the record's values, ``"{record}"``
+    for the whole record, ``"{key}"`` for the posting key (default: the record's columns as they
+    are). ``csrf``: SAP Gateway: fetch the CSRF token from this path
     first. ``created_id``: the JSON path of the new record's id in a create's answer."""
 
     connection: str
     path: str
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     update_path: str | None = None
-    update_method: Literal["PUT", "PATCH"] | None = None
-    body: dict[str, Any] | None = None
+    update_method: Literal["POST", "PUT", "PATCH"] | None = None
+    body: Any = None
+    #: The update's body when it differs from the create's (Odoo ``write``: ``{ids: ["{id}"], vals: "{record}"}``).
+    update_body: Any = None
     key_field: str | None = None
     idempotency_header: bool = False
     lookup: Lookup | None = None
     csrf: str | None = None
     created_id: str = ""
+    #: How decimals travel: JSON numbers, or text (OData V2 writes Edm.Decimal as a string).
+    decimals: Literal["number", "text"] = "number"
     #: Statuses a create may answer that mean "a record with this key exists already" (Frappe's
     #: DuplicateEntryError is a 409): recorded as posted before, never sent again.
     exists_statuses: list[int] = Field(default_factory=lambda: [409])

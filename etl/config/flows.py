@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from etl.config.api import ApiTarget
 from etl.core.errors import ConfigError, ConfigProblem
 from etl.core.expressions import ExpressionError, parse_expression
 from etl.core.types import Scalar
@@ -204,6 +205,9 @@ class TargetSpec(_RowFilters):
     #: The target's own id column (serial / auto-increment): never written, lines point at it.
     generated_key: Identifier | None = None
     document_number: DocumentNumber | None = None
+    #: A web API the checked records are posted to; ``table`` is then the posted-record table on
+    #: ``connection`` (see etl.sync.api_sink).
+    api: ApiTarget | None = None
 
 
 class CursorSpec(_Model):
@@ -549,6 +553,16 @@ class Flow(_Model):
                 raise ValueError(f"columns[{i}].delta.group_by: not mapped: {', '.join(unknown)}")
             if self.load.mode == "snapshot_replace" or self.lines is not None:
                 raise ValueError(f"columns[{i}].delta: needs load.mode upsert or append, and no lines")
+        if self.target.api is not None:
+            unsupported = [
+                name for name, used in (
+                    ("target.generated_key", generated is not None), ("target.document_number", number is not None),
+                    ("lines", self.lines is not None), ("columns[].delta", bool(deltas)),
+                    ("load.mode other than upsert", self.load.mode != "upsert"),
+                ) if used
+            ]
+            if unsupported:
+                raise ValueError(f"target.api: not supported yet with {', '.join(unsupported)}")
         if self.lines is not None:
             if generated is None:
                 raise ValueError("lines: need target.generated_key, the header column the lines point at")

@@ -586,6 +586,8 @@ def test_product_mappings_check_without_connecting() -> None:
     assert set(project.flows) == {
         "erpnext_work_orders", "erpnext_work_order_items", "odoo_production_reports", "odoo_item_names",
         "erpnext_manufacturing_orders", "odoo_completions",
+        # Web API targets (tests/integration/test_api_targets.py).
+        "erpnext_api_production_reports", "odoo_api_work_orders", "sap_confirmations",
     }
     assert project.flow("erpnext_work_orders").source.table == "tabWork Order"
     orders = project.flow("erpnext_manufacturing_orders")
@@ -624,3 +626,18 @@ def test_table_source_kind_and_label(mappings: Mappings) -> None:
     mappings.write("x", flow_dict())
     source = mappings.load().flow("x").source
     assert (source.kind, source.label) == ("table", "erp_db.src")
+
+
+def test_an_api_target_refuses_what_it_does_not_support_yet() -> None:
+    data = flow_dict()
+    data["target"] = {**data["target"], "api": {"connection": "erp_api", "path": "/api/resource/X"}}
+    data["load"] = {"mode": "snapshot_replace"}
+    with pytest.raises(ValueError, match="target.api: not supported yet with load.mode other than upsert"):
+        Flow.model_validate(data)
+    data["load"] = {}
+    data["target"]["api"] = {"connection": "erp_api", "path": "https://erp.example/api/resource/X"}
+    with pytest.raises(ValueError, match="starts with '/'"):
+        Flow.model_validate(data)
+    data["target"]["api"] = {"connection": "erp_api", "path": "/x", "update_path": "/x/{k}", "update_method": "PUT"}
+    with pytest.raises(ValueError, match="update_path needs lookup"):
+        Flow.model_validate(data)
