@@ -54,10 +54,12 @@ airflow: demo-data
 	$(AIRFLOW_ENV) $(DEMO_CONNECTIONS) AIRFLOW__API__HOST=127.0.0.1 airflow standalone
 
 # The pipeline against PostgreSQL's own COPY on 1M rows (BENCH_ARGS="--rows 5000000" for more),
-# then numbered documents with lines and delta postings at 20k and 200k documents.
+# then numbered documents with lines and delta postings at 20k and 200k documents, then 100k
+# records paged from a local web API.
 bench: venv
 	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 	$(BIN)/python bench/documents.py
+	$(BIN)/python bench/api.py
 
 check: venv
 	$(BIN)/python -m etl check

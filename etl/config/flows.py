@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from etl.config.api import ApiTarget
+from etl.config.api import ApiSource, ApiTarget
 from etl.core.errors import ConfigError, ConfigProblem
 from etl.core.expressions import ExpressionError, parse_expression
 from etl.core.types import Scalar
@@ -112,15 +112,17 @@ class _RowFilters(_Model):
 
 #: The kinds of source a flow can read, each a key of ``source:`` naming what to read; a flow
 #: gives exactly one. etl.sync.extract.open_source turns each into the run's Source.
-SOURCE_KINDS = ("table",)
+SOURCE_KINDS = ("table", "api")
 
 
 class SourceSpec(_RowFilters):
-    """Where a flow reads: exactly one kind (see ``SOURCE_KINDS``), today a database ``table``
-    on its ``connection``. The source is only ever read."""
+    """Where a flow reads: exactly one kind (see ``SOURCE_KINDS``): a database ``table`` on its
+    ``connection``, or a web ``api`` (its HTTP connection named inside it). The source is only
+    ever read."""
 
     connection: str | None = None
     table: TableName | None = None
+    api: ApiSource | None = None
 
     @field_validator("connection")
     @classmethod
@@ -134,6 +136,8 @@ class SourceSpec(_RowFilters):
             raise ValueError(f"give exactly one of {', '.join(SOURCE_KINDS)} (got {', '.join(given) or 'none'})")
         if self.table is not None and self.connection is None:
             raise ValueError("table: a table source needs its connection")
+        if self.api is not None and self.connection is not None:
+            raise ValueError("connection: an api source names its HTTP connection as api.connection")
         return self
 
     @property
@@ -144,6 +148,8 @@ class SourceSpec(_RowFilters):
     @property
     def label(self) -> str:
         """The source as people name it in lists and messages."""
+        if self.api is not None:
+            return f"{self.api.connection}:{self.api.path}"
         return f"{self.connection}.{self.table}"
 
 
@@ -553,6 +559,12 @@ class Flow(_Model):
                 raise ValueError(f"columns[{i}].delta.group_by: not mapped: {', '.join(unknown)}")
             if self.load.mode == "snapshot_replace" or self.lines is not None:
                 raise ValueError(f"columns[{i}].delta: needs load.mode upsert or append, and no lines")
+        if self.source.api is not None:
+            unsupported = [
+                name for name, used in (("lines", self.lines is not None), ("cursor.skip_loaded", self.skips_loaded)) if used
+            ]
+            if unsupported:
+                raise ValueError(f"source.api: not supported yet with {', '.join(unsupported)} (they read a source table)")
         if self.target.api is not None:
             unsupported = [
                 name for name, used in (

@@ -110,6 +110,11 @@ def window_filter(column: ColumnElement[Any], window: Window) -> ColumnElement[b
     return clause
 
 
+def empty_window(window: Window | None) -> bool:
+    """A window with nothing in it: the source holds no row with a cursor value yet."""
+    return window is not None and window.upper is None and not window.include_null and window.beyond is None
+
+
 def in_window(value: CursorValue | None, window: Window | None) -> bool:
     """Whether a record with cursor ``value`` is in ``window``: :func:`window_filter` for
     records read from a web API, where no SQL clause can ask it."""

@@ -29,10 +29,11 @@ from etl.config.api import ApiSource as ApiSourceSpec
 from etl.config.api import CursorFormat, FieldType, Paging
 from etl.config.flows import Flow
 from etl.core import watermark as wm
+from etl.core.rows import frame_from_rows
 from etl.core.watermark import CursorValue, Window
 from etl.dialects.base import copy_text
-from etl.sync.extract import frame_from_rows
 from etl.sync.http_api import ApiClient, ApiError, api_connection, records_at, select_path
+from etl.sync.ledger import RunRecord
 
 _ODATA_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 
@@ -300,7 +301,7 @@ class ApiSource:
             yield frame_from_rows(rows, columns)
 
     def chunks(self, window: Window | None, chunk_size: int) -> Iterator[pd.DataFrame]:
-        if _empty(window):
+        if wm.empty_window(window):
             return
         yield from self._frames(self.records(window), self.flow.source_columns(), chunk_size)
 
@@ -308,7 +309,7 @@ class ApiSource:
         """The window's records as numbered COPY text, for the SQL path."""
         if binary:
             raise ValueError("an API source writes COPY text only")
-        if _empty(window):
+        if wm.empty_window(window):
             return
         columns = self.flow.source_columns()
         lines: list[str] = []
@@ -327,11 +328,6 @@ class ApiSource:
     def keys(self, chunk_size: int) -> Iterator[pd.DataFrame]:
         columns = sorted({c for spec in self.flow.columns if spec.target in self.flow.key for c in spec.source_columns()})
         yield from self._frames(self.records(None), columns, chunk_size)
-
-
-def _empty(window: Window | None) -> bool:
-    """A window with nothing in it: the source holds no record with a cursor value yet."""
-    return window is not None and window.upper is None and not window.include_null and window.beyond is None
 
 
 def _field_type(column: Column[Any]) -> FieldType:
@@ -387,7 +383,11 @@ class OpenedApi:
     def open(self) -> None:
         self.client = ApiClient(api_connection(self.spec.connection), self.transport)
 
-    def describe(self) -> Table:
+    @property
+    def warnings(self) -> list[str]:
+        return []
+
+    def describe(self, tconn: Connection) -> Table:
         return describe(self.flow, self.spec)
 
     def reader(self, table: Table, plants: list[str] | None) -> ApiSource:
@@ -395,7 +395,7 @@ class OpenedApi:
             raise RuntimeError("the source is not open")
         return ApiSource(self.client, self.flow, self.spec, table, plants)
 
-    def record(self, tconn: Connection, run_id: str, now: datetime) -> None:
+    def record(self, tconn: Connection, run: RunRecord, now: datetime) -> None:
         """An API source's records are found again by the watermark: nothing else to record."""
 
     def after_commit(self, enter: Callable[[str], None]) -> None:

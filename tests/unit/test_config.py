@@ -588,6 +588,8 @@ def test_product_mappings_check_without_connecting() -> None:
         "erpnext_manufacturing_orders", "odoo_completions",
         # Web API targets (tests/integration/test_api_targets.py).
         "erpnext_api_production_reports", "odoo_api_work_orders", "sap_confirmations",
+        # Web API sources (tests/integration/test_api_sources.py).
+        "erpnext_api_work_orders", "erpnext_api_work_order_items", "sap_production_orders",
     }
     assert project.flow("erpnext_work_orders").source.table == "tabWork Order"
     orders = project.flow("erpnext_manufacturing_orders")
@@ -613,7 +615,7 @@ def test_convert_unit_refuses_a_lookup_crosswalk(mappings: Mappings) -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ({"connection": "erp_db"}, "source: give exactly one of table (got none)"),
+        ({"connection": "erp_db"}, "source: give exactly one of table, api (got none)"),
         ({"table": "src"}, "source: table: a table source needs its connection"),
     ],
 )
@@ -640,4 +642,24 @@ def test_an_api_target_refuses_what_it_does_not_support_yet() -> None:
         Flow.model_validate(data)
     data["target"]["api"] = {"connection": "erp_api", "path": "/x", "update_path": "/x/{k}", "update_method": "PUT"}
     with pytest.raises(ValueError, match="update_path needs lookup"):
+        Flow.model_validate(data)
+
+
+def test_an_api_source_names_its_connection_inside_and_refuses_what_needs_a_table() -> None:
+    data = flow_dict()
+    data["source"] = {"connection": "erp_db", "table": "src", "api": {"connection": "erp_api", "path": "/api/resource/X"}}
+    with pytest.raises(ValueError, match="give exactly one of table, api"):
+        Flow.model_validate(data)
+    data["source"] = {"connection": "erp_db", "table": None, "api": {"connection": "erp_api", "path": "/x"}}
+    with pytest.raises(ValueError, match="api.connection"):
+        Flow.model_validate(data)
+    data["source"] = {"api": {"connection": "erp_api", "path": "/x"}}
+    flow = Flow.model_validate(data)
+    assert (flow.source.kind, flow.source.label) == ("api", "erp_api:/x")
+    data["cursor"] = {"column": "updated_at", "skip_loaded": True}
+    with pytest.raises(ValueError, match="source.api: not supported yet with cursor.skip_loaded"):
+        Flow.model_validate(data)
+    data.pop("cursor")
+    data["source"] = {"api": {"connection": "erp_api", "path": "/x", "paging": {"kind": "next_link"}}}
+    with pytest.raises(ValueError, match="next_path"):
         Flow.model_validate(data)
