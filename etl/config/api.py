@@ -62,7 +62,7 @@ class Paging(_Model):
         return self
 
 
-CursorFormat = Literal["iso", "frappe", "odata_v2", "epoch_ms"]
+CursorFormat = Literal["iso", "frappe", "odoo", "odata_v2", "epoch_ms"]
 FieldType = Literal["string", "integer", "decimal", "boolean", "timestamp", "date"]
 
 
@@ -105,7 +105,7 @@ class ApiSource(_Model):
     incremental: Incremental | None = None
     children: Children | None = None
     #: How the API writes timestamps (the cursor's too): ``frappe`` (``2026-11-20 08:00:00.000000``),
-    #: ``iso``, ``odata_v2`` (``/Date(1700000000000)/``, read as naive UTC), ``epoch_ms``.
+    #: ``odoo`` (``2026-11-20 08:00:00``, naive UTC), ``iso``, ``odata_v2`` (``/Date(1700000000000)/``, read as naive UTC), ``epoch_ms``.
     timestamps: CursorFormat = "iso"
     #: The type of each record field the flow reads, parsed on arrival (JSON has no timestamps
     #: or decimals); unnamed fields are text, the cursor's field a timestamp.

@@ -81,6 +81,9 @@ def format_cursor(value: CursorValue, fmt: CursorFormat) -> str:
     if isinstance(value, datetime):
         if fmt == "frappe":
             return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        if fmt == "odoo":
+            # Odoo's domains take whole seconds: rounded down, the inclusive bound reads a little more, never less.
+            return value.strftime("%Y-%m-%d %H:%M:%S")
         if fmt == "odata_v2":
             utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
             return utc.isoformat(timespec="milliseconds")
@@ -170,6 +173,10 @@ class ApiSource:
     def _parsed(self, record: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for name, kind in self.types.items():
+            value = record.get(name)
+            if kind == "string" and (value is None or type(value) is str):
+                out[name] = value  # most fields: text as the API sent it
+                continue
             try:
                 out[name] = parse_value(record.get(name), kind, self.spec.timestamps)
             except (ValueError, TypeError) as exc:

@@ -25,7 +25,7 @@ from etl.core.errors import StepFailed
 from etl.sync.connections import Connections
 from etl.sync.pipeline_tables import watermark
 from etl.sync.runner import RunOptions, RunResult, run_flow
-from tests.integration.test_products import MAPPINGS, seed
+from tests.integration.test_products import PRODUCTS, seed
 from tests.products.api_servers import ORDER_SERVICE, ErpnextServer, SapServer, sap_order
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def site(
         with erp_api, sap_api:
             monkeypatch.setenv("AIRFLOW_CONN_ERPNEXT_API", _http(erp_api.url, ERP_KEY, ERP_SECRET, "token"))
             monkeypatch.setenv("AIRFLOW_CONN_SAP_API", _http(sap_api.url, SAP_USER, SAP_PASSWORD, "basic"))
-            yield Site(load_project(MAPPINGS), connections, erpnext, odoo, mes, erp_api, sap_api)
+            yield Site(load_project(PRODUCTS / "api_mappings"), connections, erpnext, odoo, mes, erp_api, sap_api)
 
 
 def _submitted(erpnext: Engine) -> int:

@@ -26,7 +26,7 @@ from etl.sync.api_sink import count_postings
 from etl.sync.connections import Connections
 from etl.sync.pipeline_tables import api_posting, ledger, quarantine
 from etl.sync.runner import RunOptions, RunResult, run_flow
-from tests.integration.test_products import MAPPINGS, PRODUCTS, seed
+from tests.integration.test_products import PRODUCTS, seed
 from tests.products.api_servers import CONFIRMATION_SERVICE, ErpnextServer, OdooServer, SapServer, sap_order
 
 pytestmark = pytest.mark.slow
@@ -94,7 +94,7 @@ def site(
             monkeypatch.setenv("AIRFLOW_CONN_ERPNEXT_API", _http(erp_api.url, ERP_KEY, ERP_SECRET, "token"))
             monkeypatch.setenv("AIRFLOW_CONN_ODOO_API", _http(odoo_api.url, None, ODOO_KEY, "bearer"))
             monkeypatch.setenv("AIRFLOW_CONN_SAP_API", _http(sap_api.url, SAP_USER, SAP_PASSWORD, "basic"))
-            yield Site(load_project(MAPPINGS), connections, erpnext, odoo, pipeline, mes, erp_api, odoo_api, sap_api)
+            yield Site(load_project(PRODUCTS / "api_mappings"), connections, erpnext, odoo, pipeline, mes, erp_api, odoo_api, sap_api)
 
 
 class Crash(Exception):
@@ -256,3 +256,32 @@ def test_a_confirmation_service_root_is_what_the_csrf_fetch_reads(site: Site) ->
     site.run("sap_confirmations")
     fetches = [r for r in site.sap_api.log if r.headers.get("X-CSRF-Token") == "Fetch"]
     assert len(fetches) == 1 and fetches[0].path == f"{CONFIRMATION_SERVICE}/"
+
+
+def test_api_to_api_odoo_json2_reports_reach_erpnext_rest(site: Site) -> None:
+    first = site.run("odoo_api_production_reports")
+    reports = site.rows(site.erpnext, "tabMES Production Report", "name")
+    assert set(reports) == {"WH/MO/00001", "WH/MO/00003"}
+    assert reports["WH/MO/00001"]["item_code"] == "FG-BOLT-M8"
+    assert reports["WH/MO/00001"]["completed_on"] == datetime(2026, 11, 20, 18, 0)
+    assert first.record.options["api_posted"] == 2
+    reads = site.odoo_api.requests_to("/json/2/mrp.production/search_read")
+    assert all(r.body.get("load", "absent") is None for r in reads)  # many2one as plain ids
+    assert any(r.body.get("limit") == 200 and r.body.get("offset") == 0 for r in reads)
+    site.odoo_api.log.clear()
+    again = site.run("odoo_api_production_reports")
+    assert again.record.options["api_posted"] == 0
+    asked = [r.body for r in site.odoo_api.requests_to("/search_read") if "offset" in r.body]
+    assert asked[0]["domain"][1][:2] == ["write_date", ">="]
+    assert len(site.erp_api.requests_to("/api/resource/MES Production Report", "POST")) == 2
+
+
+def test_a_crash_after_the_odoo_creates_does_not_create_twice(site: Site) -> None:
+    with pytest.raises(StepFailed):
+        site.run("odoo_api_work_orders", hook=_crash_at("posted_to_api"))
+    assert len(site.odoo_api.requests_to("/create")) == 4
+    rerun = site.run("odoo_api_work_orders")
+    assert len(site.odoo_api.requests_to("/create")) == 4
+    assert rerun.record.options["api_found_posted_before"] == 4
+    with site.odoo.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM x_erpnext_work_order")).scalar_one() == 4

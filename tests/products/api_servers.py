@@ -367,7 +367,12 @@ class OdooServer(ProductServer):
                 stmt = stmt.limit(int(body["limit"]))
             with self.engine.connect() as conn:
                 rows = [dict(r) for r in conn.execute(stmt).mappings()]
-            return rows if call == "search_read" else [r["id"] for r in rows]
+            if call == "search":
+                return [r["id"] for r in rows]
+            if "load" not in body:
+                # read()'s default load: a many2one comes as [id, display name]; "load": null gives the id.
+                rows = [{k: [v, f"{k} {v}"] if k.endswith("_id") and isinstance(v, int) else v for k, v in r.items()} for r in rows]
+            return rows
         if call == "create":
             vals_list = body.get("vals_list")
             if not isinstance(vals_list, list):

@@ -14,7 +14,7 @@ from etl.config.flows import Flow
 from etl.sync.http_api import api_connection
 
 REPO = Path(__file__).resolve().parents[2]
-FLOWS = REPO / "tests" / "products" / "mappings" / "flows"
+FLOWS = REPO / "tests" / "products" / "api_mappings" / "flows"
 GUIDE = (REPO / "docs" / "connecting-a-system.md").read_text(encoding="utf-8")
 API_MODE = (REPO / "docs" / "api-mode.md").read_text(encoding="utf-8")
 
@@ -30,7 +30,8 @@ def _shipped(flow: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("flow", [
-    "erpnext_api_production_reports", "odoo_api_work_orders", "sap_production_orders", "sap_confirmations",
+    "erpnext_api_production_reports", "odoo_api_work_orders", "odoo_api_production_reports",
+    "sap_production_orders", "sap_confirmations",
 ])
 def test_the_guide_prints_each_api_flow_as_shipped(flow: str) -> None:
     block = next(b for b in _blocks(GUIDE, "yaml") if b.startswith(f"flow: {flow}\n"))

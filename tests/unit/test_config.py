@@ -586,10 +586,6 @@ def test_product_mappings_check_without_connecting() -> None:
     assert set(project.flows) == {
         "erpnext_work_orders", "erpnext_work_order_items", "odoo_production_reports", "odoo_item_names",
         "erpnext_manufacturing_orders", "odoo_completions",
-        # Web API targets (tests/integration/test_api_targets.py).
-        "erpnext_api_production_reports", "odoo_api_work_orders", "sap_confirmations",
-        # Web API sources (tests/integration/test_api_sources.py).
-        "erpnext_api_work_orders", "erpnext_api_work_order_items", "sap_production_orders",
     }
     assert project.flow("erpnext_work_orders").source.table == "tabWork Order"
     orders = project.flow("erpnext_manufacturing_orders")
@@ -628,6 +624,16 @@ def test_table_source_kind_and_label(mappings: Mappings) -> None:
     mappings.write("x", flow_dict())
     source = mappings.load().flow("x").source
     assert (source.kind, source.label) == ("table", "erp_db.src")
+
+
+def test_the_web_api_mappings_check_without_connecting() -> None:
+    project = load_project(Path(__file__).resolve().parent.parent / "products" / "api_mappings")
+    assert set(project.flows) == {
+        "erpnext_api_work_orders", "erpnext_api_work_order_items", "erpnext_api_production_reports",
+        "odoo_api_work_orders", "odoo_api_production_reports", "sap_production_orders", "sap_confirmations",
+    }
+    assert project.flow("sap_confirmations").target.api is not None
+    assert project.flow("odoo_api_production_reports").source.kind == "api"
 
 
 def test_an_api_target_refuses_what_it_does_not_support_yet() -> None:
