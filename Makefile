@@ -55,11 +55,13 @@ airflow: demo-data
 
 # The pipeline against PostgreSQL's own COPY on 1M rows (BENCH_ARGS="--rows 5000000" for more),
 # then numbered documents with lines and delta postings at 20k and 200k documents, then a 1M-row
-# CSV file flow against COPY FROM of the same file, and a 100k-row workbook.
+# CSV file flow against COPY FROM of the same file, a 100k-row workbook, and 100k records paged
+# from a local web API.
 bench: venv
 	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 	$(BIN)/python bench/documents.py
 	$(BIN)/python bench/files.py
+	$(BIN)/python bench/api.py
 
 # Shop-floor feedback latency: 200 MES commits at random 0.1-3 s intervals, MES commit -> ERP row,
 # p50/p95/max for `python -m etl watch` woken by NOTIFY and by MQTT, and for Airflow's asset watcher

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from etl.config.api import ApiSource, ApiTarget
 from etl.config.user_sql import read_only_problem
 from etl.core.errors import ConfigError, ConfigProblem
 from etl.core.expressions import ExpressionError, parse_expression
@@ -114,7 +115,7 @@ class _RowFilters(_Model):
 
 #: The kinds of source a flow can read, each a key of ``source:`` naming what to read; a flow
 #: gives exactly one. etl.sync.extract.open_source turns each into the run's Source.
-SOURCE_KINDS = ("table", "files")
+SOURCE_KINDS = ("table", "files", "api")
 
 #: The columns a file source adds to every row: the file's name, the sheet (Excel) and the line
 #: of the file or row of the sheet, so that a quarantine entry names the row's place.
@@ -184,12 +185,14 @@ class FilesSpec(_Model):
 
 
 class SourceSpec(_RowFilters):
-    """Where a flow reads: exactly one kind (see ``SOURCE_KINDS``), today a database ``table``
-    on its ``connection``. The source is only ever read."""
+    """Where a flow reads: exactly one kind (see ``SOURCE_KINDS``): a database ``table`` on its
+    ``connection``, or a web ``api`` (its HTTP connection named inside it). The source is only
+    ever read."""
 
     connection: str | None = None
     table: TableName | None = None
     files: FilesSpec | None = None
+    api: ApiSource | None = None
 
     @field_validator("connection")
     @classmethod
@@ -207,6 +210,8 @@ class SourceSpec(_RowFilters):
             given = [k for k in ("connection", "where", "where_not", "plant_column") if getattr(self, k)]
             if given:
                 raise ValueError(f"files: not supported yet with a file source: {', '.join(given)}")
+        if self.api is not None and self.connection is not None:
+            raise ValueError("connection: an api source names its HTTP connection as api.connection")
         return self
 
     @property
@@ -219,6 +224,8 @@ class SourceSpec(_RowFilters):
         """The source as people name it in lists and messages."""
         if self.files is not None:
             return self.files.label
+        if self.api is not None:
+            return f"{self.api.connection}:{self.api.path}"
         return f"{self.connection}.{self.table}"
 
 
@@ -289,6 +296,9 @@ class TargetSpec(_RowFilters):
     #: The target's own id column (serial / auto-increment): never written, lines point at it.
     generated_key: Identifier | None = None
     document_number: DocumentNumber | None = None
+    #: A web API the checked records are posted to; ``table`` is then the posted-record table on
+    #: ``connection`` (see etl.sync.api_sink).
+    api: ApiTarget | None = None
 
 
 class CursorSpec(_Model):
@@ -749,6 +759,22 @@ class Flow(_Model):
                 raise ValueError(f"columns[{i}].delta.group_by: not mapped: {', '.join(unknown)}")
             if self.load.mode == "snapshot_replace" or self.lines is not None:
                 raise ValueError(f"columns[{i}].delta: needs load.mode upsert or append, and no lines")
+        if self.source.api is not None:
+            unsupported = [
+                name for name, used in (("lines", self.lines is not None), ("cursor.skip_loaded", self.skips_loaded)) if used
+            ]
+            if unsupported:
+                raise ValueError(f"source.api: not supported yet with {', '.join(unsupported)} (they read a source table)")
+        if self.target.api is not None:
+            unsupported = [
+                name for name, used in (
+                    ("target.generated_key", generated is not None), ("target.document_number", number is not None),
+                    ("lines", self.lines is not None), ("columns[].delta", bool(deltas)),
+                    ("load.mode other than upsert", self.load.mode != "upsert"),
+                ) if used
+            ]
+            if unsupported:
+                raise ValueError(f"target.api: not supported yet with {', '.join(unsupported)}")
         if self.lines is not None:
             if generated is None:
                 raise ValueError("lines: need target.generated_key, the header column the lines point at")

@@ -106,3 +106,12 @@ REQUIRED_NULL = Reason("{label} {column} is NULL")
 PARENT_MISSING = Reason(
     "parent {table}.{key} = {value} not on the target yet (column {column}); retried when it arrives"
 )
+
+#: A web API target refused a record: its HTTP status and the API's own words.
+API_REFUSED = Reason("the API refused the posting: HTTP {status}: {text}")
+API_MAYBE_POSTED = Reason(
+    "run {run_id} began sending this record and lost the answer: it may be in the API already; check the API, "
+    "then delete the flow's etl_api_posting row of this key with how 'sending' to let it be sent"
+)
+API_NO_UPDATE = Reason("posted before with other values, and the API target has no update (target.api.update_path)")
+

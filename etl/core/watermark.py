@@ -110,6 +110,25 @@ def window_filter(column: ColumnElement[Any], window: Window) -> ColumnElement[b
     return clause
 
 
+def empty_window(window: Window | None) -> bool:
+    """A window with nothing in it: the source holds no row with a cursor value yet."""
+    return window is not None and window.upper is None and not window.include_null and window.beyond is None
+
+
+def in_window(value: CursorValue | None, window: Window | None) -> bool:
+    """Whether a record with cursor ``value`` is in ``window``: :func:`window_filter` for
+    records read from a web API, where no SQL clause can ask it."""
+    if window is None or (window.lower is None and window.upper is None):
+        return True
+    if value is None:
+        return window.include_null
+    if (window.lower is None or not is_after(window.lower, value)) and (
+        window.upper is None or not is_after(value, window.upper)
+    ):
+        return True
+    return window.beyond is not None and is_after(value, window.beyond)
+
+
 def next_watermark(old: CursorValue | None, window: Window) -> CursorValue | None:
     """The watermark to store after a successful run: never moves backwards, except from
     past the clock's limit (``window.beyond``) back to the ceiling."""

@@ -168,8 +168,9 @@ def _airflow_connection_uri(conn_id: str) -> str | None:
     return conn.get_uri()
 
 
-def resolve_url(conn_id: str) -> URL:
-    """The SQLAlchemy URL of connection ``conn_id``; raises ConnectionNotFound if undefined."""
+def raw_connection(conn_id: str) -> str:
+    """Connection ``conn_id`` as its source gives it (a URI or Airflow's JSON form), looked up
+    in the module's order; raises ConnectionNotFound if undefined. Holds secrets: never print it."""
     raw = (
         os.environ.get(_env_name(conn_id))
         or _airflow_connection_uri(conn_id)
@@ -184,7 +185,12 @@ def resolve_url(conn_id: str) -> URL:
             f"(an Airflow connection URI), add it to Airflow's connections, "
             f"or list it in the file named by {CONNECTIONS_FILE_ENV}{found}"
         )
-    return _parsed(raw, f"connection {conn_id!r}", to_sqlalchemy_url)
+    return raw
+
+
+def resolve_url(conn_id: str) -> URL:
+    """The SQLAlchemy URL of connection ``conn_id``; raises ConnectionNotFound if undefined."""
+    return _parsed(raw_connection(conn_id), f"connection {conn_id!r}", to_sqlalchemy_url)
 
 
 def parse_url(raw: str, name: str) -> URL:

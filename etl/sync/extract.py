@@ -4,7 +4,8 @@ The seam between a flow's source and everything after it (transform, crosswalks,
 quarantine, merge, reconciliation, ledger) is two small protocols here, and one factory:
 
 - ``open_source(flow, connections)`` is the one place that turns a flow's ``source:`` kind
-  (``etl.config.flows.SOURCE_KINDS``: ``table``, ``files``) into an :class:`OpenedSource`. A new kind
+  (``etl.config.flows.SOURCE_KINDS``: ``table``, ``files`` (etl.sync.files), ``api``
+  (etl.sync.api_source)) into an :class:`OpenedSource`. A new kind
   is a key in ``SourceSpec`` plus a branch here; the runner never asks which kind it has.
 - :class:`OpenedSource` is the source for one run, opened by the runner before the target's
   transaction begins and closed after it ends: ``describe`` offers its columns (names and
@@ -42,9 +43,10 @@ from sqlalchemy import Connection, DateTime, Engine, Select, Table, and_, exists
 
 from etl.config.flows import Flow
 from etl.core.rows import frame_from_rows
-from etl.core.watermark import CursorValue, Window, window_filter
+from etl.core.watermark import CursorValue, Window, empty_window, window_filter
 from etl.dialects import dialect_for
 from etl.dialects.base import exclude_filter, scope_filter
+from etl.sync.api_source import OpenedApi
 from etl.sync.connections import Connections
 from etl.sync.files import OpenedFolder
 from etl.sync.ledger import RunRecord
@@ -117,6 +119,9 @@ def open_source(flow: Flow, connections: Connections) -> OpenedSource:
         return OpenedTable(flow, connections.engine(flow.source.connection))
     if flow.source.files is not None:
         return OpenedFolder(flow, flow.source.files)
+    if flow.source.kind == "api":
+        assert flow.source.api is not None
+        return OpenedApi(flow, flow.source.api)
     raise NotImplementedError(f"{flow.file}: flow {flow.flow!r}: source kind {flow.source.kind!r} has no reader")
 
 
@@ -166,11 +171,6 @@ class OpenedTable:
             finally:
                 self._conn.close()
                 self._conn = None
-
-
-def empty_window(window: Window | None) -> bool:
-    """A window with nothing in it: the source holds no row with a cursor value yet."""
-    return window is not None and window.upper is None and not window.include_null and window.beyond is None
 
 
 @dataclass

@@ -140,19 +140,36 @@ file_intake = Table(
     Index("ix_etl_file_intake_flow_sha256", "flow", "sha256"),
 )
 
+#: What a flow with a web API target posted, one row per posting key: the remote record's id and
+#: how it got there (created, updated, found: posted before by a run whose commit was lost), in
+#: the run's transaction. ``sending`` rows are committed before a send to an API with neither a
+#: lookup nor an idempotency key, so a lost answer is detected, never sent twice.
+api_posting = Table(
+    "etl_api_posting",
+    metadata,
+    Column("flow", String(63), primary_key=True),
+    Column("posting_key", String(255), primary_key=True),
+    Column("how", String(10), primary_key=True),
+    Column("remote_id", String(200)),
+    Column("payload_hash", String(64), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("posted_at", DateTime, nullable=False),
+)
 
-def ensure_pipeline_tables(conn: Connection, lookback: bool = False, files: bool = False) -> None:
+
+def ensure_pipeline_tables(conn: Connection, lookback: bool = False, files: bool = False, api: bool = False) -> None:
     """Create the pipeline tables where missing (idempotent). ``lookback``: etl_lookback_loaded
     as well, which only flows with ``cursor.skip_loaded`` use; ``files``: etl_file_intake, which
-    only flows reading files use; a target whose sync role may not create tables then runs the
-    other flows without them.
+    only flows reading files use; ``api``: etl_api_posting, which only flows with a web API
+    target use; a target whose sync role may not create tables then runs the other flows
+    without them.
 
     Raises PipelineTablesBusy (retryable) when another run created them at the same moment, as
     the first runs of several flows on a new target do; the retry finds them there. Raises
     EtlError naming the missing tables when the login may not create tables (least privilege).
     """
     present = set(inspect(conn).get_table_names())
-    optional = {lookback_loaded: lookback, file_intake: files}
+    optional = {lookback_loaded: lookback, file_intake: files, api_posting: api}
     missing = [t for t in metadata.sorted_tables if t.name not in present and optional.get(t, True)]
     if not missing:
         return

@@ -42,6 +42,8 @@ class RowTally:
     quarantined_as_negative_deltas: int = 0
     #: Rows the lookback read again at the cursor value the last run loaded (cursor.skip_loaded).
     set_aside: int = 0
+    #: Records a web API target refused (etl.sync.api_sink), quarantined with its answer.
+    refused_by_api: int = 0
 
 
 def rows_balance(t: RowTally) -> CheckResult:
@@ -49,7 +51,7 @@ def rows_balance(t: RowTally) -> CheckResult:
     staged_ok = t.quarantined_while_staging + t.set_aside + t.staged == took_in
     ended = (
         t.key_conflicts + t.quarantined_by_expectations + t.quarantined_as_negative_deltas
-        + t.skipped_copies + t.loaded + t.unchanged
+        + t.refused_by_api + t.skipped_copies + t.loaded + t.unchanged
     )
     ended_ok = ended == t.staged and min(t.skipped_copies, t.unchanged) >= 0
     detail = (
@@ -60,6 +62,7 @@ def rows_balance(t: RowTally) -> CheckResult:
         f"unchanged {t.unchanged} + quarantined by expectations {t.quarantined_by_expectations} + key "
         f"conflicts {t.key_conflicts} + copies of another row {t.skipped_copies}"
         + (f" + negative deltas {t.quarantined_as_negative_deltas}" if t.quarantined_as_negative_deltas else "")
+        + (f" + refused by the API {t.refused_by_api}" if t.refused_by_api else "")
     )
     failed = abs(took_in - t.quarantined_while_staging - t.set_aside - t.staged) + abs(t.staged - ended)
     if not ended_ok and failed == 0:

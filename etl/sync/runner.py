@@ -66,9 +66,11 @@ from etl.sync import (
     state,
     validation,
 )
+from etl.sync.api_sink import ApiSink, post_batch
 from etl.sync.connections import Connections
 from etl.sync.documents import DocumentLines
 from etl.sync.extract import OpenedSource, Source, open_source
+from etl.sync.http_api import ApiClient, api_connection
 from etl.sync.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
 from etl.sync.lookups import ambiguity_waiting, resolve_lookups
 from etl.sync.pipeline_tables import ensure_pipeline_tables
@@ -227,7 +229,9 @@ def _connect(
         # What the lookups found ambiguous is told after staging, if rows with those codes wait.
         crosswalks, _ = resolve_lookups(crosswalks, flow.crosswalks_used(), connections.engine)
     with target_engine.begin() as conn:
-        ensure_pipeline_tables(conn, lookback=flow.skips_loaded, files=flow.source.files is not None)
+        ensure_pipeline_tables(
+            conn, lookback=flow.skips_loaded, files=flow.source.files is not None, api=flow.target.api is not None,
+        )
     return crosswalks, source, target_engine
 
 
@@ -320,6 +324,7 @@ class _Run:
     after_duplicates: int = 0
     failed_expectations: int = 0
     negative_deltas: int = 0
+    refused_by_api: int = 0
     unchanged_in_batch: int = 0
     new_mark: wm.CursorValue | None = None
     keyset_checked_at: datetime | None = None
@@ -631,12 +636,32 @@ def _apply_deltas(ctx: _Run) -> None:
     ctx.negative_deltas = len(deltas.rejects)
 
 
+def _post_to_api(ctx: _Run) -> None:
+    """For a web API target: post the staged records the posted-record table does not hold as
+    they are, quarantine those the API refuses, and leave the posted ones for the merge."""
+    spec = ctx.flow.target.api
+    if spec is None or ctx.options.dry_run:
+        return
+    ctx.enter("post_to_api")
+    client = ctx.cleanup.enter_context(ApiClient(api_connection(spec.connection)))
+    sink = ApiSink(client, ctx.flow, spec, ctx.columns)
+    outcome, rejects = post_batch(ctx.tconn, ctx.flow, sink, ctx.staging, ctx.target_table, ctx.run.run_id, ctx.now)
+    ctx.quarantine(rejects, quarantine.TARGET_PAYLOAD)
+    ctx.refused_by_api = outcome.refused
+    ctx.run.options["api_posted"] = outcome.posted
+    ctx.run.options["api_found_posted_before"] = outcome.found
+    ctx.run.options["api_seconds"] = round(client.seconds, 3)
+    ctx.enter("posted_to_api")
+
+
 def _merge(ctx: _Run) -> None:
     ctx.enter("merge")
     loaded = merge_rows(ctx.tconn, ctx.dialect, ctx.flow, ctx.staging, ctx.target_table, ctx.columns)
     ctx.run.counts.rows_loaded = loaded
     # Staged rows not written were equal to the target's (or, for delta postings, posted before).
-    ctx.unchanged_in_batch = ctx.after_duplicates - ctx.failed_expectations - ctx.negative_deltas - loaded
+    ctx.unchanged_in_batch = (
+        ctx.after_duplicates - ctx.failed_expectations - ctx.negative_deltas - ctx.refused_by_api - loaded
+    )
     # Rows set aside count as unchanged: the last run loaded them as they are.
     ctx.run.counts.rows_unchanged = ctx.unchanged_in_batch + ctx.set_aside_rows
 
@@ -647,7 +672,7 @@ def _reconcile(ctx: _Run) -> None:
     tally = reconciliation.RowTally(
         read=counts.rows_read, retried=counts.rows_retried, quarantined_while_staging=ctx.rejected_while_staging,
         staged=ctx.seq, key_conflicts=ctx.key_conflicts, quarantined_by_expectations=ctx.failed_expectations,
-        quarantined_as_negative_deltas=ctx.negative_deltas,
+        quarantined_as_negative_deltas=ctx.negative_deltas, refused_by_api=ctx.refused_by_api,
         skipped_copies=ctx.seq - ctx.key_conflicts - ctx.after_duplicates, loaded=counts.rows_loaded,
         unchanged=ctx.unchanged_in_batch, set_aside=ctx.set_aside_rows,
     )
@@ -731,8 +756,8 @@ def _write_ledger(ctx: _Run) -> None:
 #: The order of a run's steps inside its transaction (see the module's docstring); each names
 #: itself to the hook as it starts.
 _STEPS: list[Callable[[_Run], None]] = [
-    _lock, _check_schema, _read_state, _stage, _resolve_duplicates, _validate, _apply_deltas, _merge, _reconcile,
-    _merge_lines_and_release, _remember_loaded, _deletes, _write_state, _write_ledger,
+    _lock, _check_schema, _read_state, _stage, _resolve_duplicates, _validate, _apply_deltas, _post_to_api, _merge,
+    _reconcile, _merge_lines_and_release, _remember_loaded, _deletes, _write_state, _write_ledger,
 ]
 
 

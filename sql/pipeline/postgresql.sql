@@ -7,6 +7,19 @@
 -- that the last run loaded (source key and cursor value).
 -- etl_file_intake: for flows reading files, every file a run took (name, size, SHA-256, rows,
 -- outcome), so that the same content loads once.
+-- etl_api_posting: for flows with a web API target, what each posting key became there
+-- (created, updated, found) and the remote id; 'sending' rows mark a send whose answer may be lost.
+
+CREATE TABLE etl_api_posting (
+	flow VARCHAR(63) NOT NULL, 
+	posting_key VARCHAR(255) NOT NULL, 
+	how VARCHAR(10) NOT NULL, 
+	remote_id VARCHAR(200), 
+	payload_hash VARCHAR(64) NOT NULL, 
+	run_id VARCHAR(36) NOT NULL, 
+	posted_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	PRIMARY KEY (flow, posting_key, how)
+);
 
 CREATE TABLE etl_check (
 	id SERIAL NOT NULL, 

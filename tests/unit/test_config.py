@@ -611,9 +611,9 @@ def test_convert_unit_refuses_a_lookup_crosswalk(mappings: Mappings) -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ({"connection": "erp_db"}, "source: give exactly one of table, files (got none)"),
+        ({"connection": "erp_db"}, "source: give exactly one of table, files, api (got none)"),
         ({"connection": "erp_db", "table": "src", "files": {"folder": "d", "format": "csv"}},
-         "source: give exactly one of table, files (got table, files)"),
+         "source: give exactly one of table, files, api (got table, files)"),
         ({"files": {"folder": "d", "format": "csv"}, "where": {"a": 1}}, "source: files: not supported yet with a file source: where"),
         ({"files": {"folder": "d", "format": "csv", "encoding": "utf-9"}}, "source.files.encoding: 'utf-9' is not an encoding"),
         ({"files": {"folder": "d", "format": "csv", "archive": "../x"}}, "source.files.archive: '../x': a sub-folder name"),
@@ -655,3 +655,46 @@ def test_a_file_flow_reads_the_place_of_each_row(mappings: Mappings) -> None:
 def test_a_file_target_is_refused_as_not_supported_yet(mappings: Mappings) -> None:
     mappings.write("x", flow_dict(target={"connection": "mes_db", "table": "t", "files": {"folder": "out"}}))
     assert "m/flows/x.yaml: target.files: not supported yet: a file target" in " ".join(mappings.messages())
+def test_the_web_api_mappings_check_without_connecting() -> None:
+    project = load_project(Path(__file__).resolve().parent.parent / "products" / "api_mappings")
+    assert set(project.flows) == {
+        "erpnext_api_work_orders", "erpnext_api_work_order_items", "erpnext_api_production_reports",
+        "odoo_api_work_orders", "odoo_api_production_reports", "sap_production_orders", "sap_confirmations",
+    }
+    assert project.flow("sap_confirmations").target.api is not None
+    assert project.flow("odoo_api_production_reports").source.kind == "api"
+
+
+def test_an_api_target_refuses_what_it_does_not_support_yet() -> None:
+    data = flow_dict()
+    data["target"] = {**data["target"], "api": {"connection": "erp_api", "path": "/api/resource/X"}}
+    data["load"] = {"mode": "snapshot_replace"}
+    with pytest.raises(ValueError, match="target.api: not supported yet with load.mode other than upsert"):
+        Flow.model_validate(data)
+    data["load"] = {}
+    data["target"]["api"] = {"connection": "erp_api", "path": "https://erp.example/api/resource/X"}
+    with pytest.raises(ValueError, match="starts with '/'"):
+        Flow.model_validate(data)
+    data["target"]["api"] = {"connection": "erp_api", "path": "/x", "update_path": "/x/{k}", "update_method": "PUT"}
+    with pytest.raises(ValueError, match="update_path needs lookup"):
+        Flow.model_validate(data)
+
+
+def test_an_api_source_names_its_connection_inside_and_refuses_what_needs_a_table() -> None:
+    data = flow_dict()
+    data["source"] = {"connection": "erp_db", "table": "src", "api": {"connection": "erp_api", "path": "/api/resource/X"}}
+    with pytest.raises(ValueError, match="give exactly one of table, files, api"):
+        Flow.model_validate(data)
+    data["source"] = {"connection": "erp_db", "table": None, "api": {"connection": "erp_api", "path": "/x"}}
+    with pytest.raises(ValueError, match="api.connection"):
+        Flow.model_validate(data)
+    data["source"] = {"api": {"connection": "erp_api", "path": "/x"}}
+    flow = Flow.model_validate(data)
+    assert (flow.source.kind, flow.source.label) == ("api", "erp_api:/x")
+    data["cursor"] = {"column": "updated_at", "skip_loaded": True}
+    with pytest.raises(ValueError, match="source.api: not supported yet with cursor.skip_loaded"):
+        Flow.model_validate(data)
+    data.pop("cursor")
+    data["source"] = {"api": {"connection": "erp_api", "path": "/x", "paging": {"kind": "next_link"}}}
+    with pytest.raises(ValueError, match="next_path"):
+        Flow.model_validate(data)

@@ -207,3 +207,33 @@ def test_parse_since_error_message() -> None:
     with pytest.raises(ValueError) as info:
         parse_since("yesterday")
     assert str(info.value) == "--since 'yesterday' is not an ISO date or timestamp (e.g. 2026-11-20T08:00)"
+
+
+@pytest.mark.parametrize("window", [
+    Window(None, None, include_null=True),
+    Window(None, 5, include_null=True),
+    Window(2, 5),
+    Window(2, 5, beyond=7),
+    Window(2, None),
+    Window(None, 5, include_null=True, beyond=7),
+])
+def test_in_window_agrees_with_the_sql_filter(window: Window) -> None:
+    """The web API's check of a record against the window and the table's WHERE clause: one rule."""
+    import sqlite3
+
+    from sqlalchemy import Column as SqlColumn
+    from sqlalchemy import Integer, MetaData, Table, create_engine, select
+
+    from etl.core.watermark import in_window
+
+    values = [None, 0, 1, 2, 3, 5, 6, 7, 8, 100]
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(":memory:"))
+    table = Table("t", MetaData(), SqlColumn("c", Integer))
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), [{"c": v} for v in values])
+        clause = window_filter(table.c.c, window)
+        stmt = select(table.c.c) if clause is None else select(table.c.c).where(clause)
+        in_sql = sorted((v for (v,) in conn.execute(stmt)), key=lambda v: (v is not None, v or 0))
+    in_python = sorted((v for v in values if in_window(v, window)), key=lambda v: (v is not None, v or 0))
+    assert in_python == in_sql
