@@ -37,6 +37,11 @@ def check_series(conn: Connection, flow: Flow) -> None:
         return
     where = f"{flow.file}: flow {flow.flow!r}: target.document_number"
     if spec.database_sequence is not None:
+        if not conn.dialect.supports_sequences:
+            raise SchemaDriftError(
+                f"{where}.database_sequence: database sequences are not available on {conn.dialect.name}; "
+                "use a counter row (sequence:)"
+            )
         schema, _, name = spec.database_sequence.rpartition(".")
         found = inspect(conn).has_sequence(name, schema=schema or None)
         if not found:
