@@ -478,7 +478,8 @@ def _stage(ctx: _Run) -> None:
 def _stage_path(ctx: _Run) -> tuple[str | None, str | None]:
     """Why the flow cannot take the SQL path, and why not the in-process path (None: it can).
 
-    auto takes the SQL path on a PostgreSQL target, else the in-process path, else Python."""
+    auto takes the SQL path on a PostgreSQL target (else Python), and the in-process path on any
+    other target (else Python); load.transform: in_process forces it on either."""
     flow = ctx.flow
     forced = flow.load.transform
     sql_path: str | None = "the flow asks for the in-process path" if forced == "in_process" else stage_sql.unsupported_reason(
@@ -495,6 +496,9 @@ def _stage_path(ctx: _Run) -> tuple[str | None, str | None]:
     in_process = None if sql_path is None else stage_in_process.unsupported_reason(
         flow, _target_types(ctx.source_table), ctx.types, ctx.crosswalks,
     )
+    if in_process is None and forced == "auto" and ctx.tconn.dialect.name == "postgresql":
+        # A PostgreSQL target runs the rules itself; what it cannot express stays in Python.
+        in_process = f"on a PostgreSQL target auto takes the SQL path or Python, and {sql_path}"
     if forced == "in_process" and in_process is not None:
         raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: in_process, but {in_process}")
     return sql_path, in_process
