@@ -41,6 +41,7 @@ from etl.core.errors import (
     ConfigError,
     EtlError,
     FlowBusy,
+    NotCopyable,
     ReconciliationFailed,
     SchemaDriftError,
     SourceUnavailable,
@@ -49,7 +50,7 @@ from etl.core.errors import (
 )
 from etl.core.printable import get_logger
 from etl.core.rows import SOURCE_KEY, Reject, is_null
-from etl.core.types import ColumnType, column_type
+from etl.core.types import ColumnType
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import scope_filter
 from etl.rules.transform import transform
@@ -244,10 +245,6 @@ def _write_ledger_alone(connections: Connections, flow: Flow, run: ledger.RunRec
         log.error("could not write the ledger row of run %s: %s", run.run_id, _one_line(exc))
 
 
-def _target_types(target: Table) -> dict[str, ColumnType]:
-    return {c.name: column_type(c.type, bool(c.nullable)) for c in target.columns}
-
-
 @dataclass
 class _Run:
     """One run of one flow as its steps see it: the flow, both connections, the ledger record,
@@ -315,7 +312,9 @@ def _lock(ctx: _Run) -> None:
     ctx.dialect = dialect_for(ctx.tconn)
     ctx.enter("lock")
     if not ctx.dialect.try_lock(ctx.tconn, ctx.flow.flow):
-        raise FlowBusy(f"flow {ctx.flow.flow!r}: another run holds its lock; this run read and wrote nothing")
+        holder = ctx.dialect.lock_holder(ctx.tconn, ctx.flow.flow)
+        held_by = f" ({holder})" if holder else ""
+        raise FlowBusy(f"flow {ctx.flow.flow!r}: another run holds its lock{held_by}; this run read and wrote nothing")
     ctx.dialect.tune(ctx.tconn, ctx.flow.load.work_mem_mb)
 
 
@@ -340,7 +339,7 @@ def _check_schema(ctx: _Run) -> None:
     if flow.lines is not None:
         ctx.lines = DocumentLines(flow, ctx.sconn, ctx.tconn, ctx.dialect, ctx.target_table, ctx.crosswalks)
         ctx.cleanup.callback(ctx.lines.close_reader)
-    ctx.types = _target_types(ctx.target_table)
+    ctx.types = ctx.dialect.target_types(ctx.tconn, ctx.target_table)
     ctx.columns = [c.target for c in flow.columns]
 
 
@@ -426,7 +425,17 @@ def _stage(ctx: _Run) -> None:
     )
     ctx.run.options["transform"] = "python" if sql_path else "sql"
     if sql_path is None:
-        _stage_through_sql(ctx)
+        try:
+            with ctx.tconn.begin_nested():
+                _stage_through_sql(ctx)
+            return
+        except NotCopyable as exc:
+            if flow.load.transform == "sql":
+                raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {exc}") from None
+            sql_path = str(exc)
+            ctx.run.options["transform"] = "python"
+            log.info("flow %s: this run transforms in Python: %s", flow.flow, sql_path)
+            _stage_through_python(ctx)
     else:
         log.debug("flow %s: Python transform: %s", flow.flow, sql_path)
         _stage_through_python(ctx)
