@@ -66,6 +66,11 @@ class PipelineTablesBusy(EtlError):
     retryable = True
 
 
+class NotCopyable(EtlError):
+    """Source text that PostgreSQL's COPY cannot carry (a NUL character): the batch is
+    transformed in Python instead, which quarantines the row that holds it."""
+
+
 class SourceUnavailable(EtlError):
     """The source or target database refused or dropped the connection."""
 

@@ -189,10 +189,21 @@ def _load(series: pd.Series) -> np.ndarray:
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
         return series.to_numpy(dtype=np.float64)
     cells = series.to_numpy(dtype=object, copy=True)
-    missing = pd.isna(cells)
+    missing = _missing(cells)
     if missing.any():
         cells[missing] = None
     return cells
+
+
+def _missing(cells: np.ndarray) -> np.ndarray:
+    """``pd.isna`` of object cells, except that a Decimal NaN is a value, as NUMERIC 'NaN' is in
+    SQL: it must reach the column's type check (not a finite number), not a ``coalesce``."""
+    missing = np.asarray(pd.isna(cells))
+    if cells.dtype == object and missing.any():
+        for i in np.flatnonzero(missing):
+            if isinstance(cells[i], Decimal):
+                missing[i] = False
+    return missing
 
 
 def _object_array(cells: list[object]) -> np.ndarray:
@@ -514,14 +525,14 @@ def _coalesce(ctx: _Context, args: list[Value]) -> Value:
     if not any(isinstance(arg, np.ndarray) for arg in args):
         return next((arg for arg in args if arg is not None), None)
     result = _as_objects(args[0], ctx.n).copy()
-    missing = pd.isna(result)
+    missing = _missing(result)
     for arg in args[1:]:
         if not missing.any():
             break
         if isinstance(arg, np.ndarray):
             other = _as_objects(arg, ctx.n)
             result[missing] = other[missing]
-            missing &= pd.isna(other)
+            missing &= _missing(other)
         elif arg is not None:
             result[missing] = arg
             missing[:] = False
@@ -1137,7 +1148,7 @@ class Expression:
         ctx = _Context(frame, self.text, now)
         values = _as_objects(self._root.evaluate(ctx), ctx.n)
         # Float arithmetic can still produce NaN (inf - inf); the contract is None.
-        values[ctx.failed | pd.isna(values)] = None
+        values[ctx.failed | _missing(values)] = None
         return EvalResult(
             values=pd.Series(values, index=frame.index, dtype=object),
             errors=pd.Series(ctx.errors, index=frame.index, dtype=object),

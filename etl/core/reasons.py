@@ -91,6 +91,9 @@ IN_COLUMN = Reason("column {column}: {problem}")
 NOT_A = Reason("{value} is not a {kind}")
 LOCAL_TIME_SKIPPED = Reason("{local_time} does not exist in {zone} (clocks skip it)")
 LOCAL_TIME_REPEATED = Reason("{local_time} is ambiguous in {zone} (clocks repeat it)")
+#: A wall-clock time whose instant, or whose time in the target zone, falls outside what Python
+#: and the drivers represent (PostgreSQL itself would hold it).
+TIME_OUT_OF_RANGE = Reason("{local_time} in {source_zone} falls outside the years 1 to 9999 in {zone}")
 
 #: A value that does not fit the column's type: ``what`` is ``value`` (into the target column) or
 #: ``cannot cast`` (a cast step); ``problem`` is one of these:
@@ -100,6 +103,8 @@ NOT_WHOLE = Reason("is not a whole number")
 NOT_FINITE = Reason("is not a finite number")
 OVERFLOW = Reason("overflows NUMERIC({precision},{scale})")
 NOT_UTF8 = Reason("is not valid UTF-8 text (mixed encodings in the source?)")
+NUL_IN_TEXT = Reason("holds a NUL character (\\x00), which a PostgreSQL text column cannot store")
+NOT_IN_CHARSET = Reason("holds {character}, which a {charset} column cannot store")
 NO_TIME_ZONE = Reason("has no time zone; add a timezone rule to the column")
 
 REQUIRED_NULL = Reason("{label} {column} is NULL")

@@ -23,6 +23,11 @@ class ColumnType:
     scale: int | None = None
     tz_aware: bool = False
     nullable: bool = True
+    #: The column's character set where it cannot hold every character (MariaDB's utf8mb3,
+    #: latin1); None: any character.
+    charset: str | None = None
+    #: False where text cannot hold U+0000 (PostgreSQL).
+    holds_nul: bool = True
 
 
 def column_type(sqltype: types.TypeEngine, nullable: bool = True) -> ColumnType:

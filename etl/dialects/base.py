@@ -37,9 +37,9 @@ from sqlalchemy import (
     update,
 )
 
-from etl.core.errors import SchemaDriftError
+from etl.core.errors import NotCopyable, SchemaDriftError
 from etl.core.rows import RETRY, SEQ, SOURCE_KEY, SOURCE_KEY_LENGTH
-from etl.core.types import Scalar
+from etl.core.types import ColumnType, Scalar, column_type
 
 LoadMode = Literal["upsert", "append", "snapshot_replace"]
 #: Rows a source hands over at a time when it streams a batch into PostgreSQL's COPY.
@@ -61,6 +61,25 @@ def copy_text(value: Any) -> str:
     if isinstance(value, (date, time, Decimal, int, float)):
         return str(value)
     return str(value).translate(COPY_ESCAPES)
+
+
+def copyable(data: str, source: str) -> str:
+    """``data`` if PostgreSQL's COPY can carry it; NotCopyable if it holds a NUL character."""
+    if "\x00" in data:
+        raise NotCopyable(f"a text value read from {source} holds a NUL character, which PostgreSQL's COPY cannot carry")
+    return data
+
+
+#: The most of a lock holder's statement a busy message shows.
+HOLDER_STATEMENT_CHARACTERS = 120
+
+
+def holder_statement(statement: Any) -> str:
+    """A lock holder's statement on one line, shortened: enough to recognise the step it is in."""
+    text = " ".join(str(statement or "").split())
+    if not text:
+        return "none"
+    return text if len(text) <= HOLDER_STATEMENT_CHARACTERS else text[: HOLDER_STATEMENT_CHARACTERS - 3] + "..."
 
 
 def lock_key(flow: str) -> int:
@@ -111,8 +130,18 @@ class Dialect:
         """Take the flow's lock for the rest of the transaction; False if another run holds it."""
         return True
 
+    def lock_holder(self, conn: Connection, flow: str) -> str | None:
+        """Who holds the flow's lock, for the busy message (its connection, client, since when,
+        what it runs), or None where the database cannot say."""
+        return None
+
     def begin_read(self, conn: Connection) -> None:
         """Make the just-begun source transaction read-only, on one snapshot where possible."""
+
+    def target_types(self, conn: Connection, table: Table) -> dict[str, ColumnType]:
+        """What each column of the reflected ``table`` holds, for the transform to produce only
+        values it can store; subclasses add what their text cannot hold."""
+        return {c.name: column_type(c.type, bool(c.nullable)) for c in table.columns}
 
     @contextmanager
     def read_only(self, conn: Connection) -> Iterator[None]:
@@ -159,10 +188,11 @@ class Dialect:
             raise ValueError(f"{self.name} cannot write PostgreSQL's binary COPY format")
         result = conn.execution_options(stream_results=True, yield_per=COPY_ROWS).execute(statement)
         written = 0
-        for part in result.partitions(COPY_ROWS):
-            lines = ["\t".join([copy_text(v) for v in row]) + f"\t{n}\n" for n, row in enumerate(part, start=written + 1)]
-            out.write("".join(lines).encode())
-            written += len(part)
+        with result:
+            for part in result.partitions(COPY_ROWS):
+                lines = ["\t".join([copy_text(v) for v in row]) + f"\t{n}\n" for n, row in enumerate(part, start=written + 1)]
+                out.write(copyable("".join(lines), self.name).encode())
+                written += len(part)
 
     def staging_name(self, label: str) -> str:
         return f"etl_stg_{label}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO
@@ -20,7 +21,8 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from etl.core.rows import RETRY, SEQ, SOURCE_KEY
-from etl.dialects.base import COPY_ROWS, Dialect, LoadMode, driver_cursor, lock_key, quoted_name
+from etl.core.types import ColumnType
+from etl.dialects.base import COPY_ROWS, Dialect, LoadMode, copyable, driver_cursor, holder_statement, lock_key, quoted_name
 
 _TIMESTAMP = re.compile(r"\bTIMESTAMP\b", re.IGNORECASE)
 
@@ -31,11 +33,29 @@ class MySQLDialect(Dialect):
     def try_lock(self, conn: Connection, flow: str) -> bool:
         # GET_LOCK is held by the session, not the transaction: release_lock frees it, and the
         # server frees it if the process dies.
-        got = conn.execute(select(func.get_lock(f"erp-mes-sync:{lock_key(flow)}", 0))).scalar_one()
+        got = conn.execute(select(func.get_lock(_lock_name(flow), 0))).scalar_one()
         return bool(got == 1)
 
+    def lock_holder(self, conn: Connection, flow: str) -> str | None:
+        row = conn.execute(
+            text(
+                "SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.TIME, p.STATE, p.INFO FROM information_schema.PROCESSLIST p "
+                "WHERE p.ID = IS_USED_LOCK(:name)"
+            ),
+            {"name": _lock_name(flow)},
+        ).first()
+        if row is None:
+            return None
+        seconds = int(row.TIME or 0)
+        held = f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+        return (
+            f"MariaDB connection {row.ID} ({row.USER}@{row.HOST}), {row.COMMAND.lower()} for {held}, "
+            f"state {row.STATE or 'none'!r}, statement: {holder_statement(row.INFO)}; a run killed mid-statement "
+            f"keeps its connection until that statement ends: if its run is gone, KILL {row.ID} frees the lock"
+        )
+
     def release_lock(self, conn: Connection, flow: str) -> None:
-        conn.execute(select(func.release_lock(f"erp-mes-sync:{lock_key(flow)}")))
+        conn.execute(select(func.release_lock(_lock_name(flow))))
 
     def clock(self, conn: Connection) -> datetime:
         # CURRENT_TIMESTAMP is in the session's time zone; UTC_TIMESTAMP is not.
@@ -45,6 +65,26 @@ class MySQLDialect(Dialect):
     def begin_read(self, conn: Connection) -> None:
         # Applies to the transaction the next statement opens: one consistent, read-only snapshot.
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+
+    def target_types(self, conn: Connection, table: Table) -> dict[str, ColumnType]:
+        # Reflection names a column's character set only where it differs from the table's.
+        types = super().target_types(conn, table)
+        charsets: dict[str, str | None] = {str(name): charset for name, charset in conn.execute(
+            text(
+                "SELECT COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :table"
+            ),
+            {"schema": table.schema, "table": table.name},
+        )}
+        return {
+            name: replace(t, charset=(charsets.get(name) or "").lower() or None) if t.kind == "string" else t
+            for name, t in types.items()
+        }
+
+    def tune(self, conn: Connection, work_mem_mb: int) -> None:
+        # A non-strict session stores '?' for a character the column's character set lacks,
+        # and truncates, and reports success: every load runs strict. (The session keeps it.)
+        conn.execute(text("SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')"))
 
     @contextmanager
     def read_only(self, conn: Connection) -> Iterator[None]:
@@ -75,9 +115,10 @@ class MySQLDialect(Dialect):
         statement = statement.with_only_columns(line, maintain_column_froms=True)
         result = conn.execution_options(stream_results=True, yield_per=COPY_ROWS).execute(statement)
         written = 0
-        for part in result.partitions(COPY_ROWS):
-            out.write("".join([f"{line}\t{n}\n" for n, (line,) in enumerate(part, start=written + 1)]).encode())
-            written += len(part)
+        with result:
+            for part in result.partitions(COPY_ROWS):
+                out.write(copyable("".join([f"{line}\t{n}\n" for n, (line,) in enumerate(part, start=written + 1)]), self.name).encode())
+                written += len(part)
 
     def merge(self, conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> int:
         stg = staging.c
@@ -197,6 +238,10 @@ def _literals(values: pd.Series, escape: Callable[[Any], str]) -> list[str]:
         return ["NULL"] * len(values)
     literal_of = _literal_of(sample, escape)
     return ["NULL" if m else literal_of(v) for v, m in zip(values, missing, strict=True)]
+
+
+def _lock_name(flow: str) -> str:
+    return f"erp-mes-sync:{lock_key(flow)}"
 
 
 def _copy_field(column: Any) -> ColumnElement[Any]:

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, BinaryIO
 
 import pandas as pd
@@ -17,7 +18,17 @@ from sqlalchemy import Connection, Select, Table, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from etl.core.rows import SEQ
-from etl.dialects.base import LoadMode, OnConflictDialect, copy_text, driver_cursor, iter_records, lock_key, quoted_name
+from etl.core.types import ColumnType
+from etl.dialects.base import (
+    LoadMode,
+    OnConflictDialect,
+    copy_text,
+    driver_cursor,
+    holder_statement,
+    iter_records,
+    lock_key,
+    quoted_name,
+)
 
 #: A batch at least 1/MERGE_SHARE the size of its target is merged in one join; a smaller one
 #: probes the key index row by row.
@@ -34,6 +45,11 @@ def render(conn: Connection, statement: Any) -> str:
         return str(cursor.mogrify(str(compiled), compiled.params).decode())
     finally:
         cursor.close()
+
+
+def _seconds(held: Any) -> str:
+    seconds = int(held.total_seconds()) if held is not None else 0
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 def merge_statement(conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str], mode: LoadMode) -> str:
@@ -68,9 +84,36 @@ class PostgresDialect(OnConflictDialect):
     def try_lock(self, conn: Connection, flow: str) -> bool:
         return bool(conn.execute(select(func.pg_try_advisory_xact_lock(lock_key(flow)))).scalar_one())
 
+    def lock_holder(self, conn: Connection, flow: str) -> str | None:
+        # A bigint advisory key shows in pg_locks as its high and low 32 bits.
+        key = lock_key(flow) & 0xFFFFFFFFFFFFFFFF
+        row = conn.execute(
+            text(
+                "SELECT a.pid, a.usename, a.client_addr, a.application_name, a.state, a.query, "
+                "a.xact_start, now() - a.xact_start AS held_for "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :high AND l.objid = :low "
+                "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"high": key >> 32, "low": key & 0xFFFFFFFF},
+        ).first()
+        if row is None:
+            return None
+        since = f"since {row.xact_start:%Y-%m-%d %H:%M:%S %Z} ({_seconds(row.held_for)})" if row.xact_start else "outside a transaction"
+        client = row.client_addr or "a local socket"
+        return (
+            f"PostgreSQL backend {row.pid} (user {row.usename}, from {client}, application {row.application_name!r}), "
+            f"in its transaction {since}, state {row.state!r}, statement: {holder_statement(row.query)}; "
+            f"if its run is gone, SELECT pg_terminate_backend({row.pid}) frees the lock"
+        )
+
     def begin_read(self, conn: Connection) -> None:
         # One snapshot: the ceiling and every chunk see the same committed rows.
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+
+    def target_types(self, conn: Connection, table: Table) -> dict[str, ColumnType]:
+        types = super().target_types(conn, table)
+        return {name: replace(t, holds_nul=False) if t.kind == "string" else t for name, t in types.items()}
 
     @contextmanager
     def read_only(self, conn: Connection) -> Iterator[None]:

@@ -42,6 +42,7 @@ from etl.core.reasons import (
     CONVERSION,
     CROSSWALK_MISS,
     DIVISION_BY_ZERO,
+    IN_COLUMN,
     IN_EXPRESSION,
     JSON_NOT_A_VALUE,
     LOCAL_TIME_REPEATED,
@@ -52,6 +53,7 @@ from etl.core.reasons import (
     OVERFLOW,
     REQUIRED_NULL,
     SHOWN_CHARACTERS,
+    TIME_OUT_OF_RANGE,
     TOO_LONG,
     UNIT_MISS,
     Reason,
@@ -479,9 +481,16 @@ class Compiler:
             instant = value.sql
         else:
             raise Unsupported(f"time zone rule on a {value.kind} value")
+        # Python (and the drivers) hold the years 1 to 9999 only: the Python path cannot convert
+        # a time whose instant or whose time in the target zone falls outside, so neither may this.
+        utc, local = func.timezone("UTC", instant), func.timezone(rule.to, instant)
+        outside = or_(utc < _FIRST_TIME, utc > _LAST_TIME, local < _FIRST_TIME, local > _LAST_TIME)
+        shown = func.to_char(value.sql, 'YYYY-MM-DD"T"HH24:MI:SS')
+        problem = reason_sql(TIME_OUT_OF_RANGE, local_time=shown, source_zone=rule.from_, zone=rule.to)
+        failures = value.failures + [(outside, reason_sql(IN_COLUMN, column=spec.target, problem=problem))]
         if target.tz_aware:
-            return Value(instant, "timestamptz", value.failures)
-        return Value(func.timezone(rule.to, instant), "timestamp", value.failures)
+            return Value(instant, "timestamptz", failures)
+        return Value(local, "timestamp", failures)
 
     def _coerce(self, spec: ColumnSpec, value: Value, target: ColumnType) -> Value:
         kind, sql = target.kind, value.sql
@@ -536,6 +545,10 @@ class Compiler:
         if kind in ("boolean", "date") and value.kind == kind:
             return value
         raise Unsupported(f"a {value.kind} value into a {kind} column")
+
+
+_FIRST_TIME: ColumnElement[Any] = literal_column("'0001-01-01 00:00:00'::timestamp")
+_LAST_TIME: ColumnElement[Any] = literal_column("'9999-12-31 23:59:59.999999'::timestamp")
 
 
 def shown_text_sql(text: ColumnElement[Any]) -> ColumnElement[Any]:

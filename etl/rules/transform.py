@@ -170,13 +170,20 @@ def _timezone(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: 
             out.append(None)
             bad.append(reason.IN_COLUMN.text(column=spec.target, problem=reason.NOT_A.text(value=repr(value), kind="timestamp")))
             continue
-        problem = _check_local_time(value, src) if value.tzinfo is None else None
-        if problem:
+        try:
+            problem = _check_local_time(value, src) if value.tzinfo is None else None
+            if problem:
+                out.append(None)
+                bad.append(reason.IN_COLUMN.text(column=spec.target, problem=problem))
+                continue
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=src)
+            converted = aware.astimezone(dst)
+        except OverflowError:  # its instant or its time in the target zone is before year 1 or after 9999
             out.append(None)
+            local_time = value.replace(tzinfo=None).isoformat(timespec="seconds")
+            problem = reason.TIME_OUT_OF_RANGE.text(local_time=local_time, source_zone=src.key, zone=dst.key)
             bad.append(reason.IN_COLUMN.text(column=spec.target, problem=problem))
             continue
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=src)
-        converted = aware.astimezone(dst)
         out.append(converted if target.tz_aware else converted.replace(tzinfo=None))
         bad.append(None)
     reasons.add_each(bad)
@@ -215,6 +222,10 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
         value = value.to_pydatetime()
     if kind == "string":
         text = value if isinstance(value, str) else _as_text(value)
+        if not target.holds_nul and "\x00" in text:
+            raise ValueError(reason.NUL_IN_TEXT.text())
+        if target.charset is not None:
+            _check_charset(text, target.charset)
         if target.length is not None and len(text) > target.length:
             raise ValueError(reason.TOO_LONG.text(length=len(text), limit=target.length))
         return text
@@ -262,6 +273,43 @@ def coerce_value(value: Any, target: ColumnType) -> Any:
     if kind == "boolean":
         return _as_bool(value)
     return value
+
+
+#: MariaDB character sets that hold fewer characters than Unicode, as Python codecs; "bmp" for
+#: the three-byte UTF-8 (no character above U+FFFF: emoji, rare CJK ideographs).
+_CHARSETS = {"utf8mb3": "bmp", "utf8": "bmp", "ucs2": "bmp", "latin1": "cp1252", "ascii": "ascii",
+             "gbk": "gbk", "gb2312": "gb2312", "big5": "big5", "sjis": "shift_jis", "ujis": "euc_jp",
+             "euckr": "euc_kr", "latin2": "iso8859_2", "cp1250": "cp1250", "cp1251": "cp1251", "greek": "iso8859_7"}
+
+
+def _check_charset(text: str, charset: str) -> None:
+    """_Unstorable naming the first character of ``text`` a ``charset`` column cannot store."""
+    if charset not in _CHARSETS or text.isascii():
+        return
+    bad = next((c for c in text if not _fits(c, charset)), None)
+    if bad is not None:
+        raise _Unstorable(reason.NOT_IN_CHARSET.text(character=f"U+{ord(bad):04X}", charset=charset), text, charset)
+
+
+class _Unstorable(ValueError):
+    """Text with a character its column's character set lacks, shown with every such character
+    escaped: the reason is stored in that database too."""
+
+    def __init__(self, problem: str, text: str, charset: str):
+        super().__init__(problem)
+        shown = "".join(c if _fits(c, charset) else f"\\U{ord(c):08x}" for c in text)
+        self.shown = reason.shown_text(shown)
+
+
+def _fits(character: str, charset: str) -> bool:
+    codec = _CHARSETS[charset]
+    if codec == "bmp":
+        return ord(character) <= 0xFFFF
+    try:
+        character.encode(codec)
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _as_text(value: Any) -> str:
@@ -323,7 +371,7 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
             bad.append(None)
         except (ValueError, TypeError, InvalidOperation, ArithmeticError) as exc:
             out.append(None)
-            shown = exc.shown if isinstance(exc, _Overflow) else _short(value)
+            shown = exc.shown if isinstance(exc, (_Overflow, _Unstorable)) else _short(value)
             bad.append(reason.CONVERSION.text(column=spec.target, what=what, value=shown, problem=exc))
     reasons.add_each(bad)
     return pd.Series(out, index=values.index, dtype=object)
@@ -331,7 +379,8 @@ def _coerce(spec: ColumnSpec, values: pd.Series, target: ColumnType, reasons: _R
 
 def _short(value: Any) -> str:
     if isinstance(value, str):
-        return reason.shown_text(value)
+        # A reason is stored as text too, where PostgreSQL cannot hold NUL.
+        return reason.shown_text(value.replace("\x00", "\\x00"))
     text = format(value, "f") if isinstance(value, Decimal) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

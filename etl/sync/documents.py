@@ -24,7 +24,7 @@ from etl.config.crosswalks import Crosswalk
 from etl.config.flows import Flow, LinesSpec
 from etl.core.errors import SchemaDriftError
 from etl.core.rows import SOURCE_KEY, frame_from_rows, is_null
-from etl.core.types import ColumnType, column_type
+from etl.core.types import ColumnType
 from etl.dialects import Dialect, dialect_for
 from etl.dialects.base import LoadMode, scope_filter
 from etl.rules.transform import transform
@@ -71,7 +71,7 @@ class DocumentLines:
         self.source = reflect_table(self.read_conn, spec.source.table, role="lines source", flow=flow)
         self.target = reflect_table(tconn, spec.target.table, role="lines target", flow=flow)
         self._check_columns()
-        self.types: dict[str, ColumnType] = {c.name: column_type(c.type, bool(c.nullable)) for c in self.target.columns}
+        self.types: dict[str, ColumnType] = dialect.target_types(tconn, self.target)
         self.columns = [spec.target.header_id_column] + [c.target for c in spec.columns]
         self.header_keys = {k: f"{_HEADER}{k}" for k in flow.key}
         shape = Table(

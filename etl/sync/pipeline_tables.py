@@ -156,6 +156,12 @@ api_posting = Table(
     Column("posted_at", DateTime, nullable=False),
 )
 
+# On MariaDB the pipeline's tables hold every character whatever the database's default
+# (utf8mb3, latin1): a quarantined row keeps the value its target could not, and keys compare
+# exactly, as in PostgreSQL.
+for _table in metadata.tables.values():
+    _table.dialect_kwargs.update({"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"})
+
 
 def ensure_pipeline_tables(conn: Connection, lookback: bool = False, files: bool = False, api: bool = False) -> None:
     """Create the pipeline tables where missing (idempotent). ``lookback``: etl_lookback_loaded

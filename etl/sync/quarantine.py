@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -28,9 +29,19 @@ TARGET_PAYLOAD = "target"
 _KEY_BATCH = 500
 
 
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+
+
+def _surrogates(match: re.Match[str]) -> str:
+    above = ord(match.group()) - 0x10000
+    return f"\\u{0xD800 + (above >> 10):04x}\\u{0xDC00 + (above & 0x3FF):04x}"
+
+
 def encode_payload(row: dict[str, Any]) -> str:
-    """JSON that keeps Decimal, timestamps and bytes exact, so a retry sees the original row."""
-    return json.dumps({k: _tag(v) for k, v in row.items()}, ensure_ascii=False, sort_keys=True)
+    """JSON that keeps Decimal, timestamps and bytes exact, so a retry sees the original row.
+    Characters above U+FFFF are written as JSON escapes: a MariaDB utf8mb3 table holds them so."""
+    text = json.dumps({k: _tag(v) for k, v in row.items()}, ensure_ascii=False, sort_keys=True)
+    return _ASTRAL.sub(_surrogates, text) if not text.isascii() else text
 
 
 def decode_payload(text: str) -> dict[str, Any]:

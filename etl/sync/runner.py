@@ -43,6 +43,7 @@ from etl.core.errors import (
     ConfigError,
     EtlError,
     FlowBusy,
+    NotCopyable,
     ReconciliationFailed,
     SchemaDriftError,
     SourceUnavailable,
@@ -277,8 +278,9 @@ def _write_ledger_alone(connections: Connections, flow: Flow, run: ledger.RunRec
         log.error("could not write the ledger row of run %s: %s", run.run_id, _one_line(exc))
 
 
-def _target_types(target: Table) -> dict[str, ColumnType]:
-    return {c.name: column_type(c.type, bool(c.nullable)) for c in target.columns}
+def _column_types(table: Table) -> dict[str, ColumnType]:
+    """What each column of a reflected table holds (the source's, for the in-process path)."""
+    return {c.name: column_type(c.type, bool(c.nullable)) for c in table.columns}
 
 
 @dataclass
@@ -356,7 +358,9 @@ def _lock(ctx: _Run) -> None:
     ctx.enter("lock")
     ctx.target_now = ctx.dialect.clock(ctx.tconn)
     if not ctx.dialect.try_lock(ctx.tconn, ctx.flow.flow):
-        raise FlowBusy(f"flow {ctx.flow.flow!r}: another run holds its lock; this run read and wrote nothing")
+        holder = ctx.dialect.lock_holder(ctx.tconn, ctx.flow.flow)
+        held_by = f" ({holder})" if holder else ""
+        raise FlowBusy(f"flow {ctx.flow.flow!r}: another run holds its lock{held_by}; this run read and wrote nothing")
     ctx.dialect.tune(ctx.tconn, ctx.flow.load.work_mem_mb)
 
 
@@ -385,7 +389,7 @@ def _check_schema(ctx: _Run) -> None:
             flow, _source_connection(ctx, "lines"), ctx.tconn, ctx.dialect, ctx.target_table, ctx.crosswalks, ctx.target_now,
         )
         ctx.cleanup.callback(ctx.lines.close_reader)
-    ctx.types = _target_types(ctx.target_table)
+    ctx.types = ctx.dialect.target_types(ctx.tconn, ctx.target_table)
     ctx.columns = [c.target for c in flow.columns]
 
 
@@ -460,12 +464,22 @@ def _stage(ctx: _Run) -> None:
         and window.lower is not None
     )
     if sql_path is None:
-        ctx.run.options["transform"] = "sql"
-        _stage_through_sql(ctx)
+        try:
+            with ctx.tconn.begin_nested():
+                ctx.run.options["transform"] = "sql"
+                _stage_through_sql(ctx)
+        except NotCopyable as exc:
+            # A value COPY cannot carry (a NUL): this run's rows go through Python, which
+            # quarantines that row with its reason and loads the rest.
+            if flow.load.transform == "sql":
+                raise EtlError(f"{flow.file}: flow {flow.flow!r} asks for load.transform: sql, but {exc}") from None
+            ctx.run.options["transform"] = "python"
+            log.info("flow %s: this run transforms in Python: %s", flow.flow, exc)
+            _stage_through_python(ctx)
     else:
         if in_process is None:
             ctx.run.options["transform"] = "in_process"
-            rules = InProcessRules(flow, ctx.crosswalks, _target_types(ctx.source_table), ctx.types)
+            rules = InProcessRules(flow, ctx.crosswalks, _column_types(ctx.source_table), ctx.types)
             ctx.cleanup.callback(rules.close)
             ctx.rules = rules
         else:
@@ -494,7 +508,7 @@ def _stage_path(ctx: _Run) -> tuple[str | None, str | None]:
                 f"{flow.file}: flow {flow.flow!r} sets cursor.skip_loaded, which the SQL path keeps, but {cannot}"
             )
     in_process = None if sql_path is None else stage_in_process.unsupported_reason(
-        flow, _target_types(ctx.source_table), ctx.types, ctx.crosswalks,
+        flow, _column_types(ctx.source_table), ctx.types, ctx.crosswalks,
     )
     if in_process is None and forced == "auto" and ctx.tconn.dialect.name == "postgresql":
         # A PostgreSQL target runs the rules itself; what it cannot express stays in Python.

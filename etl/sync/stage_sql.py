@@ -26,6 +26,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Integer,
     MetaData,
     Numeric,
     SmallInteger,
@@ -431,6 +432,20 @@ def _copy_lines(entries: Mapping[str, tuple[str, Decimal | None]]) -> str:
     )
 
 
+_DAY = timedelta(days=1)
+
+
+def _runs(years: list[int]) -> list[tuple[int, int]]:
+    """Sorted years as runs of consecutive ones: [2019, 2020, 2022] -> [(2019, 2020), (2022, 2022)]."""
+    runs: list[tuple[int, int]] = []
+    for year in years:
+        if runs and year == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], year)
+        else:
+            runs.append((year, year))
+    return runs
+
+
 def _local_time_failures(
     conn: Connection, compiler: Compiler, raw: Table, rows: Any,
 ) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
@@ -438,12 +453,21 @@ def _local_time_failures(
     keyed by target column."""
     failures: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]] = {}
     for target, column, zone in compiler.local_times:
-        low, high = conn.execute(select(func.min(raw.c[column]), func.max(raw.c[column]))).one()
-        if low is None:
-            continue
-        for start, end, which in clock_changes(zone, low - timedelta(days=1), high + timedelta(days=1)):
-            inside = and_(rows.c[column] >= start, rows.c[column] < end)
-            local_time = compiler.local_time_text(rows.c[column])
-            reason = reason_sql(IN_COLUMN, column=target, problem=reason_sql(which, local_time=local_time, zone=zone))
-            failures.setdefault(target, []).append((inside, reason))
+        # By the years the data holds, not from its least to its greatest value: a placeholder
+        # such as 0001-01-01 or 9999-12-31 would otherwise ask for every clock change between.
+        years = sorted(
+            y for y in conn.execute(
+                select(func.extract("year", raw.c[column]).cast(Integer)).where(raw.c[column].is_not(None)).distinct()
+            ).scalars()
+            if 1 <= y <= 9999
+        )
+        for first, last in _runs(years):
+            # A day beyond the data, within the years Python holds.
+            start_at = max(datetime(first, 1, 1), datetime.min + _DAY) - _DAY
+            end_at = min(datetime(last, 12, 31), datetime.max - 2 * _DAY) + _DAY
+            for start, end, which in clock_changes(zone, start_at, end_at):
+                inside = and_(rows.c[column] >= start, rows.c[column] < end)
+                local_time = compiler.local_time_text(rows.c[column])
+                reason = reason_sql(IN_COLUMN, column=target, problem=reason_sql(which, local_time=local_time, zone=zone))
+                failures.setdefault(target, []).append((inside, reason))
     return failures

@@ -98,6 +98,9 @@ DST_TIMES = st.builds(
     st.sampled_from([datetime(2026, 3, 29, 1, 0), datetime(2026, 10, 25, 1, 0)]),
     st.integers(0, 179), st.sampled_from([0, 1, 500_000, 999_999]),
 )
+#: Placeholders sources use for "never" and "always": converted across zones they fall outside
+#: the years 1 to 9999 that Python holds (both paths quarantine them alike).
+EDGE_TIMES = st.sampled_from([datetime(1, 1, 1), datetime(1, 1, 1, 3, 30), datetime(9999, 12, 31, 23, 30), datetime(9999, 12, 31, 12)])
 
 
 json_values = st.one_of(
@@ -132,7 +135,8 @@ def rows(digits: int) -> st.SearchStrategy[list[dict[str, Any]]]:
         "qty": st.one_of(st.none(), st.sampled_from([Decimal(0), Decimal("0.5"), Decimal("2.0005")]), quantities(digits)),
         "unit": st.one_of(st.none(), st.sampled_from(UNITS)),
         "minutes": st.one_of(st.none(), st.integers(-5, 5), st.integers(-(10**6), 10**6)),
-        "started": st.one_of(st.none(), DST_TIMES, st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2060, 12, 31))),
+        "started": st.one_of(
+            st.none(), DST_TIMES, EDGE_TIMES, st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2060, 12, 31))),
         "day": st.one_of(st.none(), st.dates(min_value=date(1990, 1, 1), max_value=date(2060, 12, 31))),
         "flag": st.one_of(st.none(), st.booleans()),
         "attrs": documents,

@@ -54,7 +54,7 @@ def test_a_second_run_of_the_same_flow_exits_75_and_writes_nothing(sites: SiteFa
     )
     assert second.returncode == 75, second.stderr
     assert "failed at step 'lock'" in second.stderr
-    assert "another run holds its lock; this run read and wrote nothing" in second.stderr
+    assert "another run holds its lock (PostgreSQL backend " in second.stderr and "; this run read and wrote nothing" in second.stderr
     assert site.count("mes", "work_order") == 0
 
     first.resume()

@@ -230,12 +230,19 @@ class TestEvaluate:
             {
                 "text": pd.Series(["a", None], dtype="str"),
                 "nullable": pd.Series([1, None], dtype="Int64"),
-                "obj": pd.Series([Decimal("1"), Decimal("NaN")], dtype=object),
+                "obj": pd.Series([Decimal("1"), None], dtype=object),
             }
         )
         for name in frame.columns:
             result = parse_expression(f"str({name})").evaluate(frame)
             assert result.values.tolist()[1] is None, name
+
+    def test_a_decimal_nan_is_a_value_not_null(self) -> None:
+        # As NUMERIC 'NaN' in SQL: coalesce keeps it, and the column's type check refuses it.
+        frame = pd.DataFrame({"q": pd.Series([Decimal("NaN"), None], dtype=object)})
+        kept = parse_expression("coalesce(q, 0.000)").evaluate(frame).values.tolist()
+        assert kept[0].is_nan() and kept[1] == Decimal("0.000")
+        assert parse_expression("q + 1").evaluate(frame).values.tolist()[0].is_nan()
 
 
 class TestConcat:
