@@ -33,7 +33,7 @@ class MySQLDialect(Dialect):
     def try_lock(self, conn: Connection, flow: str) -> bool:
         # GET_LOCK is held by the session, not the transaction: release_lock frees it, and the
         # server frees it if the process dies.
-        got = conn.execute(select(func.get_lock(_lock_name(flow), 0))).scalar_one()
+        got = conn.execute(select(func.get_lock(lock_name(conn.engine.url.database, flow), 0))).scalar_one()
         return bool(got == 1)
 
     def lock_holder(self, conn: Connection, flow: str) -> str | None:
@@ -42,7 +42,7 @@ class MySQLDialect(Dialect):
                 "SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.TIME, p.STATE, p.INFO FROM information_schema.PROCESSLIST p "
                 "WHERE p.ID = IS_USED_LOCK(:name)"
             ),
-            {"name": _lock_name(flow)},
+            {"name": lock_name(conn.engine.url.database, flow)},
         ).first()
         if row is None:
             return None
@@ -55,7 +55,7 @@ class MySQLDialect(Dialect):
         )
 
     def release_lock(self, conn: Connection, flow: str) -> None:
-        conn.execute(select(func.release_lock(_lock_name(flow))))
+        conn.execute(select(func.release_lock(lock_name(conn.engine.url.database, flow))))
 
     def clock(self, conn: Connection) -> datetime:
         # CURRENT_TIMESTAMP is in the session's time zone; UTC_TIMESTAMP is not.
@@ -240,8 +240,11 @@ def _literals(values: pd.Series, escape: Callable[[Any], str]) -> list[str]:
     return ["NULL" if m else literal_of(v) for v, m in zip(values, missing, strict=True)]
 
 
-def _lock_name(flow: str) -> str:
-    return f"erp-mes-sync:{lock_key(flow)}"
+def lock_name(database: str | None, flow: str) -> str:
+    """The flow's lock on this database. GET_LOCK's names are the server's, not a database's:
+    the database is in the name, so two databases on one server (two plants, two test runs)
+    each keep their own flow of the same name."""
+    return f"erp-mes-sync:{lock_key((database or '') + '/' + flow)}"
 
 
 def _copy_field(column: Any) -> ColumnElement[Any]:

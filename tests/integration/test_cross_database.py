@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 from etl.config.flows import Defaults, Flow, Project
 from etl.config.paths import REPO_ROOT
 from etl.core.errors import FlowBusy, StepFailed
-from etl.dialects.base import lock_key
+from etl.dialects.mysql import lock_name
 from etl.sync.connections import Connections
 from etl.sync.runner import RunOptions, run_flow
 
@@ -129,7 +129,7 @@ def test_second_run_on_mariadb_exits_while_the_first_holds_the_lock(request: pyt
         source.create(connections.engine("src"))
         target.create(connections.engine("dst"))
         project = Project(flows={"fidelity": Flow.model_validate(FLOW)}, defaults=Defaults(), mappings_dir=str(REPO_ROOT / "mappings"))
-        name = f"erp-mes-sync:{lock_key('fidelity')}"
+        name = lock_name(connections.engine("dst").url.database, "fidelity")
         with connections.engine("dst").connect() as holder:
             assert holder.execute(select(func.get_lock(name, 0))).scalar_one() == 1
             with pytest.raises(StepFailed) as failure:

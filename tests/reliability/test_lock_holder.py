@@ -17,6 +17,7 @@ from sync_harness import SiteFactory
 from etl.cli import main as cli
 from etl.dialects import dialect_for
 from etl.dialects.base import lock_key
+from etl.dialects.mysql import lock_name
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def test_a_busy_run_on_postgresql_names_the_holder(
 def test_a_busy_run_on_mariadb_names_the_orphaned_statement(mariadb_database: Any, figures: Any) -> None:
     url = mariadb_database("lock")
     engine = create_engine(url)
-    name = f"erp-mes-sync:{lock_key('materials')}"
+    name = lock_name(engine.url.database, "materials")
     # What kill -9 leaves on MariaDB: the dead run's connection, still running its statement,
     # holding the flow's lock until the statement ends.
     orphan = _sleeping(engine, "SELECT GET_LOCK(:n, 0), SLEEP(5)", {"n": name})
