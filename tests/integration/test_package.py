@@ -5,12 +5,15 @@ working directory and without the clone on the path."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,40 @@ def test_the_package_pins_its_runtime_dependencies_as_requirements_txt_does() ->
     assert declared, "pyproject.toml declares no dependencies"
     for requirement in declared:
         assert pins.get(requirement.split("==")[0].lower()) == requirement, requirement
+
+
+def _distribution_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\s;<>=!~\[(]", r.strip(), maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_every_library_the_package_imports_is_among_what_it_installs() -> None:
+    """A module of etl/ importing a library the wheel does not pull in fails only where the package
+    is installed alone: every third-party import must come from a declared dependency or one of
+    theirs."""
+    declared = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    installs, todo = set(), list(_distribution_names(declared))
+    while todo:
+        name = todo.pop()
+        if name in installs:
+            continue
+        installs.add(name)
+        try:
+            todo += list(_distribution_names(metadata.requires(name) or []))
+        except metadata.PackageNotFoundError:
+            continue
+    imported: set[str] = set()
+    for path in (REPO_ROOT / "etl").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    providers = metadata.packages_distributions()
+    missing = sorted(
+        module for module in imported - set(sys.stdlib_module_names) - {"etl", "demo"}
+        if not _distribution_names(providers.get(module, [module])) & installs
+    )
+    assert not missing, f"etl imports {missing}, which pyproject.toml's dependencies do not install"
 
 
 @pytest.fixture(scope="module")
