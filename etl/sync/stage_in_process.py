@@ -50,6 +50,7 @@ from etl.rules.sql import (
     with_lookups,
 )
 from etl.rules.transform import TransformResult, transform
+from etl.sync.stage_sql import python_only_reason
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,9 @@ def unsupported_reason(
     crosswalks: dict[str, Crosswalk],
 ) -> str | None:
     """Why ``flow`` cannot take the in-process path, or None if it can."""
-    if flow.load.transform == "python":
-        return "the flow asks for the Python path"
-    if flow.lines is not None:
-        return "a flow with lines stages each document together with its lines, in Python"
+    python_only = python_only_reason(flow)
+    if python_only is not None:
+        return python_only
     try:
         for name in flow.source_columns():
             _arrow_type(name, source_types[name])

@@ -72,15 +72,24 @@ from etl.sync.extract import FillsRaw, Source
 from etl.sync.pipeline_tables import lookback_loaded
 
 
+def python_only_reason(flow: Flow) -> str | None:
+    """Why ``flow`` runs its rules in Python whatever its databases (None: the flow lets the
+    SQL or the in-process path take them)."""
+    if flow.load.transform == "python":
+        return "the flow asks for the Python path"
+    if flow.lines is not None:
+        return "a flow with lines stages each document together with its lines, in Python"
+    return None
+
+
 def unsupported_reason(
     flow: Flow, source: Table, target: Table, source_dialect: str, target_dialect: str,
     crosswalks: dict[str, Crosswalk],
 ) -> str | None:
     """Why ``flow`` cannot take the SQL path, or None if it can."""
-    if flow.load.transform == "python":
-        return "the flow asks for the Python path"
-    if flow.lines is not None:
-        return "a flow with lines stages each document together with its lines, in Python"
+    python_only = python_only_reason(flow)
+    if python_only is not None:
+        return python_only
     if target_dialect != "postgresql":
         return "the SQL path needs PostgreSQL as the target"
     try:
