@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,11 +31,10 @@ from sqlalchemy import Connection, Table, and_, delete, func, or_, select
 from etl.config.api import ApiTarget
 from etl.config.flows import Flow
 from etl.core.reasons import API_MAYBE_POSTED, API_NO_UPDATE, API_REFUSED
-from etl.core.rows import SEQ, SOURCE_KEY, Reject, is_null
-from etl.sync.http_api import NOT_PROCESSED, ApiClient, ApiError, records_at, select_path
+from etl.core.rows import SEQ, SOURCE_KEY, Reject
+from etl.sync.http_api import NOT_PROCESSED, ApiClient, ApiError, fill, plain, records_at, select_path
 from etl.sync.pipeline_tables import api_posting
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_ ]*)\}")
 _CHUNK = 500
 
 CREATED, UPDATED, FOUND, SENDING = "created", "updated", "found", "sending"
@@ -58,38 +56,10 @@ def posting_key(flow: Flow, row: dict[str, Any]) -> str:
     return "/".join(str(row[k]) for k in flow.key)
 
 
-def _plain(value: Any) -> Any:
-    if is_null(value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
-def fill(template: Any, values: dict[str, Any], record: dict[str, Any]) -> Any:
-    """``template`` with ``{name}`` filled from ``values``: a string that is one placeholder
-    takes the value as it is (a number stays a number), ``"{record}"`` the whole record; inside
-    longer text, the value's text."""
-    if isinstance(template, str):
-        whole = _PLACEHOLDER.fullmatch(template)
-        if whole is not None:
-            name = whole.group(1)
-            if name == "record":
-                return record
-            if name in values:
-                return _plain(values[name])
-        return _PLACEHOLDER.sub(lambda m: str(_plain(values[m.group(1)])) if m.group(1) in values else m.group(0), template)
-    if isinstance(template, dict):
-        return {k: fill(v, values, record) for k, v in template.items()}
-    if isinstance(template, list):
-        return [fill(v, values, record) for v in template]
-    return template
-
-
 def _url_values(values: dict[str, Any]) -> dict[str, Any]:
     from urllib.parse import quote
 
-    return {k: quote(str(_plain(v)), safe="") for k, v in values.items()}
+    return {k: quote(str(plain(v)), safe="") for k, v in values.items()}
 
 
 class ApiSink:
@@ -106,7 +76,7 @@ class ApiSink:
             if self.spec.decimals == "text":
                 return str(value)
             return int(value) if value == value.to_integral_value() else float(value)
-        return _plain(value)
+        return plain(value)
 
     def _record(self, row: dict[str, Any], key: str) -> dict[str, Any]:
         record = {c: self._value(row[c]) for c in self.columns}
@@ -218,7 +188,7 @@ def post_batch(
     rows = list(_chunks_of(_rows(ctx_conn, _differing(ctx_conn, staging, target, list(flow.key), columns))))
     for row in rows:
         key = posting_key(flow, row)
-        payload = {c: _plain(row[c]) for c in columns}
+        payload = {c: plain(row[c]) for c in columns}
         try:
             posted = _post_one(ctx_conn, flow, sink, row, key, pending, run_id, now)
         except ApiError as exc:

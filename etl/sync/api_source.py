@@ -32,7 +32,7 @@ from etl.core import watermark as wm
 from etl.core.rows import frame_from_rows
 from etl.core.watermark import CursorValue, Window
 from etl.dialects.base import copy_text
-from etl.sync.http_api import ApiClient, ApiError, api_connection, records_at, select_path
+from etl.sync.http_api import ApiClient, ApiError, api_connection, fill, records_at, select_path
 from etl.sync.ledger import RunRecord
 
 _ODATA_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
@@ -92,17 +92,6 @@ def format_cursor(value: CursorValue, fmt: CursorFormat) -> str:
             return str(int((naive - datetime(1970, 1, 1)).total_seconds() * 1000))
         return value.isoformat()
     return str(value)
-
-
-def _fill(template: Any, values: dict[str, str]) -> Any:
-    """``template`` with ``{name}`` placeholders in its strings replaced."""
-    if isinstance(template, str):
-        return re.sub(r"\{([A-Za-z_][A-Za-z0-9_ ]*)\}", lambda m: values.get(m.group(1), m.group(0)), template)
-    if isinstance(template, dict):
-        return {k: _fill(v, values) for k, v in template.items()}
-    if isinstance(template, list):
-        return [_fill(v, values) for v in template]
-    return template
 
 
 def pages(
@@ -207,9 +196,9 @@ class ApiSource:
         inc = self.spec.incremental
         if inc is not None and window is not None and window.lower is not None:
             values = {"lower": format_cursor(window.lower, inc.format)}
-            params.update(_fill(inc.params, values))
+            params.update(fill(inc.params, values, {}))
             if inc.body:
-                body = {**(body or {}), **_fill(inc.body, values)}
+                body = {**(body or {}), **fill(inc.body, values, {})}
         if extra:
             if self.spec.method == "POST" and body is not None:
                 body.update(extra)
@@ -238,7 +227,7 @@ class ApiSource:
     def _children(self, parent: dict[str, Any]) -> Iterator[dict[str, Any]]:
         spec = self.spec.children
         assert spec is not None
-        path = _fill(spec.path, {k: quote(str(v), safe="") for k, v in parent.items() if not isinstance(v, (dict, list))})
+        path = fill(spec.path, {k: quote(str(v), safe="") for k, v in parent.items() if not isinstance(v, (dict, list))}, {})
         response = self.client.request("GET", path)
         where = f"connection {self.client.conn.conn_id!r}: GET {path}"
         for line in records_at(self.client.json(response, where), spec.records, where):

@@ -24,6 +24,7 @@ text leaving this module passes through :meth:`ApiConnection.redact`.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ import httpx
 
 from etl.core.errors import ConnectionNotFound, EtlError
 from etl.core.printable import get_logger
+from etl.core.rows import is_null
 from etl.sync.connections import raw_connection
 
 log = get_logger("etl.sync.http_api")
@@ -436,3 +438,47 @@ def records_at(document: Any, path: str, where: str) -> list[dict[str, Any]]:
     if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
         raise ApiError(f"{where}: no list of records at {path or '$'!r} in the answer")
     return found
+
+
+#: A ``{name}`` placeholder of a path, a parameter or a body, with the single quotes around it.
+_PLACEHOLDER = re.compile(r"(')?\{([A-Za-z_][A-Za-z0-9_ ]*)\}(?(1)')")
+
+
+def plain(value: Any) -> Any:
+    if is_null(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def fill(template: Any, values: dict[str, Any], record: dict[str, Any]) -> Any:
+    """``template`` with ``{name}`` filled from ``values``: a string that is one placeholder
+    takes the value as it is (a number stays a number), ``"{record}"`` the whole record; inside
+    longer text, the value's text, and between single quotes (``'{key}'``, as OData's
+    ``$filter`` and SQL write a text literal) with its own single quotes doubled, so a value
+    can never end the literal early."""
+    if isinstance(template, str):
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole is not None and not whole.group(1):
+            name = whole.group(2)
+            if name == "record":
+                return record
+            if name in values:
+                return plain(values[name])
+        return _PLACEHOLDER.sub(lambda m: _text(m, values), template)
+    if isinstance(template, dict):
+        return {k: fill(v, values, record) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, values, record) for v in template]
+    return template
+
+
+def _text(match: re.Match[str], values: dict[str, Any]) -> str:
+    name = match.group(2)
+    if name not in values:
+        return match.group(0)
+    text = str(plain(values[name]))
+    if match.group(1):
+        return "'" + text.replace("'", "''") + "'"
+    return text

@@ -15,7 +15,7 @@ import pytest
 from etl.config.api import Paging
 from etl.core.errors import ConnectionNotFound
 from etl.sync.api_source import format_cursor, pages, parse_timestamp, parse_value
-from etl.sync.http_api import ApiClient, ApiError, api_connection, retry_after, select_path
+from etl.sync.http_api import ApiClient, ApiError, api_connection, fill, retry_after, select_path
 from tests.products.api_servers import ProductServer, Reply, _query
 
 SECRET = "s3cret-Pa55word"
@@ -256,3 +256,14 @@ def test_values_parse_as_declared() -> None:
     assert format_cursor(datetime(2026, 11, 20, 8, 0), "odata_v2") == "2026-11-20T08:00:00.000"
     assert select_path({"d": {"results": [1]}}, "d.results") == [1]
     assert select_path([{"a": 1}], "$") == [{"a": 1}]
+
+
+def test_a_value_between_single_quotes_cannot_end_its_text_literal() -> None:
+    template = {"$filter": "OrderID eq '{order}' and ConfirmationText eq '{key}'", "top": "{n}", "path": "/x/{key}"}
+    filled = fill(template, {"order": "1000001", "key": "O'Brien' or 1 eq 1 or 'x", "n": 5}, {})
+    assert filled == {
+        "$filter": "OrderID eq '1000001' and ConfirmationText eq 'O''Brien'' or 1 eq 1 or ''x'",
+        "top": 5,
+        "path": "/x/O'Brien' or 1 eq 1 or 'x",
+    }
+    assert fill("'{missing}'", {}, {}) == "'{missing}'"
