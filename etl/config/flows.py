@@ -11,7 +11,7 @@ import codecs
 import difflib
 import re
 import string
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -273,25 +273,71 @@ class DocumentNumber(_Model):
         return value
 
 
+#: The fields a file target's name may use: ``{flow}``, ``{run_id}`` and ``{run_started}`` (a
+#: datetime, so ``{run_started:%Y%m%dT%H%M%S}``).
+FILE_NAME_FIELDS = frozenset({"flow", "run_id", "run_started"})
+
+
+class FileTarget(_Model):
+    """A folder a system imports files from: each run with changed rows writes one file there,
+    beside its manifest (see etl.sync.file_sink). ``target.table`` is then the exported-record
+    table on ``target.connection``: the last values written per key."""
+
+    folder: str = Field(min_length=1)
+    #: Only csv so far; xlsx is refused on load.
+    format: str = "csv"
+    encoding: str = "utf-8"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    #: The file's name, a Python format of ``FILE_NAME_FIELDS``.
+    name: str = "{flow}_{run_started:%Y%m%dT%H%M%S}_{run_id:.8}.csv"
+
+    @field_validator("format")
+    @classmethod
+    def _csv_only(cls, value: str) -> str:
+        if value != "csv":
+            raise ValueError(f"{value!r}: not supported yet: a file target writes csv")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"{value!r} is not an encoding Python knows (e.g. utf-8, utf-8-sig, gb18030)") from None
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_pattern(cls, value: str) -> str:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+            sample = value.format(flow="f", run_id="r", run_started=datetime(2026, 1, 2, 3, 4, 5))
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{value!r} is not a file name pattern (example: {{flow}}_{{run_started:%Y%m%dT%H%M%S}}.csv): {exc}") from None
+        unknown = fields - FILE_NAME_FIELDS
+        if unknown:
+            raise ValueError(f"{value!r}: unknown field(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(FILE_NAME_FIELDS))}")
+        if "run_started" not in fields and "run_id" not in fields:
+            raise ValueError(f"{value!r}: the name must use {{run_started}} or {{run_id}}, so that each run's file has its own name")
+        if "/" in sample or "\\" in sample or sample.startswith("."):
+            raise ValueError(f"{value!r}: a file name inside the folder, not a path or a hidden name")
+        return value
+
+
 class TargetSpec(_RowFilters):
     """Where a flow writes. The pipeline's own tables live on the same connection."""
 
     connection: str
     table: TableName
-    #: Refused on load: there is no file target yet.
-    files: Any = None
+    #: A folder a system imports files from; ``table`` is then the exported-record table on
+    #: ``connection`` (see etl.sync.file_sink).
+    files: FileTarget | None = None
 
     @field_validator("connection")
     @classmethod
     def _connection_id(cls, value: str) -> str:
         return check_connection_id(value)
-
-    @field_validator("files")
-    @classmethod
-    def _no_file_target(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError("not supported yet: a file target (write the rows to a table a file export reads)")
-        return None
 
     #: The target's own id column (serial / auto-increment): never written, lines point at it.
     generated_key: Identifier | None = None
@@ -775,6 +821,17 @@ class Flow(_Model):
             ]
             if unsupported:
                 raise ValueError(f"target.api: not supported yet with {', '.join(unsupported)}")
+        if self.target.files is not None:
+            unsupported = [
+                name for name, used in (
+                    ("target.api", self.target.api is not None),
+                    ("target.generated_key", generated is not None), ("target.document_number", number is not None),
+                    ("lines", self.lines is not None), ("columns[].delta", bool(deltas)),
+                    ("load.mode other than upsert", self.load.mode != "upsert"),
+                ) if used
+            ]
+            if unsupported:
+                raise ValueError(f"target.files: not supported yet with {', '.join(unsupported)}")
         if self.lines is not None:
             if generated is None:
                 raise ValueError("lines: need target.generated_key, the header column the lines point at")

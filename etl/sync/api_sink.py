@@ -154,7 +154,7 @@ class PostOutcome:
     refused: int = 0
 
 
-def _differing(conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str]) -> Any:
+def differing(conn: Connection, staging: Table, target: Table, key: list[str], columns: list[str]) -> Any:
     """Staged rows the posted-record table does not hold as they are, in staging order."""
     on = and_(*[target.c[k] == staging.c[k] for k in key])
     differs = or_(target.c[key[0]].is_(None), *[target.c[c].is_distinct_from(staging.c[c]) for c in columns if c not in key])
@@ -185,7 +185,7 @@ def post_batch(
     refused_seqs: list[int] = []
     columns = sink.columns
     pending = _pending_intents(ctx_conn, flow) if sink.spec.guarantee != "exactly once" else {}
-    rows = list(_chunks_of(_rows(ctx_conn, _differing(ctx_conn, staging, target, list(flow.key), columns))))
+    rows = list(_chunks_of(_rows(ctx_conn, differing(ctx_conn, staging, target, list(flow.key), columns))))
     for row in rows:
         key = posting_key(flow, row)
         payload = {c: plain(row[c]) for c in columns}

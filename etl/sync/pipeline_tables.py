@@ -156,6 +156,22 @@ api_posting = Table(
     Column("posted_at", DateTime, nullable=False),
 )
 
+#: What a flow with a file target wrote, one row per file: its name, SHA-256, rows and window,
+#: in the transaction of the run whose rows it holds. A file in the folder whose manifest no
+#: row here names was written by a run whose commit was lost; the rerun takes it as its own.
+file_export = Table(
+    "etl_file_export",
+    metadata,
+    Column("flow", String(63), primary_key=True),
+    Column("file_name", String(255), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("window_from", String(64)),
+    Column("window_to", String(64)),
+    Column("written_at", DateTime, nullable=False),
+)
+
 # On MariaDB the pipeline's tables hold every character whatever the database's default
 # (utf8mb3, latin1): a quarantined row keeps the value its target could not, and keys compare
 # exactly, as in PostgreSQL.
@@ -163,11 +179,14 @@ for _table in metadata.tables.values():
     _table.dialect_kwargs.update({"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"})
 
 
-def ensure_pipeline_tables(conn: Connection, lookback: bool = False, files: bool = False, api: bool = False) -> None:
+def ensure_pipeline_tables(
+    conn: Connection, lookback: bool = False, files: bool = False, api: bool = False, export: bool = False,
+) -> None:
     """Create the pipeline tables where missing (idempotent). ``lookback``: etl_lookback_loaded
     as well, which only flows with ``cursor.skip_loaded`` use; ``files``: etl_file_intake, which
     only flows reading files use; ``api``: etl_api_posting, which only flows with a web API
-    target use; a target whose sync role may not create tables then runs the other flows
+    target use; ``export``: etl_file_export, which only flows with a file target use; a target
+    whose sync role may not create tables then runs the other flows
     without them.
 
     Raises PipelineTablesBusy (retryable) when another run created them at the same moment, as
@@ -175,7 +194,7 @@ def ensure_pipeline_tables(conn: Connection, lookback: bool = False, files: bool
     EtlError naming the missing tables when the login may not create tables (least privilege).
     """
     present = set(inspect(conn).get_table_names())
-    optional = {lookback_loaded: lookback, file_intake: files, api_posting: api}
+    optional = {lookback_loaded: lookback, file_intake: files, api_posting: api, file_export: export}
     missing = [t for t in metadata.sorted_tables if t.name not in present and optional.get(t, True)]
     if not missing:
         return

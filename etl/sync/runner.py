@@ -71,6 +71,7 @@ from etl.sync.api_sink import ApiSink, post_batch
 from etl.sync.connections import Connections
 from etl.sync.documents import DocumentLines
 from etl.sync.extract import OpenedSource, Source, open_source
+from etl.sync.file_sink import write_file
 from etl.sync.http_api import ApiClient, api_connection
 from etl.sync.load import ParentCheck, insert_only_columns, merge_rows, resolve_duplicates
 from etl.sync.lookups import ambiguity_waiting, resolve_lookups
@@ -232,6 +233,7 @@ def _connect(
     with target_engine.begin() as conn:
         ensure_pipeline_tables(
             conn, lookback=flow.skips_loaded, files=flow.source.files is not None, api=flow.target.api is not None,
+            export=flow.target.files is not None,
         )
     return crosswalks, source, target_engine
 
@@ -672,6 +674,25 @@ def _post_to_api(ctx: _Run) -> None:
     ctx.enter("posted_to_api")
 
 
+def _write_file(ctx: _Run) -> None:
+    """For a file target: write the staged rows the exported-record table does not hold as they
+    are as one file beside its manifest, before the merge records them (etl.sync.file_sink)."""
+    spec = ctx.flow.target.files
+    if spec is None or ctx.options.dry_run:
+        return
+    ctx.enter("write_file")
+    written = write_file(
+        ctx.tconn, ctx.flow, spec, ctx.staging, ctx.target_table, ctx.columns, ctx.run.run_id, ctx.now,
+        getattr(ctx, "window", None), renamed=lambda: ctx.enter("file_renamed"),
+    )
+    if written is not None:
+        ctx.run.options["file_written"] = written.name
+        ctx.run.options["file_rows"] = written.rows
+        ctx.run.options["file_sha256"] = written.sha256
+        if written.taken_over:
+            ctx.run.options["file_taken_over"] = True
+
+
 def _merge(ctx: _Run) -> None:
     ctx.enter("merge")
     loaded = merge_rows(ctx.tconn, ctx.dialect, ctx.flow, ctx.staging, ctx.target_table, ctx.columns)
@@ -774,7 +795,7 @@ def _write_ledger(ctx: _Run) -> None:
 #: The order of a run's steps inside its transaction (see the module's docstring); each names
 #: itself to the hook as it starts.
 _STEPS: list[Callable[[_Run], None]] = [
-    _lock, _check_schema, _read_state, _stage, _resolve_duplicates, _validate, _apply_deltas, _post_to_api, _merge,
+    _lock, _check_schema, _read_state, _stage, _resolve_duplicates, _validate, _apply_deltas, _post_to_api, _write_file, _merge,
     _reconcile, _merge_lines_and_release, _remember_loaded, _deletes, _write_state, _write_ledger,
 ]
 

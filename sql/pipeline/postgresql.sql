@@ -9,6 +9,8 @@
 -- outcome), so that the same content loads once.
 -- etl_api_posting: for flows with a web API target, what each posting key became there
 -- (created, updated, found) and the remote id; 'sending' rows mark a send whose answer may be lost.
+-- etl_file_export: for flows with a file target, every file a run wrote (name, SHA-256, rows,
+-- window), in the run's transaction.
 
 CREATE TABLE etl_api_posting (
 	flow VARCHAR(63) NOT NULL, 
@@ -42,6 +44,18 @@ CREATE TABLE etl_check (
 CREATE INDEX ix_etl_check_flow_checked ON etl_check (flow, checked_at);
 
 CREATE INDEX ix_etl_check_run ON etl_check (run_id);
+
+CREATE TABLE etl_file_export (
+	flow VARCHAR(63) NOT NULL, 
+	file_name VARCHAR(255) NOT NULL, 
+	sha256 VARCHAR(64) NOT NULL, 
+	row_count INTEGER NOT NULL, 
+	run_id VARCHAR(36) NOT NULL, 
+	window_from VARCHAR(64), 
+	window_to VARCHAR(64), 
+	written_at TIMESTAMP WITHOUT TIME ZONE NOT NULL, 
+	PRIMARY KEY (flow, file_name)
+);
 
 CREATE TABLE etl_file_intake (
 	run_id VARCHAR(36) NOT NULL, 

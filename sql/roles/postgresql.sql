@@ -4,7 +4,7 @@
 --   ems_erp_extract  SELECT on the ERP tables the ERP -> MES flows read. Nothing else.
 --   ems_mes_load     writes the MES tables those flows load, and the pipeline's own tables
 --                    (etl_watermark, etl_ledger, etl_quarantine, etl_check, etl_lookback_loaded,
---                    etl_file_intake, etl_api_posting)
+--                    etl_file_intake, etl_api_posting, etl_file_export)
 --                    on the MES.
 --   ems_mes_extract  SELECT on the MES tables the MES -> ERP flows read. Nothing else.
 --   ems_erp_load     writes the ERP interface tables (if_*) and the pipeline's own tables on the
@@ -97,6 +97,10 @@ BEGIN
     -- Only flows with a web API target use it.
     IF to_regclass('public.etl_api_posting') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT, INSERT, DELETE ON TABLE public.etl_api_posting TO %I', grantee);
+    END IF;
+    -- Only flows with a file target use it.
+    IF to_regclass('public.etl_file_export') IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, INSERT ON TABLE public.etl_file_export TO %I', grantee);
     END IF;
     EXECUTE format('GRANT SELECT, INSERT ON TABLE public.etl_ledger, public.etl_check TO %I', grantee);
     EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', pg_get_serial_sequence('public.etl_quarantine', 'id'), grantee);

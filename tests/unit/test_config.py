@@ -652,9 +652,37 @@ def test_a_file_flow_reads_the_place_of_each_row(mappings: Mappings) -> None:
     assert flow.source_columns() == ["a", "b", "c", "d", "source_file", "source_line", "source_sheet"]
 
 
-def test_a_file_target_is_refused_as_not_supported_yet(mappings: Mappings) -> None:
+def test_a_file_target_loads_with_its_defaults(mappings: Mappings) -> None:
     mappings.write("x", flow_dict(target={"connection": "mes_db", "table": "t", "files": {"folder": "out"}}))
-    assert "m/flows/x.yaml: target.files: not supported yet: a file target" in " ".join(mappings.messages())
+    spec = mappings.load().flow("x").target.files
+    assert spec is not None and (spec.format, spec.encoding, spec.delimiter) == ("csv", "utf-8", ",")
+    assert spec.name == "{flow}_{run_started:%Y%m%dT%H%M%S}_{run_id:.8}.csv"
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"format": "xlsx"}, "target.files.format: 'xlsx': not supported yet: a file target writes csv"),
+        ({"encoding": "utf-9"}, "target.files.encoding: 'utf-9' is not an encoding"),
+        ({"delimiter": ";;"}, "target.files.delimiter"),
+        ({"name": "{plant}_{run_id}.csv"}, "target.files.name: '{plant}_{run_id}.csv' is not a file name pattern"),
+        ({"name": "export.csv"}, "the name must use {run_started} or {run_id}"),
+        ({"name": "../{run_id}.csv"}, "a file name inside the folder, not a path"),
+        ({"name": "{run_started:%Y}/{run_id}.csv"}, "a file name inside the folder, not a path"),
+    ],
+)
+def test_a_file_target_is_checked_on_load(mappings: Mappings, files: dict[str, Any], message: str) -> None:
+    mappings.write("x", flow_dict(target={"connection": "mes_db", "table": "t", "files": {"folder": "out", **files}}))
+    assert message in " ".join(mappings.messages())
+
+
+def test_a_file_target_refuses_what_it_cannot_write_yet(mappings: Mappings) -> None:
+    mappings.write("x", flow_dict(target={"connection": "mes_db", "table": "t", "files": {"folder": "out"},
+                                          "generated_key": "id"}, load={"mode": "append"}))
+    assert "target.files: not supported yet with target.generated_key, load.mode other than upsert" in " ".join(
+        mappings.messages())
+
+
 def test_the_web_api_mappings_check_without_connecting() -> None:
     project = load_project(Path(__file__).resolve().parent.parent / "products" / "api_mappings")
     assert set(project.flows) == {

@@ -1,0 +1,166 @@
+"""A folder a system imports files from as a flow's target (``target: {files: …}``).
+
+The flow's ``target.table`` is the exported-record table on the pipeline's database: the last
+values written per key. A run stages and checks its batch like any flow; before the merge, the
+rows that differ from what was exported, sorted by the flow's key, are written as one CSV file
+with a manifest beside it, and the merge then records them in the exported-record table, with
+the file in ``etl_file_export``, in the run's transaction. So the watermark moves only once the
+file is complete, and a run with nothing new writes nothing.
+
+The file is written under a hidden name, flushed and fsynced; the manifest (rows, SHA-256 of
+the file, run id, flow, window) is renamed into place, then the file (``os.replace``): a file
+under its own name is always whole, and has its manifest. A run whose commit is lost after that
+leaves a file no ``etl_file_export`` row names; the rerun of the same window makes the same
+content, finds that manifest by its SHA-256 and takes the file as its own (finishing the rename
+if it was not done) instead of writing a second one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Table, insert, select
+
+from etl.config.flows import FileTarget, Flow
+from etl.core.errors import EtlError
+from etl.core.watermark import Window
+from etl.sync.api_sink import differing
+from etl.sync.pipeline_tables import file_export
+
+MANIFEST = ".manifest.json"
+
+
+@dataclass
+class Written:
+    """The file a run wrote (or took over from a run whose commit was lost)."""
+
+    name: str
+    rows: int
+    sha256: str
+    taken_over: bool
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render(flow: Flow, spec: FileTarget, rows: list[dict[str, Any]], columns: list[str]) -> bytes:
+    """The file's bytes: a header and one line per row, in the target's encoding. A value the
+    encoding cannot hold fails the run naming the row's key and column (nothing is written)."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, delimiter=spec.delimiter, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_text(row[c]) for c in columns])
+    text = out.getvalue()
+    try:
+        return text.encode(spec.encoding)
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start:exc.end]
+        for row in rows:
+            for c in columns:
+                if bad in _text(row[c]):
+                    key = "/".join(str(row[k]) for k in flow.key)
+                    raise EtlError(
+                        f"flow {flow.flow}: key {key}, column {c}: {bad!r} cannot be written in {spec.encoding}"
+                    ) from None
+        raise EtlError(f"flow {flow.flow}: {bad!r} cannot be written in {spec.encoding}") from None
+
+
+def _fsync_write(path: Path, content: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _hidden(folder: Path, name: str) -> Path:
+    return folder / f".{name}.tmp"
+
+
+def _bound(window: Window | None, side: str) -> str | None:
+    value = None if window is None else getattr(window, side)
+    return None if value is None else _text(value)
+
+
+def _unclaimed(conn: Connection, flow: Flow, folder: Path, sha256: str) -> str | None:
+    """The name of a file this flow wrote with this content that no committed run claims."""
+    claimed = {r[0] for r in conn.execute(select(file_export.c.file_name).where(file_export.c.flow == flow.flow))}
+    for manifest in sorted(folder.glob(f"*{MANIFEST}")):
+        try:
+            told = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if told.get("flow") == flow.flow and told.get("sha256") == sha256 and told.get("file") not in claimed:
+            return str(told["file"])
+    return None
+
+
+def write_file(
+    conn: Connection, flow: Flow, spec: FileTarget, staging: Table, target: Table, columns: list[str],
+    run_id: str, run_started: datetime, window: Window | None, renamed: Any = None,
+) -> Written | None:
+    """Write the staged rows the exported-record table does not hold as they are, as one file;
+    record it in ``etl_file_export`` on ``conn`` (the run's transaction). None when no row
+    changed. ``renamed`` is called once the file is in place (tests stop the run there)."""
+    key = list(flow.key)
+    stmt = differing(conn, staging, target, key, columns).order_by(None).order_by(*[staging.c[k] for k in key])
+    rows = [dict(r) for r in conn.execute(stmt).mappings()]
+    if not rows:
+        return None
+    content = render(flow, spec, rows, columns)
+    sha256 = hashlib.sha256(content).hexdigest()
+    folder = Path(spec.folder)
+    if not folder.is_dir():
+        raise EtlError(f"flow {flow.flow}: target.files.folder {spec.folder} is not a folder")
+    name = _unclaimed(conn, flow, folder, sha256)
+    taken_over = name is not None
+    if name is None:
+        name = spec.name.format(flow=flow.flow, run_id=run_id, run_started=run_started)
+        if (folder / name).exists() or (folder / f"{name}{MANIFEST}").exists():
+            raise EtlError(f"flow {flow.flow}: {folder / name} exists already; the file name pattern must differ per run")
+        _fsync_write(_hidden(folder, name), content)
+        manifest = {
+            "file": name, "flow": flow.flow, "run_id": run_id, "rows": len(rows), "sha256": sha256,
+            "encoding": spec.encoding, "columns": columns,
+            "window": {"from": _bound(window, "lower"), "to": _bound(window, "upper")},
+        }
+        _fsync_write(_hidden(folder, f"{name}{MANIFEST}"), json.dumps(manifest, indent=2).encode("utf-8"))
+        os.replace(_hidden(folder, f"{name}{MANIFEST}"), folder / f"{name}{MANIFEST}")
+    if _hidden(folder, name).exists():
+        os.replace(_hidden(folder, name), folder / name)
+    _fsync_folder(folder)
+    if renamed is not None:
+        renamed()
+    conn.execute(insert(file_export).values(
+        flow=flow.flow, file_name=name, sha256=sha256, row_count=len(rows), run_id=run_id,
+        window_from=_bound(window, "lower"), window_to=_bound(window, "upper"), written_at=run_started,
+    ))
+    return Written(name, len(rows), sha256, taken_over)
