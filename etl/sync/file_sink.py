@@ -7,7 +7,7 @@ with a manifest beside it, and the merge then records them in the exported-recor
 the file in ``etl_file_export``, in the run's transaction. So the watermark moves only once the
 file is complete, and a run with nothing new writes nothing.
 
-The file is written under a hidden name, flushed and fsynced; the manifest (rows, SHA-256 of
+The file is written under a hidden name (``.NAME.FLOW.tmp``), flushed and fsynced; the manifest (rows, SHA-256 of
 the file, run id, flow, window) is renamed into place, then the file (``os.replace``): a file
 under its own name is always whole, and has its manifest. A run whose commit is lost after that
 leaves a file no ``etl_file_export`` row names; the rerun of the same window makes the same
@@ -101,8 +101,20 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _hidden(folder: Path, name: str) -> Path:
-    return folder / f".{name}.tmp"
+def _hidden(folder: Path, name: str, flow: Flow) -> Path:
+    # The flow in the hidden name: a folder may serve several flows, and each clears only its own.
+    return folder / f".{name}.{flow.flow}.tmp"
+
+
+def _clear_leftovers(folder: Path, flow: Flow) -> None:
+    """Remove the hidden files of this flow's runs that stopped before their manifest was in
+    place (nothing of them was ever visible); a hidden file whose manifest is in place waits
+    for its rerun to take it over."""
+    tail = f".{flow.flow}.tmp"
+    for path in folder.glob(f".*{tail}"):
+        base = path.name[1:-len(tail)]
+        if base.endswith(MANIFEST) or not (folder / f"{base}{MANIFEST}").exists():
+            path.unlink(missing_ok=True)
 
 
 def _bound(window: Window | None, side: str) -> str | None:
@@ -140,22 +152,23 @@ def write_file(
     folder = Path(spec.folder)
     if not folder.is_dir():
         raise EtlError(f"flow {flow.flow}: target.files.folder {spec.folder} is not a folder")
+    _clear_leftovers(folder, flow)
     name = _unclaimed(conn, flow, folder, sha256)
     taken_over = name is not None
     if name is None:
         name = spec.name.format(flow=flow.flow, run_id=run_id, run_started=run_started)
         if (folder / name).exists() or (folder / f"{name}{MANIFEST}").exists():
             raise EtlError(f"flow {flow.flow}: {folder / name} exists already; the file name pattern must differ per run")
-        _fsync_write(_hidden(folder, name), content)
+        _fsync_write(_hidden(folder, name, flow), content)
         manifest = {
             "file": name, "flow": flow.flow, "run_id": run_id, "rows": len(rows), "sha256": sha256,
             "encoding": spec.encoding, "columns": columns,
             "window": {"from": _bound(window, "lower"), "to": _bound(window, "upper")},
         }
-        _fsync_write(_hidden(folder, f"{name}{MANIFEST}"), json.dumps(manifest, indent=2).encode("utf-8"))
-        os.replace(_hidden(folder, f"{name}{MANIFEST}"), folder / f"{name}{MANIFEST}")
-    if _hidden(folder, name).exists():
-        os.replace(_hidden(folder, name), folder / name)
+        _fsync_write(_hidden(folder, f"{name}{MANIFEST}", flow), json.dumps(manifest, indent=2).encode("utf-8"))
+        os.replace(_hidden(folder, f"{name}{MANIFEST}", flow), folder / f"{name}{MANIFEST}")
+    if _hidden(folder, name, flow).exists():
+        os.replace(_hidden(folder, name, flow), folder / name)
     _fsync_folder(folder)
     if renamed is not None:
         renamed()

@@ -228,8 +228,39 @@ def test_a_crash_between_the_manifest_and_the_file_rename_is_finished_by_the_rer
         export.run(hook=crash)
     [name] = [n for n in export.files() if n.endswith(".csv")]
     content = (export.folder / name).read_bytes()
-    os.replace(export.folder / name, export.folder / f".{name}.tmp")
+    os.replace(export.folder / name, export.folder / f".{name}.quality_export.tmp")
     result = export.run()
     assert export.files() == [name, f"{name}.manifest.json"]
     assert (export.folder / name).read_bytes() == content
     assert result.record.options.get("file_taken_over") is True and len(export.exports()) == 1
+
+
+def test_hidden_leftovers_of_a_run_stopped_before_its_manifest_are_cleared(export: Export) -> None:
+    """A run stopped while writing (a full disk) leaves hidden files no manifest names; the
+    next run with rows removes this flow's, and leaves another flow's alone."""
+    leftovers = [".quality_export_x.csv.quality_export.tmp", ".quality_export_x.csv.manifest.json.quality_export.tmp"]
+    for name in [*leftovers, ".other_x.csv.other_flow.tmp"]:
+        (export.folder / name).write_bytes(b"half")
+    export.put(ROWS, "2026-06-01 08:00:00")
+    export.run()
+    hidden = [n for n in export.files() if n.startswith(".")]
+    assert hidden == [".other_x.csv.other_flow.tmp"]
+    assert len([n for n in export.files() if n.endswith(".csv")]) == 1
+
+
+def test_a_quarantined_row_is_not_in_the_file_and_goes_in_a_later_one_once_fixed(export: Export) -> None:
+    flow = guide_flow()
+    flow["target"]["files"]["folder"] = str(export.folder)
+    flow["columns"][1]["required"] = True
+    (export.root / "mappings" / "flows" / "quality_export.yaml").write_text(yaml.safe_dump(flow), encoding="utf-8")
+    export.put(ROWS, "2026-06-01 08:00:00")
+    export.execute(export.source, "UPDATE quality_result SET material = NULL WHERE lot_no = 'L-002'")
+    result = export.run()
+    assert result.record.counts.rows_quarantined == 1
+    [first] = [n for n in export.files() if n.endswith(".csv")]
+    assert [r[0] for r in export.lines(first)[1:]] == ["L-001", "L-003"]
+    export.execute(export.source, "UPDATE quality_result SET material = 'MAT-2', updated_at = '2026-06-02 08:00:00' WHERE lot_no = 'L-002'")
+    export.run()
+    [second] = [n for n in export.files() if n.endswith(".csv") and n != first]
+    assert [r[0] for r in export.lines(second)[1:]] == ["L-002"]
+    assert export.execute(export.pipeline, "SELECT count(*) FROM etl_quarantine WHERE status = 'waiting'") == [(0,)]
