@@ -284,19 +284,13 @@ class FileTarget(_Model):
     table on ``target.connection``: the last values written per key."""
 
     folder: str = Field(min_length=1)
-    #: Only csv so far; xlsx is refused on load.
-    format: str = "csv"
+    format: Literal["csv", "xlsx"] = "csv"
+    #: CSV only (a workbook holds its own text).
     encoding: str = "utf-8"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    #: The file's name, a Python format of ``FILE_NAME_FIELDS``.
-    name: str = "{flow}_{run_started:%Y%m%dT%H%M%S}_{run_id:.8}.csv"
-
-    @field_validator("format")
-    @classmethod
-    def _csv_only(cls, value: str) -> str:
-        if value != "csv":
-            raise ValueError(f"{value!r}: not supported yet: a file target writes csv")
-        return value
+    #: The file's name, a Python format of ``FILE_NAME_FIELDS``; by default
+    #: ``{flow}_{run_started:%Y%m%dT%H%M%S}_{run_id:.8}.`` and the format.
+    name: str = Field(default="", min_length=1)
 
     @field_validator("encoding")
     @classmethod
@@ -323,6 +317,19 @@ class FileTarget(_Model):
         if "/" in sample or "\\" in sample or sample.startswith("."):
             raise ValueError(f"{value!r}: a file name inside the folder, not a path or a hidden name")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name"):
+            data = {**data, "name": "{flow}_{run_started:%Y%m%dT%H%M%S}_{run_id:.8}." + str(data.get("format", "csv"))}
+        return data
+
+    @model_validator(mode="after")
+    def _format_options(self) -> FileTarget:
+        if self.format == "xlsx" and (self.encoding != "utf-8" or self.delimiter != ","):
+            raise ValueError("encoding and delimiter: for csv files only; a workbook holds its own text")
+        return self
 
 
 class TargetSpec(_RowFilters):

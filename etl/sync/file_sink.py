@@ -10,8 +10,8 @@ file is complete, and a run with nothing new writes nothing.
 The file is written under a hidden name (``.NAME.FLOW.tmp``), flushed and fsynced; the manifest (rows, SHA-256 of
 the file, run id, flow, window) is renamed into place, then the file (``os.replace``): a file
 under its own name is always whole, and has its manifest. A run whose commit is lost after that
-leaves a file no ``etl_file_export`` row names; the rerun of the same window makes the same
-content, finds that manifest by its SHA-256 and takes the file as its own (finishing the rename
+leaves a file no ``etl_file_export`` row names; the rerun of the same window selects the same
+rows, finds that manifest by their SHA-256 (``rows_sha256``) and takes the file as its own (finishing the rename
 if it was not done) instead of writing a second one.
 """
 
@@ -63,15 +63,42 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def render(flow: Flow, spec: FileTarget, rows: list[dict[str, Any]], columns: list[str]) -> bytes:
-    """The file's bytes: a header and one line per row, in the target's encoding. A value the
-    encoding cannot hold fails the run naming the row's key and column (nothing is written)."""
+def _csv_text(rows: list[dict[str, Any]], columns: list[str], delimiter: str) -> str:
     out = io.StringIO(newline="")
-    writer = csv.writer(out, delimiter=spec.delimiter, lineterminator="\r\n")
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_text(row[c]) for c in columns])
-    text = out.getvalue()
+    return out.getvalue()
+
+
+def rows_digest(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """SHA-256 of the rows themselves (as UTF-8 CSV), whatever the file's format: a workbook's
+    bytes carry the time it was saved, so a rerun recognises its rows by this, not the file's."""
+    return hashlib.sha256(_csv_text(rows, columns, ",").encode("utf-8")).hexdigest()
+
+
+def _workbook(flow: Flow, rows: list[dict[str, Any]], columns: list[str]) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(flow.flow[:31])
+    sheet.append(columns)
+    for row in rows:
+        # Numbers stay numbers (Decimal exactly as the target types it), times stay Excel dates.
+        sheet.append([row[c] for c in columns])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def render(flow: Flow, spec: FileTarget, rows: list[dict[str, Any]], columns: list[str]) -> bytes:
+    """The file's bytes: a header and one line per row, in the target's encoding (CSV) or one
+    sheet named after the flow (xlsx). A value the encoding cannot hold fails the run naming the
+    row's key and column (nothing is written)."""
+    if spec.format == "xlsx":
+        return _workbook(flow, rows, columns)
+    text = _csv_text(rows, columns, spec.delimiter)
     try:
         return text.encode(spec.encoding)
     except UnicodeEncodeError as exc:
@@ -122,16 +149,16 @@ def _bound(window: Window | None, side: str) -> str | None:
     return None if value is None else _text(value)
 
 
-def _unclaimed(conn: Connection, flow: Flow, folder: Path, sha256: str) -> str | None:
-    """The name of a file this flow wrote with this content that no committed run claims."""
+def _unclaimed(conn: Connection, flow: Flow, folder: Path, digest: str) -> tuple[str, str] | None:
+    """The name and SHA-256 of a file this flow wrote with these rows that no committed run claims."""
     claimed = {r[0] for r in conn.execute(select(file_export.c.file_name).where(file_export.c.flow == flow.flow))}
     for manifest in sorted(folder.glob(f"*{MANIFEST}")):
         try:
             told = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if told.get("flow") == flow.flow and told.get("sha256") == sha256 and told.get("file") not in claimed:
-            return str(told["file"])
+        if told.get("flow") == flow.flow and told.get("rows_sha256") == digest and told.get("file") not in claimed:
+            return str(told["file"]), str(told["sha256"])
     return None
 
 
@@ -147,22 +174,25 @@ def write_file(
     rows = [dict(r) for r in conn.execute(stmt).mappings()]
     if not rows:
         return None
-    content = render(flow, spec, rows, columns)
-    sha256 = hashlib.sha256(content).hexdigest()
     folder = Path(spec.folder)
     if not folder.is_dir():
         raise EtlError(f"flow {flow.flow}: target.files.folder {spec.folder} is not a folder")
     _clear_leftovers(folder, flow)
-    name = _unclaimed(conn, flow, folder, sha256)
-    taken_over = name is not None
-    if name is None:
+    digest = rows_digest(rows, columns)
+    found = _unclaimed(conn, flow, folder, digest)
+    taken_over = found is not None
+    if found is not None:
+        name, sha256 = found
+    else:
+        content = render(flow, spec, rows, columns)
+        sha256 = hashlib.sha256(content).hexdigest()
         name = spec.name.format(flow=flow.flow, run_id=run_id, run_started=run_started)
         if (folder / name).exists() or (folder / f"{name}{MANIFEST}").exists():
             raise EtlError(f"flow {flow.flow}: {folder / name} exists already; the file name pattern must differ per run")
         _fsync_write(_hidden(folder, name, flow), content)
         manifest = {
             "file": name, "flow": flow.flow, "run_id": run_id, "rows": len(rows), "sha256": sha256,
-            "encoding": spec.encoding, "columns": columns,
+            "rows_sha256": digest, "format": spec.format, "encoding": spec.encoding, "columns": columns,
             "window": {"from": _bound(window, "lower"), "to": _bound(window, "upper")},
         }
         _fsync_write(_hidden(folder, f"{name}{MANIFEST}", flow), json.dumps(manifest, indent=2).encode("utf-8"))

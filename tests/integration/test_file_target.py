@@ -264,3 +264,30 @@ def test_a_quarantined_row_is_not_in_the_file_and_goes_in_a_later_one_once_fixed
     [second] = [n for n in export.files() if n.endswith(".csv") and n != first]
     assert [r[0] for r in export.lines(second)[1:]] == ["L-002"]
     assert export.execute(export.pipeline, "SELECT count(*) FROM etl_quarantine WHERE status = 'waiting'") == [(0,)]
+
+
+def test_a_workbook_target_keeps_numbers_and_a_rerun_after_a_lost_commit_takes_it_over(export: Export) -> None:
+    from openpyxl import load_workbook
+
+    export.configure(format="xlsx", name="{flow}_{run_id}.xlsx")
+    export.put(ROWS, "2026-06-01 08:00:00")
+
+    def crash(at: str) -> None:
+        if at == "file_renamed":
+            raise RuntimeError("crash after the rename")
+
+    with pytest.raises(StepFailed):
+        export.run(hook=crash)
+    before = export.files()
+    [name] = [n for n in before if n.endswith(".xlsx")]
+    content = (export.folder / name).read_bytes()
+    result = export.run()
+    assert export.files() == before and (export.folder / name).read_bytes() == content
+    assert result.record.options.get("file_taken_over") is True
+    told = json.loads((export.folder / f"{name}.manifest.json").read_text(encoding="utf-8"))
+    assert told["sha256"] == hashlib.sha256(content).hexdigest() and told["format"] == "xlsx"
+    sheet = load_workbook(export.folder / name, read_only=True)["quality_export"]
+    cells = [list(r) for r in sheet.iter_rows(values_only=True)]
+    assert cells[0] == ["lot_no", "material", "defects", "remark"]
+    assert cells[1] == ["L-001", "MAT-1", 1.5, "划痕 scratch"] and cells[3][0] == "L-003"
+    assert [e[1] for e in export.exports()] == [3]

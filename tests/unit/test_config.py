@@ -657,12 +657,16 @@ def test_a_file_target_loads_with_its_defaults(mappings: Mappings) -> None:
     spec = mappings.load().flow("x").target.files
     assert spec is not None and (spec.format, spec.encoding, spec.delimiter) == ("csv", "utf-8", ",")
     assert spec.name == "{flow}_{run_started:%Y%m%dT%H%M%S}_{run_id:.8}.csv"
+    mappings.write("y", flow_dict("y", target={"connection": "mes_db", "table": "t", "files": {"folder": "o", "format": "xlsx"}}))
+    workbook = mappings.load().flow("y").target.files
+    assert workbook is not None and workbook.name.endswith("_{run_id:.8}.xlsx")
 
 
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({"format": "xlsx"}, "target.files.format: 'xlsx': not supported yet: a file target writes csv"),
+        ({"format": "ods"}, "target.files.format: Input should be 'csv' or 'xlsx'"),
+        ({"format": "xlsx", "encoding": "gbk"}, "encoding and delimiter: for csv files only"),
         ({"encoding": "utf-9"}, "target.files.encoding: 'utf-9' is not an encoding"),
         ({"delimiter": ";;"}, "target.files.delimiter"),
         ({"name": "{plant}_{run_id}.csv"}, "target.files.name: '{plant}_{run_id}.csv' is not a file name pattern"),
