@@ -151,13 +151,17 @@ def _bound(window: Window | None, side: str) -> str | None:
 
 def _unclaimed(conn: Connection, flow: Flow, folder: Path, digest: str) -> tuple[str, str] | None:
     """The name and SHA-256 of a file this flow wrote with these rows that no committed run claims."""
-    claimed = {r[0] for r in conn.execute(select(file_export.c.file_name).where(file_export.c.flow == flow.flow))}
     for manifest in sorted(folder.glob(f"*{MANIFEST}")):
         try:
             told = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if told.get("flow") == flow.flow and told.get("rows_sha256") == digest and told.get("file") not in claimed:
+        if told.get("flow") != flow.flow or told.get("rows_sha256") != digest:
+            continue
+        claimed = conn.execute(
+            select(file_export.c.file_name).where(file_export.c.flow == flow.flow, file_export.c.file_name == told.get("file"))
+        ).first()
+        if claimed is None:
             return str(told["file"]), str(told["sha256"])
     return None
 

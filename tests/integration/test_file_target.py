@@ -291,3 +291,17 @@ def test_a_workbook_target_keeps_numbers_and_a_rerun_after_a_lost_commit_takes_i
     assert cells[0] == ["lot_no", "material", "defects", "remark"]
     assert cells[1] == ["L-001", "MAT-1", 1.5, "划痕 scratch"] and cells[3][0] == "L-003"
     assert [e[1] for e in export.exports()] == [3]
+
+
+def test_rows_changed_back_to_earlier_values_are_written_again(export: Export) -> None:
+    """A file already recorded is never taken over: the importer needs the old values again."""
+    export.put([ROWS[1]], "2026-06-01 08:00:00")
+    export.run()
+    export.put([("L-001", "MAT-1", "9", "x")], "2026-06-02 08:00:00")
+    export.run()
+    export.put([ROWS[1]], "2026-06-03 08:00:00")
+    result = export.run()
+    assert result.record.options.get("file_taken_over") is None
+    names = [e[0] for e in export.exports()]
+    assert len(names) == 3 and len(set(names)) == 3
+    assert export.lines(names[2]) == export.lines(names[0])
