@@ -683,7 +683,7 @@ def _write_file(ctx: _Run) -> None:
     ctx.enter("write_file")
     written = write_file(
         ctx.tconn, ctx.flow, spec, ctx.staging, ctx.target_table, ctx.columns, ctx.run.run_id, ctx.now,
-        getattr(ctx, "window", None), renamed=lambda: ctx.enter("file_renamed"),
+        ctx.window, renamed=lambda: ctx.enter("file_renamed"),
     )
     if written is not None:
         ctx.run.options["file_written"] = written.name
@@ -801,7 +801,6 @@ _STEPS: list[Callable[[_Run], None]] = [
 
 
 def _source_plants(
-
     flow: Flow, plants: list[str] | None, crosswalks: dict[str, Crosswalk], result: RunResult
 ) -> list[str] | None:
     """Plants are given as ERP codes; a flow reading the MES filters on their MES codes."""
