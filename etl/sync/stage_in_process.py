@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import BigInteger, Column, MetaData, Numeric, Table, Text, and_, func, select
+from sqlalchemy import BigInteger, Column, MetaData, Numeric, Table, Text, func, select
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import sqltypes
@@ -33,7 +33,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from etl.config.crosswalks import Crosswalk
 from etl.config.flows import Flow
-from etl.core.reasons import IN_COLUMN
 from etl.core.rows import SEQ, SOURCE_KEY, SOURCE_KEY_LENGTH, Reject, is_null
 from etl.core.types import ColumnType
 from etl.rules.sql import (
@@ -43,14 +42,12 @@ from etl.rules.sql import (
     Compiler,
     Unsupported,
     checked_rows,
-    clock_changes,
-    reason_sql,
     source_key_sql,
     two_layers,
     with_lookups,
 )
 from etl.rules.transform import TransformResult, transform
-from etl.sync.stage_sql import python_only_reason
+from etl.sync.stage_sql import local_time_failures, python_only_reason
 
 log = logging.getLogger(__name__)
 
@@ -263,17 +260,7 @@ class InProcessRules:
         self, compiler: Compiler, raw: Table, rows: Any,
     ) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
         """Naive local times in a DST gap or overlap of their zone, as on the SQL path."""
-        failures: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]] = {}
-        for target, column, zone in compiler.local_times:
-            ((low, high),) = self._run(select(func.min(raw.c[column]), func.max(raw.c[column]))).fetchall()
-            if low is None:
-                continue
-            for start, end, which in clock_changes(zone, low - timedelta(days=1), high + timedelta(days=1)):
-                inside = and_(rows.c[column] >= start, rows.c[column] < end)
-                local_time = compiler.local_time_text(rows.c[column])
-                reason = reason_sql(IN_COLUMN, column=target, problem=reason_sql(which, local_time=local_time, zone=zone))
-                failures.setdefault(target, []).append((inside, reason))
-        return failures
+        return local_time_failures(lambda statement: [r[0] for r in self._run(statement).fetchall()], compiler, raw, rows)
 
 
 def _python_values(column: pa.ChunkedArray) -> list[Any]:

@@ -16,7 +16,7 @@ unsupported and runs on the Python path; :func:`unsupported_reason` says why.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -458,17 +458,24 @@ def _runs(years: list[int]) -> list[tuple[int, int]]:
 def _local_time_failures(
     conn: Connection, compiler: Compiler, raw: Table, rows: Any,
 ) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
+    return local_time_failures(lambda statement: list(conn.execute(statement).scalars()), compiler, raw, rows)
+
+
+def local_time_failures(
+    values: Callable[[Any], list[Any]], compiler: Compiler, raw: Table, rows: Any,
+) -> dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]]:
     """Reject naive local times inside a DST gap or overlap of their zone, within the data's range;
-    keyed by target column."""
+    keyed by target column. ``values`` runs a one-column query where the raw rows are (the
+    target database, or DuckDB on the in-process path)."""
     failures: dict[str, list[tuple[ColumnElement[bool], ColumnElement[Any]]]] = {}
     for target, column, zone in compiler.local_times:
         # By the years the data holds, not from its least to its greatest value: a placeholder
         # such as 0001-01-01 or 9999-12-31 would otherwise ask for every clock change between.
         years = sorted(
-            y for y in conn.execute(
+            int(y) for y in values(
                 select(func.extract("year", raw.c[column]).cast(Integer)).where(raw.c[column].is_not(None)).distinct()
-            ).scalars()
-            if 1 <= y <= 9999
+            )
+            if 1 <= int(y) <= 9999
         )
         for first, last in _runs(years):
             # A day beyond the data, within the years Python holds.

@@ -411,7 +411,7 @@ def check_parity(
         assert {"texts", "times"} <= {n for n, reason in why.items() if reason is None}, why
 
     for name in STAMPED:
-        for path in ("python", "sql"):
+        for path in ("python", fast):
             loaded, *rest = results[path][name]
             stamps = {row[1:] for row in loaded}
             assert len(stamps) <= 1, f"flow {name} on the {path} path: now() differs between rows: {stamps}"
