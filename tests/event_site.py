@@ -6,6 +6,7 @@ each, as an MES that publishes events does), and ``python -m etl watch`` as a ch
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +164,18 @@ class EventSite:
                 "FROM etl_ledger WHERE flow = :f ORDER BY started_at"), {"f": flow})]
 
     def overlapping_runs(self, flow: str) -> list[tuple[str, str]]:
-        """Pairs of successful runs of ``flow`` whose [start, finish] overlap: the lock forbids any."""
-        runs = [r for r in self.ledger(flow) if r["outcome"] == "success"]
+        """Pairs of successful runs of ``flow`` that held the flow at once (from taking its lock,
+        ``locked_at``, to writing their ledger row, before the commit): the lock forbids any. A
+        run's ``started_at`` is earlier, before it connects, so it may fall inside another's run."""
+
+        def locked_at(run: dict[str, Any]) -> datetime:
+            at = datetime.fromisoformat(json.loads(run["options"])["locked_at"])
+            return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+
+        runs = sorted((r for r in self.ledger(flow) if r["outcome"] == "success"), key=locked_at)
         return [
             (a["run_id"], b["run_id"]) for a, b in zip(runs, runs[1:], strict=False)
-            if b["started_at"] < a["finished_at"]
+            if locked_at(b) < a["finished_at"]
         ]
 
     # --- the watch ----------------------------------------------------------------------------

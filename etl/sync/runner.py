@@ -363,6 +363,9 @@ def _lock(ctx: _Run) -> None:
         holder = ctx.dialect.lock_holder(ctx.tconn, ctx.flow.flow)
         held_by = f" ({holder})" if holder else ""
         raise FlowBusy(f"flow {ctx.flow.flow!r}: another run holds its lock{held_by}; this run read and wrote nothing")
+    # From here until the commit no other run of the flow runs: the ledger's started_at is
+    # earlier, before connecting, so this is what shows that two runs never overlapped.
+    ctx.run.options["locked_at"] = ctx.clock().isoformat()
     ctx.dialect.tune(ctx.tconn, ctx.flow.load.work_mem_mb)
 
 
