@@ -25,6 +25,7 @@ import io
 import json
 import multiprocessing
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -42,7 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 ADMIN_URL = os.environ.get("ETL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-KEY, SECRET = "bench-key", "bench-secret-0000"
+# The local server's credentials: made afresh each run, known only to this process.
+KEY, SECRET = secrets.token_hex(8), secrets.token_hex(16)
 START = datetime(2026, 11, 1, 6, 0)
 
 
