@@ -137,8 +137,10 @@ def main() -> None:
     from etl.sync.http_api import ApiClient, api_connection
     from etl.sync.runner import run_flow
 
-    ports: Any = multiprocessing.Queue()
-    server = multiprocessing.Process(target=serve, args=(ports, args.records), daemon=True)
+    # Forked, so the server shares this run's KEY and SECRET.
+    fork = multiprocessing.get_context("fork")
+    ports: Any = fork.Queue()
+    server = fork.Process(target=serve, args=(ports, args.records), daemon=True)
     server.start()
     port = ports.get(timeout=120)
     os.environ["AIRFLOW_CONN_BENCH_API"] = json.dumps(
